@@ -1,0 +1,1 @@
+"""The ETL core: the snapshot contract (parse, validate, map) and its loaders."""
