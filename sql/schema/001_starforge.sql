@@ -1,6 +1,5 @@
 -- Canonical StarForge tables the ETL reads and writes (created only when absent: staging, demos, tests).
 -- Binds no parameters. Additions to the canonical model: last_seen and source_snapshot_id on derived rows.
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
 CREATE TABLE IF NOT EXISTS users (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),

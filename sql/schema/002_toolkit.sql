@@ -80,5 +80,6 @@ CREATE INDEX IF NOT EXISTS backfill_batches_job_idx ON backfill_batches (job_id,
 CREATE TABLE IF NOT EXISTS backfill_username_seen (
     user_id     uuid PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
     seen_at     timestamptz NOT NULL,
-    snapshot_id uuid NOT NULL
+    snapshot_id uuid NOT NULL,
+    username    text NOT NULL
 );

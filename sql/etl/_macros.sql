@@ -1,0 +1,35 @@
+{#- Jinja macros shared by the ETL templates: structure only, never values. -#}
+{#- Entity sections of ProfileData: (json section, stage suffix, id field, id column, [(json field, column, default, max)]). -#}
+{% set ENTITIES = [
+  {"section": "Troops", "name": "troop", "table": "user_troops", "catalog": "troop_catalog",
+   "id_field": "TroopId", "id_col": "troop_id",
+   "ints": [("Amount", "amount", 0, 2147483647), ("Level", "level", 1, 2147483647),
+            ("Rarity", "rarity", 0, 2147483647), ("FusionCards", "fusion_cards", 0, 2147483647),
+            ("TraitsOwned", "traits_owned", 0, 2147483647)],
+   "arrays": []},
+  {"section": "Pets", "name": "pet", "table": "user_pets", "catalog": "pet_catalog",
+   "id_field": "PetId", "id_col": "pet_id",
+   "ints": [("Amount", "amount", 0, 2147483647), ("Level", "level", 1, 2147483647),
+            ("XP", "xp", 0, 9223372036854775807), ("OrbFusionCards", "orb_fusion_cards", 0, 2147483647),
+            ("AscensionLevel", "ascension_level", 0, 2147483647)],
+   "arrays": [("OrbsUsed", "orbs_used")]},
+  {"section": "Artifacts", "name": "artifact", "table": "user_artifacts", "catalog": "artifact_catalog",
+   "id_field": "ArtifactId", "id_col": "artifact_id",
+   "ints": [("Level", "level", 0, 2147483647), ("XP", "xp", 0, 9223372036854775807)],
+   "arrays": []},
+] %}
+
+{#- The contract's integer rule as a numeric (NULL when the JSON value is not an integer form); never raises. -#}
+{% macro num(v) -%}
+CASE jsonb_typeof({{ v }}) WHEN 'number' THEN ({{ v }})::numeric WHEN 'string' THEN CASE WHEN ({{ v }} #>> '{}') ~ '^-?[0-9]{1,40}$' THEN ({{ v }} #>> '{}')::numeric END END
+{%- endmacro %}
+
+{#- True when numeric n (from num()) is an integer within [lo, hi]. -#}
+{% macro in_range(n, lo, hi) -%}
+({{ n }} IS NOT NULL AND {{ n }} = trunc({{ n }}) AND {{ n }} BETWEEN {{ lo }} AND {{ hi }})
+{%- endmacro %}
+
+{#- Regex that finds a sensitive object key anywhere in a jsonb value's text (false positives go to the exact path). -#}
+{% macro sensitive(v) -%}
+({{ v }}::text ~* '"[^"]*(token|password|passwd|secret|session|auth)[^"]*":')
+{%- endmacro %}

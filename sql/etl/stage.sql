@@ -1,0 +1,152 @@
+-- Parse a batch of snapshots server-side into the staging tables, one row per snapshot and per entity
+-- element, each flagged `ok` when it satisfies the snapshot contract (flag.sql finishes the verdict).
+-- The payload never leaves the server. Binds: %(ids)s uuid[]; with source == 'params' also
+-- %(payloads)s jsonb, an object {snapshot id: canonical payload} produced by the reference path.
+{% import "etl/_macros.sql" as m %}
+WITH src AS MATERIALIZED (
+    SELECT h.id AS sid,
+           h.created_at AS obs,
+           h.namecode AS col_namecode,
+           t.is_obj,
+           jsonb_typeof(x."ProfileData") = 'object' AS pd_is_obj,
+           x."NameCode" AS j_namecode,
+           x."Name" AS j_name,
+           p."Level" AS j_level,
+           p."PvpTier" AS j_pvp,
+           p."Troops" AS j_troops,
+           p."Pets" AS j_pets,
+           p."Artifacts" AS j_artifacts,
+           p."EquippedPet" AS j_equipped,
+           p."Guild" AS j_guild
+    FROM hero_snapshots AS h
+{% if source == "params" %}
+    CROSS JOIN LATERAL (SELECT %(payloads)s::jsonb -> h.id::text AS raw) AS r
+    CROSS JOIN LATERAL (SELECT coalesce(jsonb_typeof(r.raw) = 'object', false) AS is_obj) AS t
+    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN t.is_obj THEN r.raw END)
+{% else %}
+    CROSS JOIN LATERAL (SELECT coalesce(jsonb_typeof(h.raw) = 'object', false) AS is_obj) AS t
+    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN t.is_obj THEN h.raw END)
+{% endif %}
+        AS x("NameCode" jsonb, "Name" jsonb, "ProfileData" jsonb) ON true
+    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN jsonb_typeof(x."ProfileData") = 'object' THEN x."ProfileData" END)
+        AS p("Level" jsonb, "PvpTier" jsonb, "Troops" jsonb, "Pets" jsonb, "Artifacts" jsonb,
+             "EquippedPet" jsonb, "Guild" jsonb) ON true
+    WHERE h.id = ANY(%(ids)s::uuid[])
+),
+snap_n AS (
+    SELECT s.*,
+           CASE WHEN jsonb_typeof(s.j_namecode) = 'string' AND s.j_namecode #>> '{}' <> ''
+                THEN s.j_namecode #>> '{}' ELSE nullif(s.col_namecode, '') END AS namecode,
+           CASE WHEN jsonb_typeof(s.j_name) = 'string' AND s.j_name #>> '{}' <> ''
+                THEN s.j_name #>> '{}' END AS username,
+           {{ m.num("s.j_level") }} AS n_level,
+           {{ m.num("s.j_pvp") }} AS n_pvp,
+           CASE WHEN jsonb_typeof(s.j_equipped) = 'object' THEN s.j_equipped -> 'PetId'
+                ELSE s.j_equipped END AS j_pet_id,
+           CASE WHEN jsonb_typeof(s.j_equipped) = 'object' THEN s.j_equipped -> 'Level' END AS j_pet_level
+    FROM src AS s
+),
+snap_v AS (
+    SELECT n.*,
+           {{ m.num("n.j_pet_id") }} AS n_pet_id,
+           {{ m.num("n.j_pet_level") }} AS n_pet_level
+    FROM snap_n AS n
+),
+ins_snap AS (
+    INSERT INTO sf_stage_snap (sid, obs, namecode, username, level, pvp_tier, equipped_pet, extra, ok)
+    SELECT v.sid, v.obs, v.namecode, v.username,
+           CASE WHEN {{ m.in_range("v.n_level", 0, 2147483647) }} THEN v.n_level::integer END,
+           CASE WHEN {{ m.in_range("v.n_pvp", 0, 2147483647) }} THEN v.n_pvp::integer END,
+           CASE WHEN {{ m.in_range("v.n_pet_id", 1, 2147483647) }}
+                THEN jsonb_build_object(
+                    'pet_id', v.n_pet_id::integer,
+                    'level', CASE WHEN {{ m.in_range("v.n_pet_level", 0, 2147483647) }}
+                                  THEN v.n_pet_level::integer END)
+           END,
+           CASE WHEN jsonb_typeof(v.j_guild) = 'object' AND jsonb_typeof(v.j_guild -> 'Name') = 'string'
+                THEN jsonb_build_object('guild_name', v.j_guild ->> 'Name') ELSE '{}'::jsonb END,
+           v.is_obj AND coalesce(v.pd_is_obj, false) AND v.namecode IS NOT NULL
+           AND (v.j_level IS NULL OR {{ m.in_range("v.n_level", 0, 2147483647) }})
+           AND (v.j_pvp IS NULL OR {{ m.in_range("v.n_pvp", 0, 2147483647) }})
+{% for e in m.ENTITIES %}
+           AND (v.j_{{ e.name }}s IS NULL OR (jsonb_typeof(v.j_{{ e.name }}s) IN ('array', 'object')
+                AND NOT {{ m.sensitive("v.j_" ~ e.name ~ "s") }}))
+{% endfor %}
+    FROM snap_v AS v
+    RETURNING 1
+){% for e in m.ENTITIES %},
+{{ e.name }}_el AS (
+    SELECT s.sid, el.ord, el.k, el.elem, coalesce(jsonb_typeof(el.elem) = 'object', false) AS is_obj
+    FROM src AS s
+    CROSS JOIN LATERAL (
+        SELECT a.ord, NULL::text AS k, a.elem
+        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(s.j_{{ e.name }}s) = 'array'
+                                       THEN s.j_{{ e.name }}s END) WITH ORDINALITY AS a(elem, ord)
+        UNION ALL
+        SELECT o.ord, o.k, o.elem
+        FROM jsonb_each(CASE WHEN jsonb_typeof(s.j_{{ e.name }}s) = 'object'
+                             THEN s.j_{{ e.name }}s END) WITH ORDINALITY AS o(k, elem, ord)
+    ) AS el
+),
+{{ e.name }}_f AS (
+    SELECT el.sid, el.ord, el.is_obj,
+           coalesce(f.{{ ident(e.id_field) }}, CASE WHEN el.k ~ '^[0-9]+$' THEN to_jsonb(el.k) END) AS j_id,
+{% for jf, col, d, hi in e.ints %}
+           f.{{ ident(jf) }} AS {{ ident("j_" ~ col) }},
+{% endfor %}
+{% for jf, col in e.arrays %}
+           f.{{ ident(jf) }} AS {{ ident("j_" ~ col) }},
+{% endfor %}
+           CASE WHEN el.is_obj THEN el.elem - ARRAY[{{ sqlstr(e.id_field) }}
+{%- for jf, col, d, hi in e.ints %}, {{ sqlstr(jf) }}{% endfor %}
+{%- for jf, col in e.arrays %}, {{ sqlstr(jf) }}{% endfor %}]::text[] END AS extra
+    FROM {{ e.name }}_el AS el
+    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN el.is_obj THEN el.elem END)
+        AS f({{ ident(e.id_field) }} jsonb
+{%- for jf, col, d, hi in e.ints %}, {{ ident(jf) }} jsonb{% endfor %}
+{%- for jf, col in e.arrays %}, {{ ident(jf) }} jsonb{% endfor %}) ON true
+),
+{{ e.name }}_n AS (
+    SELECT f.sid, f.ord, f.is_obj, f.extra,
+           {{ m.num("f.j_id") }} AS n_id,
+{% for jf, col, d, hi in e.ints %}
+           f.{{ ident("j_" ~ col) }} IS NULL AS {{ ident("a_" ~ col) }},
+           {{ m.num("f." ~ ident("j_" ~ col)) }} AS {{ ident("n_" ~ col) }},
+{% endfor %}
+{% for jf, col in e.arrays %}
+           f.{{ ident("j_" ~ col) }},
+{% endfor %}
+           true AS _
+    FROM {{ e.name }}_f AS f
+),
+ins_{{ e.name }} AS (
+    INSERT INTO {{ ident("sf_stage_" ~ e.name) }} (sid, ord, ok, {{ ident(e.id_col) }}
+{%- for jf, col, d, hi in e.ints %}, {{ ident(col) }}{% endfor %}
+{%- for jf, col in e.arrays %}, {{ ident(col) }}{% endfor %}, extra)
+    SELECT n.sid, n.ord,
+           n.is_obj AND {{ m.in_range("n.n_id", 1, 2147483647) }}
+{% for jf, col, d, hi in e.ints %}
+           AND (n.{{ ident("a_" ~ col) }} OR {{ m.in_range("n." ~ ident("n_" ~ col), 0, hi) }})
+{% endfor %}
+{% for jf, col in e.arrays %}
+           AND (n.{{ ident("j_" ~ col) }} IS NULL OR jsonb_typeof(n.{{ ident("j_" ~ col) }}) = 'array')
+{% endfor %}
+           ,
+           CASE WHEN {{ m.in_range("n.n_id", 1, 2147483647) }} THEN n.n_id::integer END
+{% for jf, col, d, hi in e.ints %}
+           , CASE WHEN n.{{ ident("a_" ~ col) }} THEN {{ d }}
+                  WHEN {{ m.in_range("n." ~ ident("n_" ~ col), 0, hi) }}
+                  THEN n.{{ ident("n_" ~ col) }}::{{ "bigint" if hi > 2147483647 else "integer" }} END
+{% endfor %}
+{% for jf, col in e.arrays %}
+           , coalesce(n.{{ ident("j_" ~ col) }}, '[]'::jsonb)
+{% endfor %}
+           , n.extra
+    FROM {{ e.name }}_n AS n
+    RETURNING 1
+){% endfor %}
+
+SELECT (SELECT count(*) FROM ins_snap) AS snapshots
+{% for e in m.ENTITIES %}
+     , (SELECT count(*) FROM ins_{{ e.name }}) AS {{ ident(e.name ~ "s") }}
+{% endfor %}

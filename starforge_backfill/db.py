@@ -1,0 +1,174 @@
+"""Database boundary: connections with safe settings, transient-error retries, SQLSTATE translation."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from starforge_backfill.errors import DatabaseUnavailable, SchemaMissing, UsageError
+
+T = TypeVar("T")
+
+# SQLSTATEs that are not the snapshot's fault: retry the whole transaction (ENGINEERING_NOTES.md).
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
+
+
+def redact_dsn(dsn: str | None) -> str:
+    """The DSN with any password replaced by `***` (URI or key=value form); never raises."""
+    if not dsn:
+        return ""
+    out = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", dsn)
+    out = re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", out)
+    return re.sub(r"(?i)([?&]password=)[^&\s]*", r"\1***", out)
+
+
+def describe_dsn(dsn: str | None) -> str:
+    """`host:port/dbname` for messages: enough to tell which database, never a password."""
+    try:
+        info = conninfo_to_dict(dsn or "")
+    except psycopg.Error:
+        return "<invalid DSN>"
+    host = info.get("host") or info.get("hostaddr") or "localhost"
+    return f"{host}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user') or '?'}"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: lost connections, deadlocks, serialization failures, restarts."""
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # pragma: no cover - pool is a declared dependency
+        PoolTimeout = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return state in TRANSIENT_SQLSTATES or state.startswith("08")
+
+
+def connect(
+    dsn: str,
+    *,
+    application_name: str = "starforge-backfill",
+    statement_timeout_s: float | None = 60.0,
+    lock_timeout_s: float | None = 5.0,
+    connect_timeout_s: float = 10.0,
+    autocommit: bool = False,
+) -> psycopg.Connection[Any]:
+    """Open a connection with the toolkit's session settings; failures become DatabaseUnavailable."""
+    if not dsn:
+        raise UsageError(
+            "no database DSN given",
+            hint="pass --dsn, set STARFORGE_DATABASE_URL, or set database.dsn in the config file",
+        )
+    opts = []
+    if statement_timeout_s:
+        opts.append(f"-c statement_timeout={int(statement_timeout_s * 1000)}")
+    if lock_timeout_s:
+        opts.append(f"-c lock_timeout={int(lock_timeout_s * 1000)}")
+    try:
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            application_name=application_name,
+            connect_timeout=max(1, int(connect_timeout_s)),
+            options=" ".join(opts) or None,
+        )
+    except psycopg.ProgrammingError as exc:
+        raise UsageError(f"invalid database DSN {redact_dsn(dsn)!r}: {_first_line(exc)}") from None
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to the database at {describe_dsn(dsn)}: {_scrub(_first_line(exc), dsn)}"
+        ) from None
+
+
+def connect_cfg(cfg: Any, *, autocommit: bool = False, application_name: str | None = None) -> psycopg.Connection[Any]:
+    """Connect with the settings of a `Config`."""
+    db = cfg.database
+    return connect(
+        db.dsn or "",
+        application_name=application_name or db.application_name,
+        statement_timeout_s=db.statement_timeout_s,
+        lock_timeout_s=db.lock_timeout_s,
+        connect_timeout_s=db.connect_timeout_s,
+        autocommit=autocommit,
+    )
+
+
+def retrying(
+    fn: Callable[[], T],
+    *,
+    max_attempts: int = 5,
+    max_delay_s: float = 60.0,
+    wait_initial_s: float = 0.05,
+    wait_max_s: float = 5.0,
+    on_retry: Callable[[BaseException, int], None] | None = None,
+) -> T:
+    """Run `fn` (one whole transaction) again on transient errors, with jittered exponential backoff."""
+
+    def _before_sleep(state: Any) -> None:
+        if on_retry is not None and state.outcome is not None:
+            on_retry(state.outcome.exception(), state.attempt_number)
+
+    retryer = Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(max_attempts) | stop_after_delay(max_delay_s),
+        wait=wait_random_exponential(multiplier=wait_initial_s, max=wait_max_s),
+        before_sleep=_before_sleep,
+        reraise=True,
+    )
+    return retryer(fn)
+
+
+def retry_kwargs(cfg: Any) -> dict[str, Any]:
+    """`retrying()` keyword arguments from a Config's retry section."""
+    r = cfg.retry
+    return {
+        "max_attempts": r.max_attempts,
+        "max_delay_s": r.max_delay_s,
+        "wait_initial_s": r.wait_initial_s,
+        "wait_max_s": r.wait_max_s,
+    }
+
+
+@contextlib.contextmanager
+def translate_errors(dsn: str | None = None) -> Iterator[None]:
+    """Turn schema and connectivity errors into the toolkit's exceptions (exit code 3)."""
+    try:
+        yield
+    except (pg_errors.UndefinedTable, pg_errors.UndefinedColumn, pg_errors.UndefinedFunction) as exc:
+        raise SchemaMissing(f"the database lacks the expected schema: {_first_line(exc)}") from None
+    except psycopg.OperationalError as exc:
+        if exc.sqlstate is None or exc.sqlstate.startswith("08") or exc.sqlstate.startswith("57P"):
+            where = f" at {describe_dsn(dsn)}" if dsn else ""
+            raise DatabaseUnavailable(f"lost the database connection{where}: {_first_line(exc)}") from None
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _scrub(text: str, dsn: str) -> str:
+    try:
+        pw = conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
+        pw = None
+    return text.replace(str(pw), "***") if pw else text

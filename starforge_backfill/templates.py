@@ -1,0 +1,132 @@
+"""Load and render the SQL templates under `sql/`: jinja2 shapes the statement, psycopg binds every value."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from psycopg import sql
+
+
+def sql_dir() -> Path:
+    """Where the SQL templates live: inside the installed package, or the repository's `sql/`."""
+    packaged = Path(__file__).with_name("sql")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+class Ident:
+    """A vetted SQL identifier; the only kind of string the template environment interpolates."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    def as_string(self) -> str:
+        """Quote the identifier the way psycopg does, without a connection."""
+        return ".".join('"' + n.replace('"', '""') + '"' for n in self.names)
+
+    def __str__(self) -> str:
+        return self.as_string()
+
+    def as_composable(self) -> sql.Identifier:
+        """The psycopg identifier object."""
+        return sql.Identifier(*self.names)
+
+
+class Choice(str):
+    """A caller-supplied string: usable in `{% if %}` tests, never interpolated into SQL text."""
+
+    __slots__ = ()
+
+
+def _finalize(value: Any) -> Any:
+    """Interpolate vetted identifiers, ints and template-authored text; refuse caller strings."""
+    if isinstance(value, Ident):
+        return value.as_string()
+    if isinstance(value, Choice):
+        raise TypeError("refusing to interpolate a caller-supplied string into SQL; bind it as a parameter")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | str):
+        return value if isinstance(value, str) else str(value)
+    if value is None:
+        return ""
+    raise TypeError(f"refusing to interpolate {type(value).__name__} into SQL; bind it as a parameter")
+
+
+def _vet(value: Any) -> Any:
+    """Vet one context value: strings become Choice, only SQL-safe types pass."""
+    if isinstance(value, Ident | Choice | bool | int) or value is None:
+        return value
+    if isinstance(value, str):
+        return Choice(value)
+    if isinstance(value, list | tuple):
+        return [_vet(v) for v in value]
+    raise TypeError(f"template context cannot hold {type(value).__name__}; bind it as a parameter")
+
+
+def _sqlstr(text: str) -> str:
+    """Quote a template-authored constant as a SQL string literal."""
+    if isinstance(text, Choice):
+        raise TypeError("refusing to quote a caller-supplied string; bind it as a parameter")
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+@functools.cache
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(sql_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        finalize=_finalize,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["ident"] = lambda *names: Ident(*names)
+    env.globals["sqlstr"] = _sqlstr
+    return env
+
+
+def template_names() -> list[str]:
+    """Every template under sql/, as names like `etl/apply_batch.sql`."""
+    return sorted(
+        n for n in _env().list_templates() if n.endswith(".sql") and not n.rsplit("/", 1)[-1].startswith("_")
+    )
+
+
+def render(name: str, **context: Any) -> str:
+    """Render template `name` (e.g. `jobs/claim_chunk.sql`) with structure-only context."""
+    vetted = {k: _vet(v) for k, v in context.items()}
+    return _env().get_template(name).render(**vetted)
+
+
+def query(name: str, **context: Any) -> sql.SQL:
+    """Render a template into a psycopg SQL object ready to execute with bound parameters."""
+    return sql.SQL(render(name, **context))  # type: ignore[arg-type]
+
+
+def render_examples() -> dict[str, str]:
+    """Every template rendered with each structural variant it supports (for tests and --print-sql)."""
+    out: dict[str, str] = {}
+    for name in template_names():
+        if name.startswith("schema/"):
+            out[name] = render(name)
+            continue
+        for label, ctx in _VARIANTS.get(name, {"": {}}).items():
+            out[name + (f"[{label}]" if label else "")] = render(name, **ctx)
+    return out
+
+
+_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "etl/apply_batch.sql": {
+        "table-placeholder": {"source": "table", "catalog_policy": "placeholder", "dry_run": False},
+        "table-fail": {"source": "table", "catalog_policy": "fail", "dry_run": False},
+        "params-placeholder": {"source": "params", "catalog_policy": "placeholder", "dry_run": False},
+    },
+}
