@@ -1,0 +1,163 @@
+"""`python -m bench` (`make bench`): floor vs the project's `run` vs a naive loop, on the same synthetic data.
+
+One process, one server, one database per method. The synthetic snapshots are generated and loaded once
+(`synthetic.load`) into a data database that is then VACUUM (FREEZE, ANALYZE)d, and every method gets a fresh
+`CREATE DATABASE bench_<method>_<pid> TEMPLATE <it>`, so each starts from identical, analyzed tables. All of
+them are dropped at the end (`--keep` keeps them and bench/data/). The bench reports; it does not gate: it
+exits 0 when every method ran, whatever the targets say, and 1 when a method could not be measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench import floor, naive, report, runcmd, tables
+from bench.server import init_schema, server
+from starforge_backfill.synthetic import SyntheticSpec, load
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+METHODS = ("floor", "run", "naive")
+
+
+def _log(message: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--snapshots", type=int, default=600, help="snapshots to generate (default 600)")
+    parser.add_argument("--concurrency", type=int, default=1, help="`run --concurrency` (default 1)")
+    parser.add_argument("--dsn", default=None,
+                        help="admin DSN of the server to use (default $STARFORGE_BENCH_DSN, else "
+                             "127.0.0.1:5432 if it answers, else an embedded PostgreSQL)")
+    parser.add_argument("--users", type=int, default=None, help="distinct namecodes (default snapshots/6)")
+    parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated subset of floor,run,naive (default all)")
+    parser.add_argument("--keep", action="store_true", help="keep the databases and bench/data/ afterwards")
+    args = parser.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if unknown := set(args.methods) - set(METHODS):
+        parser.error(f"unknown method(s): {', '.join(sorted(unknown))}")
+    if args.snapshots < 1 or args.concurrency < 1:
+        parser.error("--snapshots and --concurrency must be >= 1")
+    return args
+
+
+def _rates(m: dict[str, Any], snapshots: int, rows: int) -> dict[str, Any]:
+    seconds = m["seconds"]
+    return {**m, "seconds": round(seconds, 3), "snapshots_per_s": round(snapshots / seconds, 1),
+            "rows_per_s": round(rows / seconds)}
+
+
+def _run_method(name: str, srv: Any, template: str, pid: int, body: Any) -> dict[str, Any]:
+    """Fresh database from the template, a checkpoint, then the measurement; errors become a result."""
+    try:
+        dsn = srv.create_db(f"bench_{name}_{pid}", template)
+        srv.checkpoint()
+        _log(f"{name}: measuring")
+        result = body(dsn)
+        _log(f"{name}: {result['seconds']:.2f} s")
+        return result
+    except runcmd.RunUnavailable as exc:
+        _log(f"{name}: ERROR {exc}")
+        return {"error": str(exc)}
+    except Exception as exc:
+        _log(f"{name}: CRASHED\n{traceback.format_exc()}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _measure_run(dsn: str, workdir: Path, concurrency: int, states: dict[str, Any]) -> dict[str, Any]:
+    result = runcmd.measure(dsn, workdir / "run-artifacts", concurrency, workdir / "run-logs")
+    state, done = tables.snapshot_state(dsn), tables.progress(dsn)
+    states["run"] = state
+    result.update(rows_in_tables={t: v["rows"] for t, v in state.items()}, snapshots_state=done)
+    if result["exit_code"] != 0 or result["report"] is None:
+        result["note"] = f"exit {result['exit_code']}" + ("" if result["report"] else ", no JSON on stdout")
+    else:
+        result["note"] = ", ".join(f"{k} {v}" for k, v in done.items())
+    return result
+
+
+def _measure_naive(dsn: str, states: dict[str, Any]) -> dict[str, Any]:
+    result = naive.measure(dsn)
+    states["naive"] = tables.snapshot_state(dsn)
+    result["rows_in_tables"] = {t: v["rows"] for t, v in states["naive"].items()}
+    result["note"] = f"ok {result['ok']}, failed {result['failed']}, placeholders {result['placeholders']}"
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; print the table; write bench/results/<UTC stamp>.json and latest.json."""
+    args = _args(argv)
+    pid, started_at = os.getpid(), datetime.now(UTC)
+    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
+    users = args.users or max(10, args.snapshots // 6)
+    spec = SyntheticSpec(snapshots=args.snapshots, users=users, seed=args.seed)
+    workdir = DATA_DIR / f"{stamp}-{pid}"
+    methods: dict[str, dict[str, Any]] = {}
+    states: dict[str, Any] = {}
+    rows = 0
+    with server(args.dsn) as srv:
+        server_info = srv.info()
+        _log(f"server: {server_info}")
+        template = f"bench_data_{pid}"
+        data_dsn = srv.create_db(template)
+        init_schema(data_dsn)
+        t0 = time.perf_counter()
+        with psycopg.connect(data_dsn) as conn:
+            stats = load(conn, spec)
+        with psycopg.connect(data_dsn, autocommit=True) as conn:
+            conn.execute("VACUUM (FREEZE, ANALYZE)")
+        _log(f"loaded {stats.snapshots} snapshots, {stats.bytes / 1e6:.1f} MB of JSON "
+             f"in {time.perf_counter() - t0:.1f} s")
+        ok = stats.by_kind.get("ok", 0)
+        if "floor" in args.methods:
+            _log("floor: normalizing and writing COPY files (untimed)")
+            prepared = floor.prepare(spec, workdir / "floor")
+            rows = prepared.entity_rows
+            _log(f"floor: {rows:,} entity rows, {prepared.copy_bytes / 1e6:.1f} MB of COPY text "
+                 f"in {prepared.seconds:.1f} s")
+            methods["floor"] = _run_method("floor", srv, template, pid, lambda d: floor.measure(d, prepared))
+        if "run" in args.methods:
+            methods["run"] = _run_method("run", srv, template, pid,
+                                         lambda d: _measure_run(d, workdir, args.concurrency, states))
+        if "naive" in args.methods:
+            methods["naive"] = _run_method("naive", srv, template, pid, lambda d: _measure_naive(d, states))
+            rows = rows or methods["naive"].get("rows", 0)
+        if args.keep:
+            _log(f"keeping databases: {', '.join(srv.created)}")
+            srv.created.clear()
+    for name, m in methods.items():
+        if "error" not in m:
+            methods[name] = _rates(m, spec.snapshots, rows)
+    result: dict[str, Any] = {
+        "schema_version": 1, "generated_at": started_at.isoformat(), "snapshots": spec.snapshots,
+        "ok_snapshots": ok, "users": spec.users, "seed": spec.seed, "rows": rows, "json_bytes": stats.bytes,
+        "snapshots_by_kind": dict(stats.by_kind), "concurrency": args.concurrency, "server": server_info,
+        "methods": methods,
+    }
+    result["ratios"] = report.ratios(methods)
+    result["targets"] = report.targets(result)
+    if "run" in states and "naive" in states:
+        result["agreement"] = tables.compare(states["run"], states["naive"])
+    print(report.table(result))
+    path = report.write(result, stamp)
+    _log(f"results: {path}")
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if any("error" in m for m in methods.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Ratios, targets, the printed table and the results files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MB = 1_000_000
+
+
+def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """floor_time/run_time (1.0 = run as fast as the floor) and naive_time/run_time (speed-up over naive)."""
+    run = methods.get("run", {}).get("seconds")
+
+    def over_run(name: str) -> float | None:
+        other = methods.get(name, {}).get("seconds")
+        return round(other / run, 3) if run and other else None
+
+    return {"floor_over_run": over_run("floor"), "naive_over_run": over_run("naive")}
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with its measured value and pass/fail (None when it could not be measured)."""
+    r, run = result["ratios"], result["methods"].get("run", {})
+    wanted = [("ratio_floor", "floor_time/run_time", ">=", 0.25, r["floor_over_run"]),
+              ("ratio_naive", "naive_time/run_time", ">=", 5.0, r["naive_over_run"]),
+              ("run_peak_rss", "run peak RSS (MB)", "<", 150.0, run.get("peak_rss_mb"))]
+    if result["concurrency"] == 2:
+        wanted.append(("ratio_floor_c2", "floor_time/run_time at C=2", ">=", 0.40, r["floor_over_run"]))
+    out = []
+    for name, what, op, threshold, value in wanted:
+        ok = None if value is None else (value >= threshold if op == ">=" else value < threshold)
+        out.append({"name": name, "what": what, "target": f"{op} {threshold}", "value": value, "pass": ok})
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    """The human summary."""
+    lines = [
+        f"snapshots {result['snapshots']} ({result['ok_snapshots']} ok), rows {result['rows']:,}, "
+        f"JSON {result['json_bytes'] / MB:,.1f} MB, concurrency {result['concurrency']}, "
+        f"server {result['server'].get('server_version')} ({result['server'].get('origin')}, "
+        f"fsync {result['server'].get('fsync')})",
+        "",
+        f"{'method':<8} {'seconds':>9} {'snapshots/s':>12} {'rows/s':>10} {'peak RSS MB':>12}  note",
+    ]
+    for name in ("floor", "run", "naive"):
+        m = result["methods"].get(name)
+        if m is None:
+            continue
+        if "error" in m:
+            lines.append(f"{name:<8} {'-':>9} {'-':>12} {'-':>10} {'-':>12}  ERROR: {m['error']}")
+            continue
+        rss = f"{m['peak_rss_mb']:.1f}" if m.get("peak_rss_mb") is not None else "-"
+        lines.append(f"{name:<8} {m['seconds']:>9.2f} {m['snapshots_per_s']:>12.1f} "
+                     f"{m['rows_per_s']:>10,.0f} {rss:>12}  {m.get('note', '')}")
+    lines.append("")
+    for t in result["targets"]:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
+        value = "-" if t["value"] is None else t["value"]
+        lines.append(f"{verdict:<5} {t['what']:<28} {t['target']:<8} measured {value}")
+    if result.get("agreement"):
+        same = all(result["agreement"].values())
+        diff = [k for k, v in result["agreement"].items() if not v]
+        verdict = "identical" if same else "DIFFER in " + ", ".join(diff)
+        lines.append(f"run vs naive table contents: {verdict}")
+    return "\n".join(lines)
+
+
+def write(result: dict[str, Any], stamp: str) -> Path:
+    """bench/results/<stamp>.json and latest.json (atomic)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2, sort_keys=False, default=str) + "\n"
+    path = RESULTS_DIR / f"{stamp}.json"
+    path.write_text(text)
+    tmp = RESULTS_DIR / f".latest.{os.getpid()}.tmp"
+    tmp.write_text(text)
+    tmp.replace(RESULTS_DIR / "latest.json")
+    return path
