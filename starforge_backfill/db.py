@@ -52,7 +52,7 @@ def is_transient(exc: BaseException) -> bool:
     try:
         from psycopg_pool import PoolTimeout
     except ImportError:  # pragma: no cover - pool is a declared dependency
-        PoolTimeout = ()  # type: ignore[assignment,misc]  # noqa: N806
+        PoolTimeout = ()  # type: ignore[assignment,misc]
     if isinstance(exc, PoolTimeout):
         return True
     if not isinstance(exc, psycopg.Error):
@@ -99,7 +99,9 @@ def connect(
         ) from None
 
 
-def connect_cfg(cfg: Any, *, autocommit: bool = False, application_name: str | None = None) -> psycopg.Connection[Any]:
+def connect_cfg(
+    cfg: Any, *, autocommit: bool = False, application_name: str | None = None
+) -> psycopg.Connection[Any]:
     """Connect with the settings of a `Config`."""
     db = cfg.database
     return connect(

@@ -33,3 +33,23 @@ CASE jsonb_typeof({{ v }}) WHEN 'number' THEN ({{ v }})::numeric WHEN 'string' T
 {% macro sensitive(v) -%}
 ({{ v }}::text ~* '"[^"]*(token|password|passwd|secret|session|auth)[^"]*":')
 {%- endmacro %}
+
+{#- Fast-path integer check on a field extracted as text (jsonb_to_record with a text column): a JSON
+    integer, a float with an all-zero fraction, or a string of digits, non-negative and short enough to fit
+    the column. Everything else (negative zero, 10+ digits, bools, objects, ...) is not ok here and goes to
+    the exact per-snapshot reference, which accepts or rejects it per the contract. A *string* holding a
+    fraction ("12.0") is caught per section by odd_values() below, since the text column cannot tell. -#}
+{% macro int_ok(v, hi) -%}
+({{ v }} IS NULL OR {{ v }} ~ '^[0-9]{1,{{ 18 if hi > 2147483647 else 9 }}}(\.0+)?$')
+{%- endmacro %}
+
+{#- The value of a field that int_ok() accepted. -#}
+{% macro int_val(v, type) -%}
+CASE WHEN strpos({{ v }}, '.') > 0 THEN ({{ v }})::numeric::{{ type }} ELSE ({{ v }})::{{ type }} END
+{%- endmacro %}
+
+{#- True when a section's JSON text holds a sensitive key or a mapped field given as a string with a
+    fraction: such snapshots take the exact reference path. -#}
+{% macro odd_section(v, fields) -%}
+({{ v }}::text ~* '"[^"]*(token|passw|secret|session|auth)[^"]*":|"({{ fields|join("|") }})": "[^"]*\.')
+{%- endmacro %}

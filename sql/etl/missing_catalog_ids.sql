@@ -1,5 +1,5 @@
 -- Ids among those given that their catalog lacks (policy `fail` on the reference path).
--- Binds: %(troop_ids)s, %(pet_ids)s, %(artifact_ids)s (integer[]).
+-- Binds: troop_ids, pet_ids, artifact_ids (integer[]).
 {% import "etl/_macros.sql" as m %}
 {% for e in m.ENTITIES %}
 {{ "UNION ALL " if not loop.first else "" }}SELECT {{ sqlstr(e.name) }} AS kind, x.id

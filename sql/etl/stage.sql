@@ -1,7 +1,7 @@
 -- Parse a batch of snapshots server-side into the staging tables, one row per snapshot and per entity
 -- element, each flagged `ok` when it satisfies the snapshot contract (flag.sql finishes the verdict).
--- The payload never leaves the server. Binds: %(ids)s uuid[]; with source == 'params' also
--- %(payloads)s jsonb, an object {snapshot id: canonical payload} produced by the reference path.
+-- The payload never leaves the server. Binds: ids uuid[]; with source == 'params' also
+-- payloads jsonb, an object {snapshot id: canonical payload} produced by the reference path.
 {% import "etl/_macros.sql" as m %}
 WITH src AS MATERIALIZED (
     SELECT h.id AS sid,
@@ -70,13 +70,14 @@ ins_snap AS (
            AND (v.j_pvp IS NULL OR {{ m.in_range("v.n_pvp", 0, 2147483647) }})
 {% for e in m.ENTITIES %}
            AND (v.j_{{ e.name }}s IS NULL OR (jsonb_typeof(v.j_{{ e.name }}s) IN ('array', 'object')
-                AND NOT {{ m.sensitive("v.j_" ~ e.name ~ "s") }}))
+                AND NOT {{ m.odd_section("v.j_" ~ e.name ~ "s", [e.id_field] + e.ints|map(attribute=0)|list) }}))
 {% endfor %}
     FROM snap_v AS v
     RETURNING 1
 ){% for e in m.ENTITIES %},
 {{ e.name }}_el AS (
-    SELECT s.sid, el.ord, el.k, el.elem, coalesce(jsonb_typeof(el.elem) = 'object', false) AS is_obj
+    SELECT s.sid, el.ord, el.elem, coalesce(jsonb_typeof(el.elem) = 'object', false) AS is_obj,
+           CASE WHEN el.k ~ '^[0-9]+$' THEN el.k END AS k_id
     FROM src AS s
     CROSS JOIN LATERAL (
         SELECT a.ord, NULL::text AS k, a.elem
@@ -88,61 +89,47 @@ ins_snap AS (
                              THEN s.j_{{ e.name }}s END) WITH ORDINALITY AS o(k, elem, ord)
     ) AS el
 ),
-{{ e.name }}_f AS (
-    SELECT el.sid, el.ord, el.is_obj,
-           coalesce(f.{{ ident(e.id_field) }}, CASE WHEN el.k ~ '^[0-9]+$' THEN to_jsonb(el.k) END) AS j_id,
-{% for jf, col, d, hi in e.ints %}
-           f.{{ ident(jf) }} AS {{ ident("j_" ~ col) }},
-{% endfor %}
-{% for jf, col in e.arrays %}
-           f.{{ ident(jf) }} AS {{ ident("j_" ~ col) }},
-{% endfor %}
+{{ e.name }}_f AS MATERIALIZED (
+    SELECT el.sid, el.ord,
            CASE WHEN el.is_obj THEN el.elem - ARRAY[{{ sqlstr(e.id_field) }}
 {%- for jf, col, d, hi in e.ints %}, {{ sqlstr(jf) }}{% endfor %}
-{%- for jf, col in e.arrays %}, {{ sqlstr(jf) }}{% endfor %}]::text[] END AS extra
-    FROM {{ e.name }}_el AS el
-    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN el.is_obj THEN el.elem END)
-        AS f({{ ident(e.id_field) }} jsonb
-{%- for jf, col, d, hi in e.ints %}, {{ ident(jf) }} jsonb{% endfor %}
-{%- for jf, col in e.arrays %}, {{ ident(jf) }} jsonb{% endfor %}) ON true
-),
-{{ e.name }}_n AS (
-    SELECT f.sid, f.ord, f.is_obj, f.extra,
-           {{ m.num("f.j_id") }} AS n_id,
+{%- for jf, col in e.arrays %}, {{ sqlstr(jf) }}{% endfor %}]::text[] END AS extra,
+           el.is_obj
+           AND coalesce(f.{{ ident(e.id_field) }}, el.k_id) ~ '^[0-9]{1,9}(\.0+)?$'
 {% for jf, col, d, hi in e.ints %}
-           f.{{ ident("j_" ~ col) }} IS NULL AS {{ ident("a_" ~ col) }},
-           {{ m.num("f." ~ ident("j_" ~ col)) }} AS {{ ident("n_" ~ col) }},
+           AND {{ m.int_ok("f." ~ ident(jf), hi) }}
 {% endfor %}
 {% for jf, col in e.arrays %}
-           f.{{ ident("j_" ~ col) }},
+           AND (f.{{ ident(jf) }} IS NULL OR jsonb_typeof(f.{{ ident(jf) }}) = 'array')
 {% endfor %}
-           true AS _
-    FROM {{ e.name }}_f AS f
+           AS ok,
+           coalesce(f.{{ ident(e.id_field) }}, el.k_id) AS j_id
+{% for jf, col, d, hi in e.ints %}
+           , f.{{ ident(jf) }} AS {{ ident("j_" ~ col) }}
+{% endfor %}
+{% for jf, col in e.arrays %}
+           , f.{{ ident(jf) }} AS {{ ident("j_" ~ col) }}
+{% endfor %}
+    FROM {{ e.name }}_el AS el
+    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN el.is_obj THEN el.elem END)
+        AS f({{ ident(e.id_field) }} text
+{%- for jf, col, d, hi in e.ints %}, {{ ident(jf) }} text{% endfor %}
+{%- for jf, col in e.arrays %}, {{ ident(jf) }} jsonb{% endfor %}) ON true
 ),
 ins_{{ e.name }} AS (
     INSERT INTO {{ ident("sf_stage_" ~ e.name) }} (sid, ord, ok, {{ ident(e.id_col) }}
 {%- for jf, col, d, hi in e.ints %}, {{ ident(col) }}{% endfor %}
 {%- for jf, col in e.arrays %}, {{ ident(col) }}{% endfor %}, extra)
-    SELECT n.sid, n.ord,
-           n.is_obj AND {{ m.in_range("n.n_id", 1, 2147483647) }}
+    SELECT f.sid, f.ord, f.ok AND v.id > 0, v.id
 {% for jf, col, d, hi in e.ints %}
-           AND (n.{{ ident("a_" ~ col) }} OR {{ m.in_range("n." ~ ident("n_" ~ col), 0, hi) }})
+           , CASE WHEN f.ok THEN coalesce({{ m.int_val("f." ~ ident("j_" ~ col), "bigint" if hi > 2147483647 else "integer") }}, {{ d }}) END
 {% endfor %}
 {% for jf, col in e.arrays %}
-           AND (n.{{ ident("j_" ~ col) }} IS NULL OR jsonb_typeof(n.{{ ident("j_" ~ col) }}) = 'array')
+           , coalesce(f.{{ ident("j_" ~ col) }}, '[]'::jsonb)
 {% endfor %}
-           ,
-           CASE WHEN {{ m.in_range("n.n_id", 1, 2147483647) }} THEN n.n_id::integer END
-{% for jf, col, d, hi in e.ints %}
-           , CASE WHEN n.{{ ident("a_" ~ col) }} THEN {{ d }}
-                  WHEN {{ m.in_range("n." ~ ident("n_" ~ col), 0, hi) }}
-                  THEN n.{{ ident("n_" ~ col) }}::{{ "bigint" if hi > 2147483647 else "integer" }} END
-{% endfor %}
-{% for jf, col in e.arrays %}
-           , coalesce(n.{{ ident("j_" ~ col) }}, '[]'::jsonb)
-{% endfor %}
-           , n.extra
-    FROM {{ e.name }}_n AS n
+           , f.extra
+    FROM {{ e.name }}_f AS f
+    CROSS JOIN LATERAL (SELECT CASE WHEN f.ok THEN {{ m.int_val("f.j_id", "integer") }} END AS id) AS v
     RETURNING 1
 ){% endfor %}
 

@@ -1,4 +1,4 @@
--- Drop the staged rows of some snapshots (before the reference path re-stages them). Binds: %(ids)s uuid[].
+-- Drop the staged rows of some snapshots (before the reference path re-stages them). Binds: ids uuid[].
 {% import "etl/_macros.sql" as m %}
 WITH d_snap AS (DELETE FROM sf_stage_snap WHERE sid = ANY(%(ids)s::uuid[]) RETURNING 1)
 {% for e in m.ENTITIES %}

@@ -1,0 +1,353 @@
+"""The one ETL core every path shares: apply a batch of snapshots per the snapshot contract.
+
+Fast path: `sql/etl/stage.sql` parses the whole batch server-side (the payload never leaves PostgreSQL)
+into per-connection staging tables and flags each snapshot it can apply exactly. Every flagged snapshot
+(malformed, double-encoded, carrying sensitive keys, an id missing under policy `fail`, ...) goes through
+the pure-Python reference (`etl.contract`): a failure is recorded, a success is re-staged as its
+canonical payload. The same merge statements then write all of them: newest observation wins, nothing
+is written twice. A batch that fails as a whole is retried snapshot by snapshot, so one bad snapshot
+cannot fail its neighbours. This module imports neither click nor rich.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.types.json import Jsonb
+
+from starforge_backfill import artifacts, templates
+from starforge_backfill.db import is_transient, retrying
+from starforge_backfill.errors import EtlError
+from starforge_backfill.etl import contract
+
+TABLES = ("users", "user_troops", "user_pets", "user_artifacts", "user_profile_summary")
+_DETAILS_MAX = 8000
+
+
+@dataclasses.dataclass(frozen=True)
+class EtlSettings:
+    """How the core applies snapshots (plain values: the core knows nothing of config files)."""
+
+    catalog_policy: str = "placeholder"
+    fast_path: bool = True
+    quarantine_dir: Path | None = None
+    job_id: str | None = None
+    work_mem: str = "64MB"
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotFailure:
+    """One snapshot that could not be applied."""
+
+    snapshot_id: uuid.UUID
+    error_type: str
+    message: str
+    details: dict[str, Any]
+
+
+@dataclasses.dataclass
+class BatchResult:
+    """What applying a batch did."""
+
+    snapshots: int = 0
+    applied: int = 0
+    failed: int = 0
+    reference_path: int = 0
+    fallback: bool = False
+    errors_by_type: Counter[str] = dataclasses.field(default_factory=Counter)
+    rows_written: Counter[str] = dataclasses.field(default_factory=Counter)
+    placeholders: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    failures: list[SnapshotFailure] = dataclasses.field(default_factory=list)
+
+    def add(self, other: BatchResult) -> None:
+        """Accumulate another result into this one."""
+        self.snapshots += other.snapshots
+        self.applied += other.applied
+        self.failed += other.failed
+        self.reference_path += other.reference_path
+        self.fallback = self.fallback or other.fallback
+        self.errors_by_type.update(other.errors_by_type)
+        self.rows_written.update(other.rows_written)
+        self.placeholders.extend(other.placeholders)
+        self.failures.extend(other.failures)
+
+    def fail(self, failure: SnapshotFailure) -> None:
+        """Count one failed snapshot."""
+        self.failed += 1
+        self.errors_by_type[failure.error_type] += 1
+        self.failures.append(failure)
+
+
+def _q(name: str, settings: EtlSettings, **ctx: Any) -> bytes:
+    return templates.render(name, catalog_policy=settings.catalog_policy, **ctx).encode()
+
+
+def apply_in_transaction(
+    conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID], settings: EtlSettings
+) -> BatchResult:
+    """Apply snapshots `ids` inside the caller's open transaction; raises on database errors."""
+    result = BatchResult(snapshots=len(ids))
+    if not ids:
+        return result
+    conn.execute("SELECT set_config('work_mem', %s, true)", [settings.work_mem])
+    conn.execute(_q("etl/stage_tables.sql", settings))
+    id_list = list(ids)
+    if settings.fast_path:
+        conn.execute(_q("etl/stage.sql", settings, source="table"), {"ids": id_list})
+        flagged = {row[0] for row in conn.execute(_q("etl/flag.sql", settings))}
+        if flagged:
+            conn.execute(_q("etl/unstage.sql", settings), {"ids": list(flagged)})
+    else:
+        flagged = set(id_list)
+    if flagged:
+        _reference_path(conn, [i for i in id_list if i in flagged], settings, result)
+
+    conn.execute(_q("etl/users.sql", settings))
+    conn.execute(_q("etl/usernames.sql", settings))
+    if settings.catalog_policy == "placeholder":
+        result.placeholders.extend((k, int(i)) for k, i in conn.execute(_q("etl/placeholders.sql", settings)))
+    cur = conn.execute(_q("etl/merge.sql", settings))
+    row = cur.fetchone()
+    assert row is not None and cur.description is not None
+    counts = dict(zip([c.name for c in cur.description], row, strict=True))
+    result.applied = int(counts.pop("applied"))
+    counts.pop("hero_snapshots", None)
+    result.rows_written.update({k: int(v) for k, v in counts.items()})
+    conn.execute(_q("etl/sync_usernames.sql", settings))
+    return result
+
+
+def _reference_path(
+    conn: psycopg.Connection[Any], ids: list[uuid.UUID], settings: EtlSettings, result: BatchResult
+) -> None:
+    """Run flagged snapshots through the Python reference; stage the good ones, record the bad ones."""
+    result.reference_path += len(ids)
+    payloads: dict[str, Any] = {}
+    for sid in ids:
+        row = conn.execute(_q("etl/fetch_raw.sql", settings), {"snapshot_id": sid}).fetchone()
+        if row is None:  # deleted since the batch was chosen
+            continue
+        raw_text, namecode, _created = row
+        try:
+            snap = contract.normalize(raw_text.encode(), namecode)
+            if settings.catalog_policy == "fail":
+                _check_catalogs(conn, snap, settings)
+        except EtlError as err:
+            record_failure(conn, sid, err, settings, result, raw_text=raw_text)
+            continue
+        payloads[str(sid)] = snap.to_canonical_payload()
+    if not payloads:
+        return
+    staged = [uuid.UUID(k) for k in payloads]
+    conn.execute(_q("etl/stage.sql", settings, source="params"), {"ids": staged, "payloads": Jsonb(payloads)})
+    disagree = [row[0] for row in conn.execute(_q("etl/flag.sql", settings))]
+    for sid in disagree:
+        err = EtlError(
+            EtlError.DB_ERROR,
+            "the set-based path rejected a snapshot the reference accepted",
+            {"reason": "fast path and reference disagree"},
+        )
+        record_failure(conn, sid, err, settings, result)
+
+
+def _check_catalogs(
+    conn: psycopg.Connection[Any], snap: contract.NormalizedSnapshot, settings: EtlSettings
+) -> None:
+    params = {
+        "troop_ids": [t.troop_id for t in snap.troops],
+        "pet_ids": [p.pet_id for p in snap.pets],
+        "artifact_ids": [a.artifact_id for a in snap.artifacts],
+    }
+    missing: dict[str, list[int]] = {}
+    for kind, ident in conn.execute(_q("etl/missing_catalog_ids.sql", settings), params):
+        missing.setdefault(kind, []).append(int(ident))
+    if missing:
+        shown = {k: v[:100] for k, v in missing.items()}
+        total = sum(len(v) for v in missing.values())
+        raise EtlError(
+            EtlError.FK_VIOLATION,
+            f"{total} id(s) missing from the catalogs (policy fail)",
+            {"missing": shown, "missing_count": total},
+        )
+
+
+def record_failure(
+    conn: psycopg.Connection[Any],
+    sid: uuid.UUID,
+    err: EtlError,
+    settings: EtlSettings,
+    result: BatchResult,
+    *,
+    raw_text: str | None = None,
+) -> None:
+    """Record a failed snapshot: etl_errors row, snapshot bookkeeping, redacted quarantine copy."""
+    details = _cap_details(err.details)
+    conn.execute(
+        _q("etl/record_error.sql", settings),
+        {
+            "snapshot_id": sid,
+            "error_type": err.error_type,
+            "message": err.message[:500],
+            "details": Jsonb(details),
+        },
+    )
+    failure = SnapshotFailure(sid, err.error_type, err.message[:500], details)
+    result.fail(failure)
+    if settings.quarantine_dir is not None:
+        if raw_text is None:
+            row = conn.execute(_q("etl/fetch_raw.sql", settings), {"snapshot_id": sid}).fetchone()
+            raw_text = row[0] if row else None
+        quarantine(settings.quarantine_dir, settings.job_id, failure, raw_text)
+
+
+def _cap_details(details: dict[str, Any]) -> dict[str, Any]:
+    data = orjson.dumps(details, default=str)
+    if len(data) <= _DETAILS_MAX:
+        return orjson.loads(data)
+    return {"truncated": True, "keys": sorted(details)[:50]}
+
+
+def redacted_payload(raw_text: str | None) -> Any:
+    """The raw payload with every sensitive key's value replaced (decoding a double-encoded payload)."""
+    if raw_text is None:
+        return None
+    try:
+        value = orjson.loads(raw_text)
+    except orjson.JSONDecodeError:
+        import json
+
+        try:
+            value = json.loads(raw_text)
+        except ValueError:
+            return "[UNPARSEABLE]"
+    if isinstance(value, str):
+        try:
+            inner = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value if not _mentions_sensitive(value) else "[REDACTED]"
+        return {"double_encoded": True, "payload": contract.redact(inner)}
+    return contract.redact(value)
+
+
+def _mentions_sensitive(text: str) -> bool:
+    low = text.lower()
+    return any(part in low for part in contract.SENSITIVE_PARTS)
+
+
+def quarantine(folder: Path, job_id: str | None, failure: SnapshotFailure, raw_text: str | None) -> Path:
+    """Write a redacted copy of a failing snapshot's payload for developer analysis."""
+    body = {
+        "snapshot_id": str(failure.snapshot_id),
+        "error_type": failure.error_type,
+        "message": failure.message,
+        "details": failure.details,
+        "payload": redacted_payload(raw_text),
+    }
+    return artifacts.write_json(Path(folder) / f"{failure.snapshot_id}.json", "quarantine", job_id, body)
+
+
+Bookkeeping = Callable[[psycopg.Connection[Any], BatchResult, Any], None]
+
+
+class ConnectionHolder:
+    """One connection that is reopened when it breaks (for retries after a lost connection)."""
+
+    def __init__(self, factory: Callable[[], psycopg.Connection[Any]]) -> None:
+        self._factory = factory
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def get(self) -> psycopg.Connection[Any]:
+        """The live connection, reconnecting if needed."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self._factory()
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection if open."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def process_batch(
+    holder: ConnectionHolder,
+    items: Sequence[tuple[uuid.UUID, Any]],
+    settings: EtlSettings,
+    *,
+    bookkeeping: Bookkeeping | None = None,
+    retry: dict[str, Any] | None = None,
+    on_retry: Callable[[BaseException, int], None] | None = None,
+) -> BatchResult:
+    """Apply `items` ((snapshot id, keyset key), in keyset order) in one transaction, retrying transient
+    errors; a batch that fails for another database reason is applied again one snapshot at a time.
+    `bookkeeping(conn, result, last_key)` runs in the same transaction as the writes it counts."""
+    retry = retry or {}
+    ids = [sid for sid, _ in items]
+
+    def whole() -> BatchResult:
+        conn = holder.get()
+        with conn.transaction():
+            res = apply_in_transaction(conn, ids, settings)
+            if bookkeeping is not None:
+                bookkeeping(conn, res, items[-1][1] if items else None)
+        return res
+
+    try:
+        return retrying(whole, on_retry=on_retry, **retry)
+    except psycopg.Error as exc:
+        if is_transient(exc) or len(items) == 0:
+            raise
+    total = BatchResult(fallback=True)
+    for sid, key in items:
+        total.add(_one(holder, sid, key, settings, bookkeeping, retry, on_retry))
+    total.fallback = True
+    return total
+
+
+def _one(
+    holder: ConnectionHolder,
+    sid: uuid.UUID,
+    key: Any,
+    settings: EtlSettings,
+    bookkeeping: Bookkeeping | None,
+    retry: dict[str, Any],
+    on_retry: Callable[[BaseException, int], None] | None,
+) -> BatchResult:
+    def single() -> BatchResult:
+        conn = holder.get()
+        with conn.transaction():
+            res = apply_in_transaction(conn, [sid], settings)
+            if bookkeeping is not None:
+                bookkeeping(conn, res, key)
+        return res
+
+    try:
+        return retrying(single, on_retry=on_retry, **retry)
+    except psycopg.Error as exc:
+        if is_transient(exc):
+            raise
+        error = EtlError(
+            EtlError.DB_ERROR,
+            (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500],
+            {"sqlstate": exc.sqlstate, "error_class": type(exc).__name__},
+        )
+
+    def failed() -> BatchResult:
+        conn = holder.get()
+        res = BatchResult(snapshots=1)
+        with conn.transaction():
+            record_failure(conn, sid, error, settings, res)
+            if bookkeeping is not None:
+                bookkeeping(conn, res, key)
+        return res
+
+    return retrying(failed, on_retry=on_retry, **retry)
