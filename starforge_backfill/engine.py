@@ -1,0 +1,233 @@
+"""The job engine: workers claim chunks with SKIP LOCKED, apply batches, checkpoint in the same transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from starforge_backfill import jobs, templates
+from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, process_batch
+
+
+class LostChunk(Exception):
+    """Another worker reclaimed this chunk (our heartbeat went stale): roll the batch back."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ThrottleDecision:
+    """What a throttle asks for before the next batch."""
+
+    sleep_s: float = 0.0
+    pause_reason: str | None = None
+    state: str | None = None
+
+
+class Throttle(Protocol):
+    """Looks at database health before each batch (see `throttle.py`)."""
+
+    def before_batch(self, conn: psycopg.Connection[Any], job_id: str) -> ThrottleDecision: ...
+
+    def after_batch(self, result: BatchResult, duration_s: float) -> None: ...
+
+
+class BatchSizer:
+    """Adapt the batch size toward a target batch duration, with bounded growth and shrink."""
+
+    def __init__(self, initial: int, minimum: int, maximum: int, target_s: float) -> None:
+        self.minimum = max(1, min(minimum, initial))
+        self.maximum = max(self.minimum, maximum, initial)
+        self.size = max(self.minimum, min(initial, self.maximum))
+        self.target_s = target_s
+
+    def update(self, snapshots: int, duration_s: float) -> int:
+        """Feed one batch's size and duration; returns the next size."""
+        if snapshots <= 0 or duration_s <= 0 or self.target_s <= 0:
+            return self.size
+        ideal = snapshots * self.target_s / duration_s
+        bounded = min(max(ideal, self.size * 0.5), self.size * 1.5)
+        self.size = int(max(self.minimum, min(self.maximum, round(bounded))))
+        return self.size
+
+
+@dataclasses.dataclass
+class EngineOptions:
+    """Everything a worker needs, as plain values."""
+
+    etl: EtlSettings
+    batch_size: int
+    batch_max_bytes: int
+    claim_ttl_s: float = 120.0
+    retry: dict[str, Any] = dataclasses.field(default_factory=dict)
+    poll_s: float = 0.5
+    min_batch_size: int = 10
+    max_batch_size: int = 500
+    target_batch_s: float = 0.0
+    throttle: Throttle | None = None
+
+
+OnBatch = Callable[[str, BatchResult, float], None]
+
+
+class Worker:
+    """One worker: one connection, claims chunks of one job until the job is done, paused or stopped."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        job_id: str,
+        name: str,
+        options: EngineOptions,
+        stop: threading.Event,
+        on_batch: OnBatch | None = None,
+    ) -> None:
+        self.holder = ConnectionHolder(connect)
+        self.job_id = job_id
+        self.name = name
+        self.options = options
+        self.stop = stop
+        self.on_batch = on_batch
+        self.sizer = BatchSizer(
+            options.batch_size,
+            min(options.min_batch_size, options.batch_size),
+            max(options.max_batch_size, options.batch_size),
+            options.target_batch_s,
+        )
+        self.outcome = "running"
+        self.error: BaseException | None = None
+
+    def run(self) -> str:
+        """Work until the job is finished ('done'), 'paused', 'failed' or this worker is 'stopped'."""
+        try:
+            self.outcome = self._loop()
+        except BaseException as exc:
+            self.error = exc
+            self.outcome = "error"
+            raise
+        finally:
+            self.holder.close()
+        return self.outcome
+
+    def _loop(self) -> str:
+        conn = self.holder.get()
+        row = jobs.get_job(conn, self.job_id)
+        if row is None:
+            return "missing"
+        selector = jobs.Selector.from_job(row)
+        while not self.stop.is_set():
+            conn = self.holder.get()
+            status, _ = jobs.job_status(conn, self.job_id)
+            if status != "running":
+                return status
+            chunk = jobs.claim_chunk(conn, self.job_id, self.name, self.options.claim_ttl_s)
+            if chunk is None:
+                if jobs.finish_job(conn, self.job_id) is not None:
+                    return "done"
+                open_chunks, _held = jobs.chunk_progress(conn, self.job_id, self.options.claim_ttl_s)
+                if open_chunks == 0:
+                    status, _ = jobs.job_status(conn, self.job_id)
+                    return status
+                self.stop.wait(self.options.poll_s)
+                continue
+            try:
+                ended = self._work_chunk(chunk, selector)
+            except LostChunk:
+                continue
+            if ended in ("paused", "stopped", "failed"):
+                return ended
+        return "stopped"
+
+    def _work_chunk(self, chunk: dict[str, Any], selector: jobs.Selector) -> str:
+        after = (chunk["checkpoint_created_at"], chunk["checkpoint_id"])
+        chunk_no = chunk["chunk_no"]
+        while True:
+            conn = self.holder.get()
+            if self.stop.is_set():
+                jobs.release_chunk(conn, self.job_id, chunk_no, self.name)
+                return "stopped"
+            if self.options.throttle is not None:
+                decision = self.options.throttle.before_batch(conn, self.job_id)
+                if decision.pause_reason:
+                    jobs.release_chunk(conn, self.job_id, chunk_no, self.name)
+                    return "paused"
+                if decision.sleep_s > 0:
+                    self.stop.wait(decision.sleep_s)
+                    continue
+            rows = jobs.next_batch(conn, chunk, after, selector, self.sizer.size)
+            if not rows:
+                jobs.finish_chunk(conn, self.job_id, chunk_no, self.name)
+                return "chunk-done"
+            rows = _cap_bytes(rows, self.options.batch_max_bytes)
+            items = [(sid, (created, sid)) for sid, created, _size in rows]
+            nbytes = sum(size for _sid, _created, size in rows)
+            state: dict[str, Any] = {}
+            started = time.monotonic()
+
+            def bookkeeping(c: psycopg.Connection[Any], res: BatchResult, key: Any) -> None:
+                state["status"] = self._checkpoint(c, chunk_no, res, key, nbytes, started)
+
+            result = process_batch(
+                self.holder, items, self.options.etl, bookkeeping=bookkeeping, retry=self.options.retry
+            )
+            duration = time.monotonic() - started
+            after = items[-1][1]
+            self.sizer.update(len(items), duration)
+            if self.options.throttle is not None:
+                self.options.throttle.after_batch(result, duration)
+            if self.on_batch is not None:
+                self.on_batch(self.name, result, duration)
+            if state.get("status") in ("paused", "failed"):
+                jobs.release_chunk(self.holder.get(), self.job_id, chunk_no, self.name)
+                return str(state["status"])
+
+    def _checkpoint(
+        self,
+        conn: psycopg.Connection[Any],
+        chunk_no: int,
+        res: BatchResult,
+        key: Any,
+        nbytes: int,
+        started: float,
+    ) -> str:
+        params = {
+            "job_id": self.job_id,
+            "chunk_no": chunk_no,
+            "worker": self.name,
+            "ck_ts": key[0],
+            "ck_id": key[1],
+            "processed": res.applied,
+            "errors": res.failed,
+            "placeholders": len(res.placeholders),
+            "rows": Jsonb(dict(res.rows_written)),
+            "errors_by_type": Jsonb(dict(res.errors_by_type)),
+            "bytes": nbytes,
+            "rows_total": sum(res.rows_written.values()),
+            "duration_ms": int((time.monotonic() - started) * 1000),
+        }
+        row = conn.execute(templates.render("jobs/checkpoint.sql").encode(), params).fetchone()
+        if row is None:
+            raise LostChunk(f"chunk {chunk_no} of job {self.job_id} was reclaimed by another worker")
+        if res.placeholders:
+            jobs.record_event(
+                conn,
+                self.job_id,
+                "placeholders",
+                f"{len(res.placeholders)} placeholder catalog row(s) created",
+                {"ids": [[k, i] for k, i in res.placeholders[:1000]]},
+            )
+        return str(row[0])
+
+
+def _cap_bytes(rows: list[tuple[Any, Any, int]], max_bytes: int) -> list[tuple[Any, Any, int]]:
+    """Keep a prefix of the batch under the byte cap (always at least one snapshot)."""
+    total = 0
+    for i, (_sid, _created, size) in enumerate(rows):
+        total += size
+        if total > max_bytes and i > 0:
+            return rows[:i]
+    return rows

@@ -1,0 +1,301 @@
+"""Job and chunk bookkeeping in PostgreSQL: every worker on every host sees the same truth."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import socket
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from starforge_backfill import templates
+
+NIL_UUID = uuid.UUID(int=0)
+STATUS_FIELDS = (
+    "job_id",
+    "status",
+    "mode",
+    "from_ts",
+    "to_ts",
+    "processed_count",
+    "error_count",
+    "last_checkpoint",
+    "started_at",
+    "finished_at",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selector:
+    """Which snapshots of `hero_snapshots` a job wants."""
+
+    from_ts: dt.datetime
+    to_ts: dt.datetime
+    reprocess: bool = False
+    retry_failed: bool = False
+    namecodes: tuple[str, ...] | None = None
+    ids: tuple[uuid.UUID, ...] | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The bound parameters of `sql/jobs/_selector.sql`."""
+        return {
+            "from_ts": self.from_ts,
+            "to_ts": self.to_ts,
+            "reprocess": self.reprocess,
+            "retry_failed": self.retry_failed,
+            "namecodes": list(self.namecodes) if self.namecodes is not None else None,
+            "ids": list(self.ids) if self.ids is not None else None,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The selector as stored on the job row."""
+        return {
+            "reprocess": self.reprocess,
+            "retry_failed": self.retry_failed,
+            "namecodes": list(self.namecodes) if self.namecodes is not None else None,
+            "ids": [str(i) for i in self.ids] if self.ids is not None else None,
+        }
+
+    @classmethod
+    def from_job(cls, row: dict[str, Any]) -> Selector:
+        """Rebuild the selector of an existing job row."""
+        sel = row.get("selector") or {}
+        return cls(
+            from_ts=row["from_ts"],
+            to_ts=row["to_ts"],
+            reprocess=bool(sel.get("reprocess", row.get("reprocess", False))),
+            retry_failed=bool(sel.get("retry_failed", False)),
+            namecodes=tuple(sel["namecodes"]) if sel.get("namecodes") is not None else None,
+            ids=tuple(uuid.UUID(i) for i in sel["ids"]) if sel.get("ids") is not None else None,
+        )
+
+
+def worker_name(index: int = 0) -> str:
+    """A worker identity that names its host and process: `host:pid:index`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{index}"
+
+
+def dead_local_workers(names: list[str]) -> list[str]:
+    """Workers of this host whose process no longer exists (their chunks can be claimed at once)."""
+    host = socket.gethostname()
+    dead = []
+    for name in names:
+        parts = name.rsplit(":", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.append(name)
+        except PermissionError:
+            pass
+    return dead
+
+
+def _q(name: str) -> bytes:
+    return templates.render(name).encode()
+
+
+def _one(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_q(name), params)
+        return cur.fetchone()
+
+
+def _all(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_q(name), params)
+        return cur.fetchall()
+
+
+def create_job(
+    conn: psycopg.Connection[Any],
+    *,
+    job_id: str,
+    owner: str,
+    mode: str,
+    selector: Selector,
+    batch_size: int,
+    concurrency: int,
+    chunk_size: int,
+    config_fingerprint: str,
+    tool_version: str,
+    reason: str | None,
+) -> dict[str, Any]:
+    """Create a job and its chunks in one transaction; returns the job row."""
+    with conn.transaction():
+        _one(
+            conn,
+            "jobs/create_job.sql",
+            {
+                "job_id": job_id,
+                "owner": owner,
+                "mode": mode,
+                "from_ts": selector.from_ts,
+                "to_ts": selector.to_ts,
+                "batch_size": batch_size,
+                "concurrency": concurrency,
+                "reprocess": selector.reprocess,
+                "selector": Jsonb(selector.to_json()),
+                "config_fingerprint": config_fingerprint,
+                "tool_version": tool_version,
+                "reason": reason,
+            },
+        )
+        _one(
+            conn, "jobs/create_chunks.sql", {"job_id": job_id, "chunk_size": chunk_size, **selector.params()}
+        )
+        record_event(conn, job_id, "created", f"{mode} job created", {"selector": selector.to_json()})
+    job = get_job(conn, job_id)
+    assert job is not None
+    return job
+
+
+def get_job(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any] | None:
+    """One job row, or None."""
+    return _one(conn, "jobs/get_job.sql", {"job_id": job_id})
+
+
+def find_resumable(
+    conn: psycopg.Connection[Any], mode: str, from_ts: dt.datetime, to_ts: dt.datetime
+) -> dict[str, Any] | None:
+    """The newest unfinished job of this mode and range."""
+    return _one(conn, "jobs/find_resumable.sql", {"mode": mode, "from_ts": from_ts, "to_ts": to_ts})
+
+
+def list_jobs(
+    conn: psycopg.Connection[Any], job_id: str | None = None, limit: int = 50, claim_ttl_s: float = 120.0
+) -> list[dict[str, Any]]:
+    """Jobs newest first, with chunk and live-worker figures."""
+    return _all(conn, "jobs/list_jobs.sql", {"job_id": job_id, "limit": limit, "claim_ttl_s": claim_ttl_s})
+
+
+def set_status(
+    conn: psycopg.Connection[Any], job_id: str, status: str, reason: str | None, from_statuses: list[str]
+) -> dict[str, Any] | None:
+    """Move a job to `status` if it is in one of `from_statuses`; returns the new row or None."""
+    return _one(
+        conn,
+        "jobs/set_status.sql",
+        {"job_id": job_id, "status": status, "reason": reason, "from_statuses": from_statuses},
+    )
+
+
+def job_status(conn: psycopg.Connection[Any], job_id: str) -> tuple[str, str | None]:
+    """(status, reason) of a job."""
+    row = conn.execute(_q("jobs/job_status.sql"), {"job_id": job_id}).fetchone()
+    return (row[0], row[1]) if row else ("missing", None)
+
+
+def record_event(
+    conn: psycopg.Connection[Any],
+    job_id: str | None,
+    kind: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append an event to the job's audit trail."""
+    conn.execute(
+        _q("jobs/record_event.sql"),
+        {"job_id": job_id, "kind": kind, "message": message, "details": Jsonb(details or {})},
+    )
+
+
+def claim_chunk(
+    conn: psycopg.Connection[Any], job_id: str, worker: str, claim_ttl_s: float
+) -> dict[str, Any] | None:
+    """Claim the next free (or abandoned) chunk of a job, or None."""
+    running = [r[0] for r in conn.execute(_q("jobs/running_workers.sql"), {"job_id": job_id})]
+    dead = dead_local_workers(running)
+    return _one(
+        conn,
+        "jobs/claim_chunk.sql",
+        {"job_id": job_id, "worker": worker, "claim_ttl_s": claim_ttl_s, "dead_workers": dead},
+    )
+
+
+def next_batch(
+    conn: psycopg.Connection[Any],
+    chunk: dict[str, Any],
+    after: tuple[Any, Any],
+    selector: Selector,
+    limit: int,
+) -> list[tuple[uuid.UUID, dt.datetime, int]]:
+    """The next snapshots of a chunk after `after` = (created_at, id): (id, created_at, size)."""
+    params = {
+        "after_ts": after[0],
+        "after_id": after[1],
+        "hi_ts": chunk["hi_created_at"],
+        "hi_id": chunk["hi_id"],
+        "limit": limit,
+        **selector.params(),
+    }
+    return [(r[0], r[1], int(r[2])) for r in conn.execute(_q("jobs/next_batch.sql"), params)]
+
+
+def finish_chunk(conn: psycopg.Connection[Any], job_id: str, chunk_no: int, worker: str) -> bool:
+    """Mark a chunk done; False if this worker no longer owns it."""
+    return (
+        _one(conn, "jobs/finish_chunk.sql", {"job_id": job_id, "chunk_no": chunk_no, "worker": worker})
+        is not None
+    )
+
+
+def release_chunk(conn: psycopg.Connection[Any], job_id: str, chunk_no: int, worker: str) -> None:
+    """Give a chunk back so another worker can claim it at once."""
+    conn.execute(_q("jobs/release_chunk.sql"), {"job_id": job_id, "chunk_no": chunk_no, "worker": worker})
+
+
+def finish_job(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any] | None:
+    """Mark the job done if every chunk is; returns the row when it did."""
+    return _one(conn, "jobs/finish_job.sql", {"job_id": job_id})
+
+
+def chunk_progress(conn: psycopg.Connection[Any], job_id: str, claim_ttl_s: float) -> tuple[int, int]:
+    """(open chunks, chunks held by a live worker)."""
+    row = conn.execute(
+        _q("jobs/chunk_progress.sql"), {"job_id": job_id, "claim_ttl_s": claim_ttl_s}
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def public_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A job row in the documented `status --json` shape (plus extra fields), JSON-ready."""
+    out: dict[str, Any] = {}
+    for key in STATUS_FIELDS + (
+        "owner",
+        "total_count",
+        "placeholder_count",
+        "rows_written",
+        "errors_by_type",
+        "batch_size",
+        "concurrency",
+        "reason",
+        "status_reason",
+        "throttle_state",
+        "config_fingerprint",
+        "tool_version",
+    ):
+        if key in row:
+            out[key] = _jsonable(row[key])
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

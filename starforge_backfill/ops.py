@@ -1,0 +1,489 @@
+"""One function per runbook step: plain Python over config, returning result dataclasses (no click, no rich)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from starforge_backfill import __version__, artifacts, jobs, schema
+from starforge_backfill.config import Config
+from starforge_backfill.db import connect_cfg, retry_kwargs, translate_errors
+from starforge_backfill.engine import EngineOptions, Worker
+from starforge_backfill.errors import ExitCode, GateFailed, SchemaMissing, UsageError
+from starforge_backfill.etl.pipeline import BatchResult, EtlSettings
+
+Notify = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class DbInitResult:
+    """What `db init` did."""
+
+    files: tuple[str, ...]
+    tables_before: int
+    tables_after: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON shape of `db init --json`."""
+        return dataclasses.asdict(self) | {"files": list(self.files)}
+
+
+def db_init(cfg: Config) -> DbInitResult:
+    """Create the toolkit's tables (and the StarForge tables when absent); idempotent."""
+    res = schema.init_db(cfg.database.dsn or "")
+    return DbInitResult(res.files, res.tables_before, res.tables_after)
+
+
+def new_job_id(mode: str = "run") -> str:
+    """A readable, unique job id: `<mode>-YYYYMMDDTHHMMSS-<hex>`."""
+    return f"{mode}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclasses.dataclass
+class RunProgress:
+    """Live progress of a run, shared with the caller's progress callback."""
+
+    job_id: str
+    total: int
+    done_before: int
+    processed: int = 0
+    errors: int = 0
+    batches: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    totals: BatchResult = dataclasses.field(default_factory=BatchResult)
+
+    @property
+    def done(self) -> int:
+        """Snapshots handled so far, this run and before it."""
+        return self.done_before + self.processed + self.errors
+
+    @property
+    def rate(self) -> float:
+        """Snapshots per second in this invocation."""
+        elapsed = time.monotonic() - self.started
+        return (self.processed + self.errors) / elapsed if elapsed > 0 else 0.0
+
+
+@dataclasses.dataclass
+class RunResult:
+    """The end of a `run` (or canary, resume)."""
+
+    job: dict[str, Any]
+    outcome: str
+    resumed: bool
+    elapsed_s: float
+    totals: BatchResult
+    artifact: Path | None = None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The documented exit code for this outcome."""
+        if self.outcome == "done":
+            return ExitCode.OK
+        if self.outcome == "stopped":
+            return ExitCode.INTERRUPTED
+        return ExitCode.STOPPED
+
+    def summary(self) -> dict[str, Any]:
+        """This invocation's figures."""
+        t = self.totals
+        handled = t.applied + t.failed
+        return {
+            "outcome": self.outcome,
+            "resumed": self.resumed,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "processed": t.applied,
+            "failed": t.failed,
+            "failed_by_type": dict(t.errors_by_type),
+            "rows_written": dict(t.rows_written),
+            "placeholders": len(t.placeholders),
+            "reference_path": t.reference_path,
+            "rate_per_s": round(handled / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """`run --json`: the job's final row (status shape) plus this invocation's summary."""
+        return jobs.public_row(self.job) | {"run": self.summary()}
+
+
+def _parse_ts(value: str | dt.datetime, name: str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        ts = value
+    else:
+        try:
+            ts = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"{name}: not an ISO-8601 timestamp: {value!r}") from None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.UTC)
+
+
+def _check_schema(conn: psycopg.Connection[Any]) -> None:
+    missing = schema.missing_columns(conn)
+    if missing:
+        first = ", ".join(f"{t}({', '.join(c[:3])})" for t, c in list(missing.items())[:3])
+        raise SchemaMissing(f"the database lacks the expected schema: missing {first}")
+
+
+def _connection_budget(conn: psycopg.Connection[Any], cfg: Config, concurrency: int) -> None:
+    row = conn.execute("SELECT current_setting('max_connections')::int").fetchone()
+    max_conn = int(row[0]) if row else 100
+    budget = int(max_conn * cfg.database.max_connections_share)
+    if concurrency + 1 > budget:
+        raise UsageError(
+            f"concurrency {concurrency} (+1 control connection) exceeds the backfill's share of max_connections"
+            f" ({budget} of {max_conn} at database.max_connections_share={cfg.database.max_connections_share})",
+            hint="lower --concurrency or raise database.max_connections_share",
+        )
+
+
+def run(
+    cfg: Config,
+    *,
+    from_ts: str | dt.datetime | None = None,
+    to_ts: str | dt.datetime | None = None,
+    batch_size: int | None = None,
+    concurrency: int | None = None,
+    reprocess: bool = False,
+    retry_failed: bool = False,
+    job_id: str | None = None,
+    force: bool = False,
+    reason: str | None = None,
+    mode: str = "run",
+    namecodes: list[str] | None = None,
+    ids: list[Any] | None = None,
+    progress: Callable[[RunProgress], None] | None = None,
+    notify: Notify = _quiet,
+    stop: threading.Event | None = None,
+    gate: Callable[[psycopg.Connection[Any], Config], None] | None = None,
+) -> RunResult:
+    """Backfill a created_at range (half-open) resumably; resume the unfinished job of the same range."""
+    if force and not (reason and reason.strip()):
+        raise UsageError("--force needs --reason TEXT (it is recorded in the audit trail)")
+    if job_id is None and (from_ts is None or to_ts is None):
+        raise UsageError("give --from and --to (a created_at range), or --job-id to resume a job")
+    concurrency = concurrency or cfg.job.concurrency
+    if concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    batch_size = batch_size or cfg.etl.batch_size
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        _check_schema(conn)
+        _connection_budget(conn, cfg, concurrency)
+        job, resumed = _job_for_run(
+            conn,
+            cfg,
+            job_id=job_id,
+            from_ts=from_ts,
+            to_ts=to_ts,
+            mode=mode,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            reprocess=reprocess,
+            retry_failed=retry_failed,
+            namecodes=namecodes,
+            ids=ids,
+            force=force,
+            reason=reason,
+            notify=notify,
+        )
+        if gate is not None and not resumed:
+            gate(conn, cfg)
+        job_id = str(job["job_id"])
+        folder = artifacts.job_dir(cfg.artifacts_dir, job_id)
+        if not resumed:
+            artifacts.write_json(
+                folder / "config.json",
+                "config",
+                job_id,
+                {"fingerprint": cfg.fingerprint(), "config": cfg.to_dict(redact=True)},
+            )
+        state = RunProgress(
+            job_id=job_id,
+            total=int(job.get("total_count") or 0),
+            done_before=int(job["processed_count"]) + int(job["error_count"]),
+        )
+    outcome = _run_workers(cfg, job_id, concurrency, batch_size, state, progress, stop, folder)
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        final = jobs.get_job(conn, job_id) or job
+        if outcome == "stopped":
+            jobs.record_event(conn, job_id, "interrupted", "run interrupted; checkpoint saved", {})
+    elapsed = time.monotonic() - started
+    result = RunResult(job=final, outcome=outcome, resumed=resumed, elapsed_s=elapsed, totals=state.totals)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    result.artifact = artifacts.write_json(
+        folder / f"{mode}-{stamp}.json",
+        mode,
+        job_id,
+        {"job": jobs.public_row(final), "run": result.summary()},
+    )
+    return result
+
+
+def _job_for_run(
+    conn: psycopg.Connection[Any],
+    cfg: Config,
+    *,
+    job_id: str | None,
+    from_ts: Any,
+    to_ts: Any,
+    mode: str,
+    batch_size: int,
+    concurrency: int,
+    reprocess: bool,
+    retry_failed: bool,
+    namecodes: list[str] | None,
+    ids: list[Any] | None,
+    force: bool,
+    reason: str | None,
+    notify: Notify,
+) -> tuple[dict[str, Any], bool]:
+    """Find the job to resume (by id, or the unfinished one of this range) or create a new one."""
+    existing = None
+    if job_id is not None:
+        existing = jobs.get_job(conn, job_id)
+        if existing is None:
+            raise UsageError(f"no job {job_id!r}", hint="`starforge-backfill status` lists the jobs")
+    else:
+        f, t = _parse_ts(from_ts, "--from"), _parse_ts(to_ts, "--to")
+        if f >= t:
+            raise UsageError(f"--from ({f.isoformat()}) must be before --to ({t.isoformat()})")
+        existing = jobs.find_resumable(conn, mode, f, t)
+    if existing is not None:
+        _check_resume_allowed(existing, cfg, force=force, reason=reason)
+        if existing["status"] == "done":
+            notify(f"job {existing['job_id']} is already done")
+            return existing, True
+        if existing["status"] in ("paused", "failed", "pending"):
+            jobs.set_status(conn, existing["job_id"], "running", None, ["paused", "failed", "pending"])
+            jobs.record_event(conn, existing["job_id"], "resumed", f"resumed by {mode}", {"reason": reason})
+        ck = existing.get("last_checkpoint") or {}
+        notify(
+            f"resuming job {existing['job_id']} ({existing['processed_count']} processed, "
+            f"{existing['error_count']} failed so far; last checkpoint {ck.get('created_at', 'none')})"
+        )
+        return jobs.get_job(conn, existing["job_id"]) or existing, True
+    selector = jobs.Selector(
+        from_ts=_parse_ts(from_ts, "--from"),
+        to_ts=_parse_ts(to_ts, "--to"),
+        reprocess=reprocess,
+        retry_failed=retry_failed,
+        namecodes=tuple(namecodes) if namecodes is not None else None,
+        ids=tuple(ids) if ids is not None else None,
+    )
+    new = jobs.create_job(
+        conn,
+        job_id=new_job_id(mode),
+        owner=cfg.job.owner,
+        mode=mode,
+        selector=selector,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        chunk_size=cfg.job.chunk_size,
+        config_fingerprint=cfg.fingerprint(),
+        tool_version=__version__,
+        reason=reason,
+    )
+    if force:
+        jobs.record_event(conn, new["job_id"], "forced", "gates skipped with --force", {"reason": reason})
+    notify(f"created job {new['job_id']}: {new['total_count']} snapshot(s) to process")
+    return new, False
+
+
+def _check_resume_allowed(row: dict[str, Any], cfg: Config, *, force: bool, reason: str | None) -> None:
+    problems = []
+    if row.get("config_fingerprint") and row["config_fingerprint"] != cfg.fingerprint():
+        problems.append("the config fingerprint differs from the job's")
+    if row.get("tool_version") and row["tool_version"] != __version__:
+        problems.append(f"the tool version differs (job {row['tool_version']}, now {__version__})")
+    if problems and not force:
+        raise GateFailed(
+            f"refusing to resume job {row['job_id']}: " + "; ".join(problems),
+            hint="use the job's original config, or pass --force --reason TEXT to mix them knowingly",
+        )
+
+
+def _run_workers(
+    cfg: Config,
+    job_id: str,
+    concurrency: int,
+    batch_size: int,
+    state: RunProgress,
+    progress: Callable[[RunProgress], None] | None,
+    stop: threading.Event,
+    folder: Path,
+) -> str:
+    """Run C workers (threads, one connection each) on a job until it is done, paused or interrupted."""
+    lock = threading.Lock()
+    options = engine_options(cfg, batch_size, folder, job_id)
+
+    def on_batch(_worker: str, res: BatchResult, _duration: float) -> None:
+        with lock:
+            state.processed += res.applied
+            state.errors += res.failed
+            state.batches += 1
+            state.totals.add(res)
+            if progress is not None:
+                progress(state)
+
+    def connect() -> psycopg.Connection[Any]:
+        return connect_cfg(cfg, autocommit=True, application_name=f"{cfg.database.application_name}:{job_id}")
+
+    workers = [
+        Worker(connect, job_id, jobs.worker_name(i), options, stop, on_batch) for i in range(concurrency)
+    ]
+    threads = [threading.Thread(target=_safe_run, args=(w,), name=w.name, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    interrupted = False
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except KeyboardInterrupt:
+        interrupted = True
+        stop.set()
+        for t in threads:
+            t.join()
+    for w in workers:
+        if w.error is not None and not isinstance(w.error, KeyboardInterrupt):
+            raise w.error
+    outcomes = {w.outcome for w in workers}
+    if interrupted or stop.is_set():
+        return "stopped"
+    for status in ("paused", "failed", "stopped"):
+        if status in outcomes:
+            return status
+    return "done" if "done" in outcomes else next(iter(outcomes))
+
+
+def _safe_run(worker: Worker) -> None:
+    try:
+        worker.run()
+    except BaseException:  # recorded on the worker; the main thread re-raises it
+        return
+
+
+def engine_options(cfg: Config, batch_size: int, folder: Path, job_id: str) -> EngineOptions:
+    """Engine settings from a Config."""
+    return EngineOptions(
+        etl=EtlSettings(
+            catalog_policy=cfg.etl.catalog_policy,
+            fast_path=cfg.etl.fast_path,
+            quarantine_dir=folder / "quarantine",
+            job_id=job_id,
+        ),
+        batch_size=batch_size,
+        batch_max_bytes=cfg.etl.batch_max_bytes,
+        claim_ttl_s=cfg.job.claim_ttl_s,
+        retry=retry_kwargs(cfg),
+        min_batch_size=cfg.throttle.min_batch_size,
+        max_batch_size=cfg.throttle.max_batch_size,
+        target_batch_s=cfg.throttle.target_batch_s if cfg.throttle.enabled else 0.0,
+    )
+
+
+@dataclasses.dataclass
+class StatusResult:
+    """Jobs for `status`."""
+
+    jobs: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        """`status --json`."""
+        return {"jobs": self.jobs}
+
+
+def status(cfg: Config, *, job_id: str | None = None, limit: int = 50) -> StatusResult:
+    """Job rows with progress %, rate, ETA, throttle state and live workers, newest first."""
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        rows = jobs.list_jobs(conn, job_id, limit, cfg.job.claim_ttl_s)
+    if job_id is not None and not rows:
+        raise UsageError(f"no job {job_id!r}")
+    out = []
+    for r in rows:
+        pub = jobs.public_row(r)
+        total = int(r.get("total_count") or 0)
+        done = int(r["processed_count"]) + int(r["error_count"])
+        span = float(r.get("recent_span_s") or 0)
+        rate = float(r["recent_snapshots"]) / span if span > 0 else None
+        remaining = max(total - done, 0)
+        pub |= {
+            "progress": round(done / total, 4) if total else (1.0 if r["status"] == "done" else 0.0),
+            "rate_per_s": round(rate, 2) if rate else None,
+            "eta_s": round(remaining / rate) if rate and r["status"] == "running" else None,
+            "live_workers": int(r["live_workers"]),
+            "chunks_done": int(r["chunks_done"]),
+            "chunks_total": int(r["chunks_total"]),
+        }
+        out.append(pub)
+    return StatusResult(out)
+
+
+@dataclasses.dataclass
+class PauseResult:
+    """Jobs a pause or resume changed."""
+
+    changed: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        """`pause --json` / `resume --json --no-wait`."""
+        return {"jobs": self.changed}
+
+
+def pause(
+    cfg: Config, *, job_id: str | None = None, all_jobs: bool = False, reason: str | None = None
+) -> PauseResult:
+    """Pause one job (or all running ones): its workers stop at their next batch boundary."""
+    if (job_id is None) == (not all_jobs):
+        raise UsageError("give --job-id ID or --all")
+    why = reason or "paused by operator"
+    changed = []
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        targets = (
+            [job_id]
+            if job_id
+            else [
+                r["job_id"] for r in jobs.list_jobs(conn, None, 1000) if r["status"] in ("running", "pending")
+            ]
+        )
+        for jid in targets:
+            row = jobs.set_status(conn, jid, "paused", why, ["running", "pending"])
+            if row is None:
+                current = jobs.get_job(conn, jid)
+                if current is None:
+                    raise UsageError(f"no job {jid!r}")
+                if job_id:
+                    raise GateFailed(f"job {jid} is {current['status']}, not running: nothing to pause")
+                continue
+            jobs.record_event(conn, jid, "paused", why, {})
+            changed.append(jobs.public_row(row))
+    return PauseResult(changed)
+
+
+def resume(cfg: Config, *, job_id: str, reason: str | None = None) -> PauseResult:
+    """Set a paused (or failed) job running again (the caller may then `run(job_id=...)`)."""
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        row = jobs.set_status(conn, job_id, "running", None, ["paused", "failed", "pending"])
+        if row is None:
+            current = jobs.get_job(conn, job_id)
+            if current is None:
+                raise UsageError(f"no job {job_id!r}")
+            if current["status"] != "running":
+                raise GateFailed(f"job {job_id} is {current['status']}: nothing to resume")
+            row = current
+        else:
+            jobs.record_event(conn, job_id, "resumed", reason or "resumed by operator", {})
+    return PauseResult([jobs.public_row(row)])
