@@ -112,12 +112,8 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--dsn", envvar="STARFORGE_DATABASE_URL", help="PostgreSQL DSN (env STARFORGE_DATABASE_URL).")
 @click.option("--artifacts-dir", type=click.Path(file_okay=False), help="Where audit artifacts go.")
-@click.option(
-    "--json", "json_out", is_flag=True, help="Machine-readable result on stdout; human text on stderr."
-)
-@click.option(
-    "--metrics-file", type=click.Path(dir_okay=False), help="Write Prometheus metrics (textfile format)."
-)
+@click.option("--json", "json_out", is_flag=True, help="Machine-readable result on stdout; human text on stderr.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False), help="Write Prometheus metrics (textfile format).")
 @click.option("-v", "--verbose", count=True, help="More output (tracebacks on errors).")
 @click.option("-q", "--quiet", is_flag=True, help="Less human output.")
 @click.version_option(__version__, prog_name="starforge-backfill")
@@ -146,9 +142,7 @@ def db_init_cmd(obj: Ctx) -> None:
     res = ops.db_init(obj.config())
     obj.emit(
         res.to_json(),
-        lambda: click.echo(
-            f"schema ready: {res.tables_after} tables ({res.tables_after - res.tables_before} created)"
-        ),
+        lambda: click.echo(f"schema ready: {res.tables_after} tables ({res.tables_after - res.tables_before} created)"),
     )
 
 
@@ -163,9 +157,7 @@ def _progress_printer(obj: Ctx) -> tuple[Callable[[Any], None], Callable[[], Non
 @main.command("run")
 @click.option("--from", "from_ts", help="Start of the created_at range (inclusive, ISO-8601).")
 @click.option("--to", "to_ts", help="End of the created_at range (exclusive, ISO-8601).")
-@click.option(
-    "--batch-size", type=click.IntRange(1, 10000), help="Snapshots per batch (default etl.batch_size)."
-)
+@click.option("--batch-size", type=click.IntRange(1, 10000), help="Snapshots per batch (default etl.batch_size).")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Workers, one connection each.")
 @click.option("--job-id", help="Resume this job.")
 @click.option("--reprocess", is_flag=True, help="Also take snapshots already processed.")
@@ -243,14 +235,10 @@ def pause_cmd(obj: Ctx, job_id: str | None, all_jobs: bool, reason: str | None) 
 @click.option("--no-wait", is_flag=True, help="Only set it running; do not process it here.")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Workers for the foreground run.")
 @click.option("--reason", help="Recorded on the job.")
-@click.option(
-    "--force", is_flag=True, help="Resume even if the config or tool version changed (needs --reason)."
-)
+@click.option("--force", is_flag=True, help="Resume even if the config or tool version changed (needs --reason).")
 @click.pass_obj
 @handled
-def resume_cmd(
-    obj: Ctx, job_id: str, no_wait: bool, concurrency: int | None, reason: str | None, force: bool
-) -> None:
+def resume_cmd(obj: Ctx, job_id: str, no_wait: bool, concurrency: int | None, reason: str | None, force: bool) -> None:
     """Set a paused job running again and, unless --no-wait, carry on processing it like `run`."""
     from starforge_backfill import ops
 
@@ -273,3 +261,36 @@ def resume_cmd(
         close()
     obj.emit(run_res.to_json(), lambda: _render_run(run_res))
     sys.exit(int(run_res.exit_code))
+
+
+@main.command("worker")
+@click.option("--once", is_flag=True, help="Drain the queue and the open jobs, then exit.")
+@click.option("--poll", "poll_s", type=float, default=1.0, show_default=True, help="Seconds between idle polls.")
+@click.pass_obj
+@handled
+def worker_cmd(obj: Ctx, once: bool, poll_s: float) -> None:
+    """Long-running worker: queue_jobs (backfill_range, process_snapshot) and chunks of running jobs."""
+    import signal
+    import threading
+
+    from starforge_backfill.worker import run_worker
+
+    stop = threading.Event()
+
+    def _term(_signum: int, _frame: Any) -> None:
+        obj.say("SIGTERM: finishing the current batch, then exiting")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        stats = run_worker(obj.config(), once=once, poll_s=poll_s, stop=stop, notify=obj.say)
+    except KeyboardInterrupt:
+        stop.set()
+        sys.exit(int(ExitCode.INTERRUPTED))
+    obj.emit(
+        stats.to_json(),
+        lambda: click.echo(
+            f"worker done: {stats.queue_done} queue job(s), {stats.snapshots.applied} snapshot(s) processed, "
+            f"{stats.snapshots.failed} failed"
+        ),
+    )

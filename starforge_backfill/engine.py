@@ -12,6 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from starforge_backfill import jobs, templates
+from starforge_backfill.db import is_transient
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, process_batch
 
 
@@ -168,12 +169,25 @@ class Worker:
             state: dict[str, Any] = {}
             started = time.monotonic()
 
-            def bookkeeping(c: psycopg.Connection[Any], res: BatchResult, key: Any) -> None:
+            def bookkeeping(
+                c: psycopg.Connection[Any],
+                res: BatchResult,
+                key: Any,
+                state: dict[str, Any] = state,
+                nbytes: int = nbytes,
+                started: float = started,
+            ) -> None:
                 state["status"] = self._checkpoint(c, chunk_no, res, key, nbytes, started)
 
-            result = process_batch(
-                self.holder, items, self.options.etl, bookkeeping=bookkeeping, retry=self.options.retry
-            )
+            try:
+                result = process_batch(
+                    self.holder, items, self.options.etl, bookkeeping=bookkeeping, retry=self.options.retry
+                )
+            except psycopg.Error as exc:
+                if not is_transient(exc):
+                    raise
+                self._pause_after_retries(exc)
+                return "paused"
             duration = time.monotonic() - started
             after = items[-1][1]
             self.sizer.update(len(items), duration)
@@ -184,6 +198,16 @@ class Worker:
             if state.get("status") in ("paused", "failed"):
                 jobs.release_chunk(self.holder.get(), self.job_id, chunk_no, self.name)
                 return str(state["status"])
+
+    def _pause_after_retries(self, exc: BaseException) -> None:
+        """Transient errors outlasted the retries: pause the job with the reason instead of crashing."""
+        reason = f"paused: database errors outlasted the retries ({type(exc).__name__}: {str(exc).strip()[:200]})"
+        try:
+            conn = self.holder.get()
+            if jobs.set_status(conn, self.job_id, "paused", reason, ["running"]) is not None:
+                jobs.record_event(conn, self.job_id, "paused", reason, {"sqlstate": getattr(exc, "sqlstate", None)})
+        except psycopg.Error:
+            pass  # the database is still away: the job stays 'running' and is resumable all the same
 
     def _checkpoint(
         self,

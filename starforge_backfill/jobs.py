@@ -150,9 +150,7 @@ def create_job(
                 "reason": reason,
             },
         )
-        _one(
-            conn, "jobs/create_chunks.sql", {"job_id": job_id, "chunk_size": chunk_size, **selector.params()}
-        )
+        _one(conn, "jobs/create_chunks.sql", {"job_id": job_id, "chunk_size": chunk_size, **selector.params()})
         record_event(conn, job_id, "created", f"{mode} job created", {"selector": selector.to_json()})
     job = get_job(conn, job_id)
     assert job is not None
@@ -209,9 +207,7 @@ def record_event(
     )
 
 
-def claim_chunk(
-    conn: psycopg.Connection[Any], job_id: str, worker: str, claim_ttl_s: float
-) -> dict[str, Any] | None:
+def claim_chunk(conn: psycopg.Connection[Any], job_id: str, worker: str, claim_ttl_s: float) -> dict[str, Any] | None:
     """Claim the next free (or abandoned) chunk of a job, or None."""
     running = [r[0] for r in conn.execute(_q("jobs/running_workers.sql"), {"job_id": job_id})]
     dead = dead_local_workers(running)
@@ -243,10 +239,7 @@ def next_batch(
 
 def finish_chunk(conn: psycopg.Connection[Any], job_id: str, chunk_no: int, worker: str) -> bool:
     """Mark a chunk done; False if this worker no longer owns it."""
-    return (
-        _one(conn, "jobs/finish_chunk.sql", {"job_id": job_id, "chunk_no": chunk_no, "worker": worker})
-        is not None
-    )
+    return _one(conn, "jobs/finish_chunk.sql", {"job_id": job_id, "chunk_no": chunk_no, "worker": worker}) is not None
 
 
 def release_chunk(conn: psycopg.Connection[Any], job_id: str, chunk_no: int, worker: str) -> None:
@@ -261,9 +254,7 @@ def finish_job(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any] | N
 
 def chunk_progress(conn: psycopg.Connection[Any], job_id: str, claim_ttl_s: float) -> tuple[int, int]:
     """(open chunks, chunks held by a live worker)."""
-    row = conn.execute(
-        _q("jobs/chunk_progress.sql"), {"job_id": job_id, "claim_ttl_s": claim_ttl_s}
-    ).fetchone()
+    row = conn.execute(_q("jobs/chunk_progress.sql"), {"job_id": job_id, "claim_ttl_s": claim_ttl_s}).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 

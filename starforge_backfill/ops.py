@@ -19,6 +19,7 @@ from starforge_backfill.db import connect_cfg, retry_kwargs, translate_errors
 from starforge_backfill.engine import EngineOptions, Worker
 from starforge_backfill.errors import ExitCode, GateFailed, SchemaMissing, UsageError
 from starforge_backfill.etl.pipeline import BatchResult, EtlSettings
+from starforge_backfill.throttle import HealthThrottle, ThrottleSettings
 
 Notify = Callable[[str], None]
 
@@ -341,9 +342,7 @@ def _run_workers(
     def connect() -> psycopg.Connection[Any]:
         return connect_cfg(cfg, autocommit=True, application_name=f"{cfg.database.application_name}:{job_id}")
 
-    workers = [
-        Worker(connect, job_id, jobs.worker_name(i), options, stop, on_batch) for i in range(concurrency)
-    ]
+    workers = [Worker(connect, job_id, jobs.worker_name(i), options, stop, on_batch) for i in range(concurrency)]
     threads = [threading.Thread(target=_safe_run, args=(w,), name=w.name, daemon=True) for w in workers]
     for t in threads:
         t.start()
@@ -392,6 +391,7 @@ def engine_options(cfg: Config, batch_size: int, folder: Path, job_id: str) -> E
         min_batch_size=cfg.throttle.min_batch_size,
         max_batch_size=cfg.throttle.max_batch_size,
         target_batch_s=cfg.throttle.target_batch_s if cfg.throttle.enabled else 0.0,
+        throttle=HealthThrottle(ThrottleSettings.from_config(cfg)) if cfg.throttle.enabled else None,
     )
 
 
@@ -443,9 +443,7 @@ class PauseResult:
         return {"jobs": self.changed}
 
 
-def pause(
-    cfg: Config, *, job_id: str | None = None, all_jobs: bool = False, reason: str | None = None
-) -> PauseResult:
+def pause(cfg: Config, *, job_id: str | None = None, all_jobs: bool = False, reason: str | None = None) -> PauseResult:
     """Pause one job (or all running ones): its workers stop at their next batch boundary."""
     if (job_id is None) == (not all_jobs):
         raise UsageError("give --job-id ID or --all")
@@ -455,9 +453,7 @@ def pause(
         targets = (
             [job_id]
             if job_id
-            else [
-                r["job_id"] for r in jobs.list_jobs(conn, None, 1000) if r["status"] in ("running", "pending")
-            ]
+            else [r["job_id"] for r in jobs.list_jobs(conn, None, 1000) if r["status"] in ("running", "pending")]
         )
         for jid in targets:
             row = jobs.set_status(conn, jid, "paused", why, ["running", "pending"])

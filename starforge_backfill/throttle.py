@@ -1,0 +1,140 @@
+"""Health-based throttling and gates: slow down or pause a job when the database is under stress.
+
+Anchors: GitLab's batched background migrations (health indicators), pt-online-schema-change
+(`--max-load` slows, `--critical-load` stops) and gh-ost (throttle and pause). Every decision that acts
+is recorded on the job (`throttle_state`, `status_reason`) and as an event, so the report can show it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from starforge_backfill import jobs, templates
+from starforge_backfill.engine import ThrottleDecision
+from starforge_backfill.etl.pipeline import BatchResult
+
+
+@dataclasses.dataclass(frozen=True)
+class ThrottleSettings:
+    """Thresholds (from the config's `throttle` section)."""
+
+    max_connections_ratio: float = 0.8
+    failure_rate_max: float = 0.01
+    failure_min_sample: int = 200
+    failure_window_s: float = 300.0
+    long_transaction_s: float = 60.0
+    replica_lag_max_s: float = 30.0
+    sleep_s: float = 1.0
+    check_every_s: float = 1.0
+    app_prefix: str = "starforge-backfill"
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ThrottleSettings:
+        """Build from a Config."""
+        t = cfg.throttle
+        return cls(
+            max_connections_ratio=t.max_connections_ratio,
+            failure_rate_max=t.failure_rate_max,
+            failure_min_sample=t.failure_min_sample,
+            failure_window_s=t.failure_window_s,
+            long_transaction_s=t.long_transaction_s,
+            replica_lag_max_s=t.replica_lag_max_s,
+            sleep_s=t.sleep_s,
+            app_prefix=cfg.database.application_name,
+        )
+
+
+def evaluate(health: dict[str, Any], s: ThrottleSettings) -> ThrottleDecision:
+    """Decide from one health reading: pause reasons first, then slow-downs."""
+    conns, max_conns = int(health["connections"]), int(health["max_connections"])
+    if max_conns and conns / max_conns > s.max_connections_ratio:
+        return ThrottleDecision(
+            pause_reason=f"gate: database connections at {conns}/{max_conns} "
+            f"(> {s.max_connections_ratio:.0%} of max_connections)",
+            state="paused:connections",
+        )
+    sample, failed = int(health["window_snapshots"]), int(health["window_failed"])
+    if sample >= s.failure_min_sample and sample and failed / sample > s.failure_rate_max:
+        return ThrottleDecision(
+            pause_reason=f"gate: failure rate {failed}/{sample} = {failed / sample:.1%} over the last "
+            f"{s.failure_window_s:.0f}s (> {s.failure_rate_max:.1%})",
+            state="paused:failure-rate",
+        )
+    if int(health["long_transactions"]) > 0:
+        return ThrottleDecision(
+            sleep_s=s.sleep_s,
+            state=f"slow: {health['long_transactions']} other transaction(s) older than {s.long_transaction_s:.0f}s",
+        )
+    if int(health["replicas"]) > 0 and float(health["replica_lag_s"]) > s.replica_lag_max_s:
+        return ThrottleDecision(
+            sleep_s=s.sleep_s,
+            state=f"slow: replica lag {float(health['replica_lag_s']):.1f}s > {s.replica_lag_max_s:.0f}s",
+        )
+    return ThrottleDecision()
+
+
+class HealthThrottle:
+    """The engine's throttle: reads health at most every `check_every_s`, acts and records."""
+
+    def __init__(self, settings: ThrottleSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._last_check = 0.0
+        self._last: ThrottleDecision = ThrottleDecision()
+        self._recorded_state: str | None = None
+
+    def read(self, conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:
+        """One health reading."""
+        s = self.settings
+        cur = conn.execute(
+            templates.render("jobs/health.sql").encode(),
+            {
+                "job_id": job_id,
+                "long_transaction_s": s.long_transaction_s,
+                "window_s": s.failure_window_s,
+                "app_prefix": s.app_prefix + "%",
+            },
+        )
+        row = cur.fetchone()
+        assert row is not None and cur.description is not None
+        return dict(zip([c.name for c in cur.description], row, strict=True))
+
+    def before_batch(self, conn: psycopg.Connection[Any], job_id: str) -> ThrottleDecision:
+        """Check health (rate-limited) and act: pause the job or ask the worker to sleep."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_check < self.settings.check_every_s and not self._last.pause_reason:
+                return self._last
+            self._last_check = now
+        decision = evaluate(self.read(conn, job_id), self.settings)
+        with self._lock:
+            self._last = decision
+            changed = decision.state != self._recorded_state
+            self._recorded_state = decision.state
+        if decision.pause_reason:
+            row = jobs.set_status(conn, job_id, "paused", decision.pause_reason, ["running"])
+            if row is not None:
+                jobs.record_event(conn, job_id, "gate", decision.pause_reason, {"state": decision.state})
+        if changed:
+            conn.execute(
+                templates.render("jobs/set_throttle.sql").encode(),
+                {"job_id": job_id, "state": decision.state},
+            )
+            if not decision.pause_reason:
+                jobs.record_event(
+                    conn,
+                    job_id,
+                    "throttle",
+                    decision.state or "healthy: throttle lifted",
+                    {"sleep_s": decision.sleep_s},
+                )
+        return decision
+
+    def after_batch(self, result: BatchResult, duration_s: float) -> None:
+        """Nothing to do per batch: the failure rate is read from backfill_batches."""
+        return None
