@@ -81,9 +81,19 @@ def _fail(ctx: Ctx | None, exc: BaseException, code: ExitCode) -> None:
     sys.exit(int(code))
 
 
-def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn exceptions into one clear line and the documented exit code."""
+def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        obj = ctx.find_object(Ctx)
+        if obj is not None:
+            obj.opts["json_out"] = True
 
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Accept `--json` after the subcommand too, and turn exceptions into one clear line and exit code."""
+
+    @click.option(
+        "--json", "_json", is_flag=True, expose_value=False, callback=_json_flag, help="Same as the global --json."
+    )
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context().find_object(Ctx)

@@ -1,0 +1,1 @@
+"""Runbook subcommands, one module each, imported lazily by `starforge_backfill.cli`."""
