@@ -180,9 +180,12 @@ def run_cmd(obj: Ctx, **kw: Any) -> None:
     """Backfill a created_at range: resumable, checkpointed, newest observation wins."""
     from starforge_backfill import ops
 
+    from starforge_backfill.runbook.gates import require_for_run
+
     update, close = _progress_printer(obj)
+    gate = None if kw.get("force") else require_for_run
     try:
-        res = ops.run(obj.config(), progress=update, notify=obj.say, **kw)
+        res = ops.run(obj.config(), progress=update, notify=obj.say, gate=gate, **kw)
     finally:
         close()
     obj.emit(res.to_json(), lambda: _render_run(res))

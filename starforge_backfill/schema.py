@@ -112,6 +112,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "backfill_chunks": ("job_id", "chunk_no", "status"),
     "backfill_events": ("job_id", "kind", "details"),
     "backfill_batches": ("job_id", "snapshots"),
+    "backfill_gates": ("kind", "config_fingerprint", "passed", "details"),
     "backfill_username_seen": ("user_id", "seen_at", "snapshot_id", "username"),
 }
 
@@ -132,8 +133,7 @@ def schema_files() -> list[str]:
 
 def _count_tables(conn: psycopg.Connection) -> int:
     row = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
-        " AND table_name = ANY(%s)",
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ANY(%s)",
         [list(REQUIRED_COLUMNS)],
     ).fetchone()
     return int(row[0]) if row else 0

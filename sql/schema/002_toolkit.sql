@@ -83,3 +83,19 @@ CREATE TABLE IF NOT EXISTS backfill_username_seen (
     snapshot_id uuid NOT NULL,
     username    text NOT NULL
 );
+
+-- Results of the runbook's gating steps (preflight, dry-run, canary), per config fingerprint: `run` refuses
+-- to start without a passing preflight and canary for the same fingerprint unless --force --reason.
+CREATE TABLE IF NOT EXISTS backfill_gates (
+    id                 bigserial PRIMARY KEY,
+    kind               text NOT NULL,
+    config_fingerprint text NOT NULL,
+    passed             boolean NOT NULL,
+    job_id             text,
+    from_ts            timestamptz,
+    to_ts              timestamptz,
+    artifact           text,
+    details            jsonb NOT NULL DEFAULT '{}'::jsonb,
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS backfill_gates_lookup_idx ON backfill_gates (kind, config_fingerprint, created_at DESC);
