@@ -199,9 +199,8 @@ def run(
             force=force,
             reason=reason,
             notify=notify,
+            gate=gate,
         )
-        if gate is not None and not resumed:
-            gate(conn, cfg)
         job_id = str(job["job_id"])
         folder = artifacts.job_dir(cfg.artifacts_dir, job_id)
         if not resumed:
@@ -250,6 +249,7 @@ def _job_for_run(
     force: bool,
     reason: str | None,
     notify: Notify,
+    gate: Callable[[psycopg.Connection[Any], Config], None] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Find the job to resume (by id, or the unfinished one of this range) or create a new one."""
     existing = None
@@ -276,6 +276,8 @@ def _job_for_run(
             f"{existing['error_count']} failed so far; last checkpoint {ck.get('created_at', 'none')})"
         )
         return jobs.get_job(conn, existing["job_id"]) or existing, True
+    if gate is not None:
+        gate(conn, cfg)  # before anything is written: a refused run leaves no job behind
     selector = jobs.Selector(
         from_ts=_parse_ts(from_ts, "--from"),
         to_ts=_parse_ts(to_ts, "--to"),
