@@ -82,8 +82,10 @@ def _measure_run(dsn: str, workdir: Path, concurrency: int, states: dict[str, An
     state, done = tables.snapshot_state(dsn), tables.progress(dsn)
     states["run"] = state
     result.update(rows_in_tables={t: v["rows"] for t, v in state.items()}, snapshots_state=done)
-    if result["exit_code"] != 0 or result["report"] is None:
-        result["note"] = f"exit {result['exit_code']}" + ("" if result["report"] else ", no JSON on stdout")
+    if result["exit_code"] != 0 or result["report"] is None:  # not a measurement: no rates, no ratios
+        last = (result.get("stderr_tail") or "").strip().splitlines()[-1:] or ["(no stderr)"]
+        result["error"] = (f"`run` exited {result['exit_code']}"
+                           f"{'' if result['report'] else ' without a JSON report'}: {last[0][:300]}")
     else:
         result["note"] = ", ".join(f"{k} {v}" for k, v in done.items())
     return result
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                                          lambda d: _measure_run(d, workdir, args.concurrency, states))
         if "naive" in args.methods:
             methods["naive"] = _run_method("naive", srv, template, pid, lambda d: _measure_naive(d, states))
-            rows = rows or methods["naive"].get("rows", 0)
+        rows = rows or floor.count_rows(spec)
         if args.keep:
             _log(f"keeping databases: {', '.join(srv.created)}")
             srv.created.clear()
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["ratios"] = report.ratios(methods)
     result["targets"] = report.targets(result)
-    if "run" in states and "naive" in states:
+    if "run" in states and "naive" in states and "error" not in methods.get("run", {}):
         result["agreement"] = tables.compare(states["run"], states["naive"])
     print(report.table(result))
     path = report.write(result, stamp)

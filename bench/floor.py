@@ -128,6 +128,18 @@ def prepare(spec: SyntheticSpec, workdir: Path) -> Prepared:
     return prepared
 
 
+def count_rows(spec: SyntheticSpec) -> int:
+    """Entity rows of the valid snapshots, without writing anything (when the floor is not measured)."""
+    rows = 0
+    for snap in generate(spec):
+        try:
+            norm = normalize(orjson.loads(snap.raw), snap.namecode or None)
+        except EtlError:
+            continue
+        rows += len(norm.troops) + len(norm.pets) + len(norm.artifacts)
+    return rows
+
+
 def measure(dsn: str, prepared: Prepared, chunk: int = 1 << 20) -> dict[str, Any]:
     """Create the unindexed tables, then time the COPY of every file and the commit, on one connection."""
     with psycopg.connect(dsn, application_name="starforge-bench-floor") as conn:

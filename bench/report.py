@@ -13,10 +13,14 @@ MB = 1_000_000
 
 def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     """floor_time/run_time (1.0 = run as fast as the floor) and naive_time/run_time (speed-up over naive)."""
-    run = methods.get("run", {}).get("seconds")
+    def seconds(name: str) -> float | None:
+        m = methods.get(name, {})
+        return None if "error" in m else m.get("seconds")
+
+    run = seconds("run")
 
     def over_run(name: str) -> float | None:
-        other = methods.get(name, {}).get("seconds")
+        other = seconds(name)
         return round(other / run, 3) if run and other else None
 
     return {"floor_over_run": over_run("floor"), "naive_over_run": over_run("naive")}
@@ -25,6 +29,7 @@ def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, float | None]:
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target with its measured value and pass/fail (None when it could not be measured)."""
     r, run = result["ratios"], result["methods"].get("run", {})
+    run = {} if "error" in run else run
     wanted = [("ratio_floor", "floor_time/run_time", ">=", 0.25, r["floor_over_run"]),
               ("ratio_naive", "naive_time/run_time", ">=", 5.0, r["naive_over_run"]),
               ("run_peak_rss", "run peak RSS (MB)", "<", 150.0, run.get("peak_rss_mb"))]

@@ -20,16 +20,27 @@ class RunUnavailable(RuntimeError):
     """The `run` command cannot be started (not written yet, or not installed)."""
 
 
-def command(dsn: str, artifacts_dir: Path, concurrency: int) -> list[str]:
+# The bench measures throughput, not the safety gates: its data is ~1% malformed by design (the default
+# failure-rate gate would pause the job), and a run of seconds would never leave the first ramp step.
+CONFIG = """# written by the bench
+throttle:
+  failure_rate_max: 1.0
+gates:
+  ramp: [{concurrency}]
+"""
+
+
+def command(dsn: str, artifacts_dir: Path, concurrency: int, config: Path) -> list[str]:
     """The command line the bench runs."""
     script = Path(sys.executable).parent / "starforge-backfill"
     if importlib.util.find_spec("starforge_backfill.cli") is None:
         raise RunUnavailable("starforge_backfill/cli.py does not exist (yet): `run` cannot be measured")
     if not script.exists():
         raise RunUnavailable(f"{script} is missing: reinstall the package (`make install`)")
-    return [str(script), "--dsn", dsn, "--artifacts-dir", str(artifacts_dir), "run",
+    # --json is a global option (docs CLI.md), so it goes before the subcommand
+    return [str(script), "-c", str(config), "--dsn", dsn, "--artifacts-dir", str(artifacts_dir), "--json", "run",
             "--from", "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z",
-            "--concurrency", str(concurrency), "--force", "--reason", "bench", "--json"]
+            "--concurrency", str(concurrency), "--force", "--reason", "bench"]
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -48,8 +59,11 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 def measure(dsn: str, artifacts_dir: Path, concurrency: int, logdir: Path) -> dict[str, Any]:
     """Run the command; return wall seconds, peak tree RSS, ru_maxrss, exit code and its JSON report."""
-    cmd = command(dsn, artifacts_dir, concurrency)
     logdir.mkdir(parents=True, exist_ok=True)
+    config = logdir / "bench-config.yaml"
+    config.write_text(CONFIG.format(concurrency=concurrency))
+    cmd = command(dsn, artifacts_dir, concurrency, config)
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = logdir / "run.stdout", logdir / "run.stderr"
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     with out_path.open("wb") as out, err_path.open("wb") as err:
@@ -69,7 +83,8 @@ def measure(dsn: str, artifacts_dir: Path, concurrency: int, logdir: Path) -> di
     result = {
         "seconds": seconds, "exit_code": proc.returncode, "peak_rss_mb": round(peak / 2**20, 1),
         "ru_maxrss_mb": round(after / 1024, 1) if after > before else None,
-        "command": " ".join([*cmd[:1], "--dsn", "<dsn>", *cmd[3:]]), "report": report,
+        "command": " ".join([*cmd[:3], "--dsn", "<dsn>", *cmd[5:]]), "config": config.read_text(),
+        "report": report,
     }
     if proc.returncode != 0 or report is None:
         result["stderr_tail"] = stderr[-2000:]
