@@ -113,7 +113,45 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+# Runbook subcommands implemented in `starforge_backfill/commands/<module>.py` (each exports `command`),
+# imported only when invoked or listed, so `--help` stays fast and a missing module hides its command.
+LAZY_COMMANDS: dict[str, str] = {
+    "preflight": "preflight",
+    "sample": "sample",
+    "dry-run": "dry_run",
+    "plan": "plan",
+    "canary": "canary",
+    "verify": "verify",
+    "report": "report",
+    "demo": "demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that also offers the LAZY_COMMANDS whose module exists."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Eager commands plus every lazy one that is installed."""
+        return sorted(set(super().list_commands(ctx)) | {n for n, m in LAZY_COMMANDS.items() if _has_module(m)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """An eager command, else import `starforge_backfill.commands.<module>` and return its `command`."""
+        found = super().get_command(ctx, cmd_name)
+        if found is not None or cmd_name not in LAZY_COMMANDS or not _has_module(LAZY_COMMANDS[cmd_name]):
+            return found
+        import importlib
+
+        module = importlib.import_module(f"starforge_backfill.commands.{LAZY_COMMANDS[cmd_name]}")
+        return module.command  # type: ignore[no-any-return]
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(f"starforge_backfill.commands.{name}") is not None
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.option(
     "-c",
     "--config",
@@ -179,7 +217,6 @@ def _progress_printer(obj: Ctx) -> tuple[Callable[[Any], None], Callable[[], Non
 def run_cmd(obj: Ctx, **kw: Any) -> None:
     """Backfill a created_at range: resumable, checkpointed, newest observation wins."""
     from starforge_backfill import ops
-
     from starforge_backfill.runbook.gates import require_for_run
 
     update, close = _progress_printer(obj)
