@@ -19,9 +19,10 @@
    "arrays": []},
 ] %}
 
-{#- The contract's integer rule as a numeric (NULL when the JSON value is not an integer form); never raises. -#}
+{#- The contract's integer rule as a numeric (NULL when the JSON value is not an integer form); never raises.
+    Leading zeros do not count toward the 40-digit cap ("000...0101" is 101, as in the reference). -#}
 {% macro num(v) -%}
-CASE jsonb_typeof({{ v }}) WHEN 'number' THEN ({{ v }})::numeric WHEN 'string' THEN CASE WHEN ({{ v }} #>> '{}') ~ '^-?[0-9]{1,40}$' THEN ({{ v }} #>> '{}')::numeric END END
+CASE jsonb_typeof({{ v }}) WHEN 'number' THEN ({{ v }})::numeric WHEN 'string' THEN CASE WHEN ({{ v }} #>> '{}') ~ '^-?0*[0-9]{1,40}$' THEN ({{ v }} #>> '{}')::numeric END END
 {%- endmacro %}
 
 {#- True when numeric n (from num()) is an integer within [lo, hi]. -#}
@@ -35,12 +36,15 @@ CASE jsonb_typeof({{ v }}) WHEN 'number' THEN ({{ v }})::numeric WHEN 'string' T
 {%- endmacro %}
 
 {#- Fast-path integer check on a field extracted as text (jsonb_to_record with a text column): a JSON
-    integer, a float with an all-zero fraction, or a string of digits, non-negative and short enough to fit
-    the column. Everything else (negative zero, 10+ digits, bools, objects, ...) is not ok here and goes to
-    the exact per-snapshot reference, which accepts or rejects it per the contract. A *string* holding a
-    fraction ("12.0") is caught per section by odd_values() below, since the text column cannot tell. -#}
+    integer, a float with an all-zero fraction, or a string of digits, non-negative and within the column
+    (up to hi, inclusive: the reference path re-stages its canonical payload through this same check, so
+    every value the contract accepts must pass here). Everything else (negative zero, leading zeros past the
+    column's digit count, bools, objects, ...) is not ok here and goes to the exact per-snapshot reference,
+    which accepts or rejects it per the contract. A *string* holding a fraction ("12.0") is caught per
+    section by odd_section() below, since the text column cannot tell. -#}
 {% macro int_ok(v, hi) -%}
-({{ v }} IS NULL OR {{ v }} ~ '^[0-9]{1,{{ 18 if hi > 2147483647 else 9 }}}(\.0+)?$')
+({{ v }} IS NULL OR CASE WHEN {{ v }} ~ '^[0-9]{1,{{ 19 if hi > 2147483647 else 10 }}}(\.0+)?$'
+                     THEN ({{ v }})::numeric <= {{ hi }} ELSE false END)
 {%- endmacro %}
 
 {#- The value of a field that int_ok() accepted. -#}

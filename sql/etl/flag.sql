@@ -4,7 +4,7 @@
 {% import "etl/_macros.sql" as m %}
 WITH bad AS (
 {% for e in m.ENTITIES %}
-    {{ "UNION " if not loop.first else "" }}SELECT sid FROM {{ ident("sf_stage_" ~ e.name) }} WHERE NOT ok
+    {{ "UNION " if not loop.first else "" }}SELECT sid FROM {{ ident("sf_stage_" ~ e.name) }} WHERE ok IS NOT TRUE
 {% if catalog_policy == "fail" %}
     UNION
     SELECT st.sid FROM {{ ident("sf_stage_" ~ e.name) }} AS st
@@ -20,4 +20,4 @@ flagged AS (
 )
 SELECT sid FROM flagged
 UNION
-SELECT sid FROM sf_stage_snap WHERE NOT ok
+SELECT sid FROM sf_stage_snap WHERE ok IS NOT TRUE

@@ -95,7 +95,8 @@ ins_snap AS (
 {%- for jf, col, d, hi in e.ints %}, {{ sqlstr(jf) }}{% endfor %}
 {%- for jf, col in e.arrays %}, {{ sqlstr(jf) }}{% endfor %}]::text[] END AS extra,
            el.is_obj
-           AND coalesce(f.{{ ident(e.id_field) }}, el.k_id) ~ '^[0-9]{1,9}(\.0+)?$'
+           AND coalesce(f.{{ ident(e.id_field) }}, el.k_id) IS NOT NULL
+           AND {{ m.int_ok("coalesce(f." ~ ident(e.id_field) ~ ", el.k_id)", 2147483647) }}
 {% for jf, col, d, hi in e.ints %}
            AND {{ m.int_ok("f." ~ ident(jf), hi) }}
 {% endfor %}
@@ -120,7 +121,7 @@ ins_{{ e.name }} AS (
     INSERT INTO {{ ident("sf_stage_" ~ e.name) }} (sid, ord, ok, {{ ident(e.id_col) }}
 {%- for jf, col, d, hi in e.ints %}, {{ ident(col) }}{% endfor %}
 {%- for jf, col in e.arrays %}, {{ ident(col) }}{% endfor %}, extra)
-    SELECT f.sid, f.ord, f.ok AND v.id > 0, v.id
+    SELECT f.sid, f.ord, coalesce(f.ok AND v.id > 0, false), v.id
 {% for jf, col, d, hi in e.ints %}
            , CASE WHEN f.ok THEN coalesce({{ m.int_val("f." ~ ident("j_" ~ col), "bigint" if hi > 2147483647 else "integer") }}, {{ d }}) END
 {% endfor %}
