@@ -12,7 +12,9 @@ from starforge_backfill.cli import Ctx, handled
 
 @click.command("dry-run")
 @click.option("--sample", "sample_file", type=click.Path(dir_okay=False), help="A sample.json from `sample`.")
-@click.option("--from", "from_ts", help="Start of a created_at range (inclusive, ISO-8601).")
+@click.option(
+    "--from", "from_ts", help="Start of a created_at range (inclusive, ISO-8601): the snapshots `run` would take."
+)
 @click.option("--to", "to_ts", help="End of a created_at range (exclusive, ISO-8601).")
 @click.option("--ids", metavar="ID,...", help="Comma-separated snapshot ids.")
 @click.option(

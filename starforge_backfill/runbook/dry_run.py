@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 
 from starforge_backfill import artifacts, jobs
 from starforge_backfill.config import Config
@@ -39,6 +40,7 @@ from starforge_backfill.runbook import gates
 from starforge_backfill.runbook.common import RssSampler, elapsed, mb, parse_range, percentile, q, runbook_dir
 
 DEFAULT_RANGE_LIMIT = 1000
+_SCHEMA_ERRORS = (pg_errors.UndefinedTable, pg_errors.UndefinedColumn, pg_errors.UndefinedFunction)
 Notify = Callable[[str], None]
 
 
@@ -90,8 +92,8 @@ def trial_apply(
     try:
         res = retrying(attempt, **(retry or {}))
     except psycopg.Error as exc:
-        if is_transient(exc):
-            raise
+        if is_transient(exc) or isinstance(exc, _SCHEMA_ERRORS):
+            raise  # not the snapshot's fault: the caller turns these into exit codes 3
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
         return SnapshotOutcome(
             str(snapshot_id),

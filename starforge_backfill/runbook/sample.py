@@ -118,6 +118,10 @@ def sample(
     params = {"from_ts": f, "to_ts": t, "seed": str(seed)}
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         picks, stats = _bucket_picks(conn, params, per_bucket)
+        if not any(b["snapshots"] for b in stats):
+            raise UsageError(
+                f"no snapshot in [{f.isoformat()}, {t.isoformat()}): nothing to sample", hint="check --from/--to"
+            )
         bad, scanned = _bad_picks(conn, params, {uuid.UUID(p.snapshot_id) for p in picks}, want_bad, prescan_limit)
     result = SampleResult(f, t, seed, per_bucket, want_bad, picks + bad, stats, scanned)
     result.artifact = artifacts.write_json(runbook_dir(cfg) / "sample.json", "sample", None, result.to_json())
