@@ -103,3 +103,12 @@ def test_exit_codes_in_a_subprocess(pg_dsn: str, corpus: dict[str, str], tmp_pat
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert json.loads(passed.stdout)["passed"] is True
     assert run("plan", "--from", TO, "--to", FROM).returncode == 2
+
+
+def test_help_lists_the_runbook_commands() -> None:
+    runner = CliRunner()
+    listed = runner.invoke(main, ["--help"], catch_exceptions=False).output
+    for name in ("preflight", "sample", "dry-run", "plan"):
+        assert f"  {name} " in listed
+        res = runner.invoke(main, [name, "--help"], catch_exceptions=False)
+        assert res.exit_code == 0 and "--json" in res.output

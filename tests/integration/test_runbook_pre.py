@@ -304,3 +304,22 @@ def test_preflight_on_a_database_without_the_schema(empty_dsn: str, tmp_path: Pa
     assert res.check("schema").result == "fail" and "db init" in res.check("schema").detail
     assert res.check("streaming").detail.startswith("not checked")
     assert res.exit_code == ExitCode.CHECK_FAILED
+
+
+def test_pg_dump_gets_the_password_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from starforge_backfill.runbook import preflight as pf
+
+    seen: dict[str, Any] = {}
+
+    def fake_run(argv: list[str], *, env: dict[str, str], **_kw: Any) -> subprocess.CompletedProcess[str]:
+        seen["argv"], seen["env"] = argv, env
+        Path(next(a for a in argv if a.startswith("--file="))[7:]).write_bytes(b"PGDMP...")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(pf.subprocess, "run", fake_run)
+    out = pf._pg_dump("postgresql://backfill:s3cr%40t@db.example:5433/prod", tmp_path / "b.dump")
+    assert out["size_bytes"] == 8 and out["database"] == "prod"
+    assert not any("s3cr" in a for a in seen["argv"]) and seen["env"]["PGPASSWORD"] == "s3cr@t"
+    assert "host=db.example" in " ".join(seen["argv"]) and "--format=custom" in seen["argv"]
