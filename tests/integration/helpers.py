@@ -141,12 +141,11 @@ def error_set(conn: psycopg.Connection[Any]) -> set[tuple[uuid.UUID, str]]:
     return {(r["snapshot_id"], r["error_type"]) for r in errors(conn)}
 
 
-def xmins(conn: psycopg.Connection[Any], tables: Iterable[str] = NORMALIZED) -> dict[str, set[tuple]]:
-    """Per table, the (ctid-free) set of (primary key text, xmin) of every row."""
+def xmins(conn: psycopg.Connection[Any], tables: Iterable[str] = NORMALIZED) -> dict[str, set[tuple[str, str]]]:
+    """Per table, the set of (row as JSON text, xmin) of every row: equal sets mean no row was rewritten."""
     out = {}
     for table in tables:
-        key = "user_id" if table == "user_profile_summary" else "id"
-        q = sql.SQL("SELECT {}::text, xmin::text FROM {}").format(sql.Identifier(key), sql.Identifier(table))
+        q = sql.SQL("SELECT to_jsonb(t)::text, t.xmin::text FROM {} AS t").format(sql.Identifier(table))
         out[table] = set(conn.execute(q).fetchall())
     return out
 

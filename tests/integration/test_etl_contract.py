@@ -7,10 +7,11 @@ what the tables hold afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,20 @@ from helpers import (
     seed_catalog,
     snapshot_rows,
     state,
+    truncate_all,
 )
 
 from starforge_backfill import artifacts
 from starforge_backfill.etl.pipeline import EtlSettings
 
-PATHS = pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "reference"])
+
+@contextlib.contextmanager
+def on_path(conn: psycopg.Connection, subtests: pytest.Subtests, fast_path: bool) -> Iterator[None]:
+    """One subtest per ETL path in the same database: the reference path starts from emptied tables."""
+    if not fast_path:
+        truncate_all(conn)
+    with subtests.test(msg="fast path" if fast_path else "reference path"):
+        yield
 
 
 def _bad_base(n: int = 0) -> dict[str, Any]:
@@ -122,156 +131,162 @@ def assert_processed(conn: psycopg.Connection, sid: uuid.UUID) -> None:
 # Sections and field mapping
 
 
-@PATHS
-def test_array_sections_map_every_field(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    raw = payload(
-        "COCO_JQGB",
-        "Coco",
-        Level=52,
-        PvpTier=3,
-        Troops=[
-            {
-                "TroopId": 6024,
-                "Amount": 3,
-                "Level": 20,
-                "Rarity": 5,
-                "FusionCards": 2,
-                "TraitsOwned": 3,
-                "IsNew": False,
-                "Ascension": {"stars": [1, 2]},
-            }
-        ],
-        Pets=[
-            {
-                "PetId": 101,
-                "Amount": 4,
-                "Level": 10,
-                "XP": 5400,
-                "OrbFusionCards": 6,
-                "OrbsUsed": [1, 2],
-                "AscensionLevel": 1,
-                "Nick": "rex",
-            }
-        ],
-        Artifacts=[{"ArtifactId": 7, "Level": 4, "XP": 1200, "Equipped": True}],
-    )
-    sid = insert_snapshot(pg_conn, raw, created_at=at(5))
-    res = apply(pg_conn, [sid], EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (1, 0)
-    assert_processed(pg_conn, sid)
-    s = state(pg_conn)
-    obs = at(5)
-    assert s["users"] == [("COCO_JQGB", "Coco")]
-    assert s["user_troops"] == [
-        ("COCO_JQGB", 6024, 3, 20, 5, 2, 3, {"IsNew": False, "Ascension": {"stars": [1, 2]}}, obs, sid)
-    ]
-    assert s["user_pets"] == [("COCO_JQGB", 101, 4, 10, 5400, 6, [1, 2], 1, {"Nick": "rex"}, obs, sid)]
-    assert s["user_artifacts"] == [("COCO_JQGB", 7, 4, 1200, {"Equipped": True}, obs, sid)]
-    hs = one(pg_conn, "SELECT user_id FROM hero_snapshots WHERE id = %s", [sid])
-    assert hs["user_id"] == one(pg_conn, "SELECT id FROM users WHERE namecode = 'COCO_JQGB'")["id"]
+def test_array_sections_map_every_field(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            raw = payload(
+                "COCO_JQGB",
+                "Coco",
+                Level=52,
+                PvpTier=3,
+                Troops=[
+                    {
+                        "TroopId": 6024,
+                        "Amount": 3,
+                        "Level": 20,
+                        "Rarity": 5,
+                        "FusionCards": 2,
+                        "TraitsOwned": 3,
+                        "IsNew": False,
+                        "Ascension": {"stars": [1, 2]},
+                    }
+                ],
+                Pets=[
+                    {
+                        "PetId": 101,
+                        "Amount": 4,
+                        "Level": 10,
+                        "XP": 5400,
+                        "OrbFusionCards": 6,
+                        "OrbsUsed": [1, 2],
+                        "AscensionLevel": 1,
+                        "Nick": "rex",
+                    }
+                ],
+                Artifacts=[{"ArtifactId": 7, "Level": 4, "XP": 1200, "Equipped": True}],
+            )
+            sid = insert_snapshot(pg_conn, raw, created_at=at(5))
+            res = apply(pg_conn, [sid], EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (1, 0)
+            assert_processed(pg_conn, sid)
+            s = state(pg_conn)
+            obs = at(5)
+            assert s["users"] == [("COCO_JQGB", "Coco")]
+            assert s["user_troops"] == [
+                ("COCO_JQGB", 6024, 3, 20, 5, 2, 3, {"IsNew": False, "Ascension": {"stars": [1, 2]}}, obs, sid)
+            ]
+            assert s["user_pets"] == [("COCO_JQGB", 101, 4, 10, 5400, 6, [1, 2], 1, {"Nick": "rex"}, obs, sid)]
+            assert s["user_artifacts"] == [("COCO_JQGB", 7, 4, 1200, {"Equipped": True}, obs, sid)]
+            hs = one(pg_conn, "SELECT user_id FROM hero_snapshots WHERE id = %s", [sid])
+            assert hs["user_id"] == one(pg_conn, "SELECT id FROM users WHERE namecode = 'COCO_JQGB'")["id"]
 
 
-@PATHS
-def test_keyed_sections_take_the_id_from_a_decimal_key(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    raw = payload(
-        "KEYED_0001",
-        Troops={
-            "6024": {"Amount": 3, "Level": 2},
-            "abc": {"TroopId": 11, "Amount": 1},
-            "99": {"TroopId": 12, "Amount": 7},
-            "0013": {"Amount": 5},
-        },
-        Pets={"101": {"XP": 9}, "102": {"PetId": None, "Level": 4}},
-        Artifacts={"7": {"Level": 4}, "8": {"ArtifactId": "8", "XP": 1}},
-    )
-    sid = insert_snapshot(pg_conn, raw)
-    res = apply(pg_conn, [sid], EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (1, 0)
-    s = state(pg_conn)
-    # the id field wins over the key ("99" -> 12); a key without an id field gives the id ("0013" -> 13)
-    assert [(r[1], r[2], r[3]) for r in s["user_troops"]] == [
-        (11, 1, 1),
-        (12, 7, 1),
-        (13, 5, 1),
-        (6024, 3, 2),
-    ]
-    assert [(r[1], r[3], r[4]) for r in s["user_pets"]] == [(101, 1, 9), (102, 4, 0)]
-    assert [(r[1], r[2], r[3]) for r in s["user_artifacts"]] == [(7, 4, 0), (8, 0, 1)]
-    assert [r[7] for r in s["user_troops"]] == [{}, {}, {}, {}]
+def test_keyed_sections_take_the_id_from_a_decimal_key(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            raw = payload(
+                "KEYED_0001",
+                Troops={
+                    "6024": {"Amount": 3, "Level": 2},
+                    "abc": {"TroopId": 11, "Amount": 1},
+                    "99": {"TroopId": 12, "Amount": 7},
+                    "0013": {"Amount": 5},
+                },
+                Pets={"101": {"XP": 9}, "102": {"PetId": None, "Level": 4}},
+                Artifacts={"7": {"Level": 4}, "8": {"ArtifactId": "8", "XP": 1}},
+            )
+            sid = insert_snapshot(pg_conn, raw)
+            res = apply(pg_conn, [sid], EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (1, 0)
+            s = state(pg_conn)
+            # the id field wins over the key ("99" -> 12); a key without an id field gives the id ("0013" -> 13)
+            assert [(r[1], r[2], r[3]) for r in s["user_troops"]] == [
+                (11, 1, 1),
+                (12, 7, 1),
+                (13, 5, 1),
+                (6024, 3, 2),
+            ]
+            assert [(r[1], r[3], r[4]) for r in s["user_pets"]] == [(101, 1, 9), (102, 4, 0)]
+            assert [(r[1], r[2], r[3]) for r in s["user_artifacts"]] == [(7, 4, 0), (8, 0, 1)]
+            assert [r[7] for r in s["user_troops"]] == [{}, {}, {}, {}]
 
 
-@PATHS
-def test_every_field_default(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    absent = payload(
-        "DEFAULT_ABSENT",
-        Troops=[{"TroopId": 1}],
-        Pets=[{"PetId": 2}],
-        Artifacts=[{"ArtifactId": 3}],
-    )
-    nulls = payload(
-        "DEFAULT_NULLS",
-        Name=None,
-        Level=None,
-        PvpTier=None,
-        Troops=[
-            {
-                "TroopId": 1,
-                "Amount": None,
-                "Level": None,
-                "Rarity": None,
-                "FusionCards": None,
-                "TraitsOwned": None,
-            }
-        ],
-        Pets=[
-            {
-                "PetId": 2,
-                "Amount": None,
-                "Level": None,
-                "XP": None,
-                "OrbFusionCards": None,
-                "OrbsUsed": None,
-                "AscensionLevel": None,
-            }
-        ],
-        Artifacts=[{"ArtifactId": 3, "Level": None, "XP": None}],
-        EquippedPet=None,
-        Guild=None,
-    )
-    ids = [insert_snapshot(pg_conn, absent), insert_snapshot(pg_conn, nulls)]
-    res = apply(pg_conn, ids, EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (2, 0)
-    s = state(pg_conn)
-    assert [r[:8] for r in s["user_troops"]] == [
-        (nc, 1, 0, 1, 0, 0, 0, {}) for nc in ("DEFAULT_ABSENT", "DEFAULT_NULLS")
-    ]
-    assert [r[:9] for r in s["user_pets"]] == [
-        (nc, 2, 0, 1, 0, 0, [], 0, {}) for nc in ("DEFAULT_ABSENT", "DEFAULT_NULLS")
-    ]
-    assert [r[:5] for r in s["user_artifacts"]] == [(nc, 3, 0, 0, {}) for nc in ("DEFAULT_ABSENT", "DEFAULT_NULLS")]
-    assert s["users"] == [("DEFAULT_ABSENT", None), ("DEFAULT_NULLS", None)]
-    for summary in s["user_profile_summary"]:
-        _, _, username, level, top, pet, tier, guild_id, _, extra, _ = summary
-        assert (username, level, pet, tier, guild_id, extra) == (None, None, None, None, None, {})
-        assert top == [{"troop_id": 1, "amount": 0, "level": 1}]
+def test_every_field_default(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            absent = payload(
+                "DEFAULT_ABSENT",
+                Troops=[{"TroopId": 1}],
+                Pets=[{"PetId": 2}],
+                Artifacts=[{"ArtifactId": 3}],
+            )
+            nulls = payload(
+                "DEFAULT_NULLS",
+                Name=None,
+                Level=None,
+                PvpTier=None,
+                Troops=[
+                    {
+                        "TroopId": 1,
+                        "Amount": None,
+                        "Level": None,
+                        "Rarity": None,
+                        "FusionCards": None,
+                        "TraitsOwned": None,
+                    }
+                ],
+                Pets=[
+                    {
+                        "PetId": 2,
+                        "Amount": None,
+                        "Level": None,
+                        "XP": None,
+                        "OrbFusionCards": None,
+                        "OrbsUsed": None,
+                        "AscensionLevel": None,
+                    }
+                ],
+                Artifacts=[{"ArtifactId": 3, "Level": None, "XP": None}],
+                EquippedPet=None,
+                Guild=None,
+            )
+            ids = [insert_snapshot(pg_conn, absent), insert_snapshot(pg_conn, nulls)]
+            res = apply(pg_conn, ids, EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (2, 0)
+            s = state(pg_conn)
+            assert [r[:8] for r in s["user_troops"]] == [
+                (nc, 1, 0, 1, 0, 0, 0, {}) for nc in ("DEFAULT_ABSENT", "DEFAULT_NULLS")
+            ]
+            assert [r[:9] for r in s["user_pets"]] == [
+                (nc, 2, 0, 1, 0, 0, [], 0, {}) for nc in ("DEFAULT_ABSENT", "DEFAULT_NULLS")
+            ]
+            assert [r[:5] for r in s["user_artifacts"]] == [
+                (nc, 3, 0, 0, {}) for nc in ("DEFAULT_ABSENT", "DEFAULT_NULLS")
+            ]
+            assert s["users"] == [("DEFAULT_ABSENT", None), ("DEFAULT_NULLS", None)]
+            for summary in s["user_profile_summary"]:
+                _, _, username, level, top, pet, tier, guild_id, _, extra, _ = summary
+                assert (username, level, pet, tier, guild_id, extra) == (None, None, None, None, None, {})
+                assert top == [{"troop_id": 1, "amount": 0, "level": 1}]
 
 
-@PATHS
-def test_absent_null_or_empty_sections_give_no_rows(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    forms = {"ABSENT": "absent", "NULL": None, "ARRAY": [], "OBJECT": {}}
-    ids = {}
-    for label, value in forms.items():
-        profile = {} if value == "absent" else dict.fromkeys(("Troops", "Pets", "Artifacts"), value)
-        ids[label] = insert_snapshot(pg_conn, payload(f"EMPTY_{label}", "Empty", Level=2, **profile))
-    res = apply(pg_conn, list(ids.values()), EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (4, 0)
-    for sid in ids.values():
-        assert_processed(pg_conn, sid)
-    s = state(pg_conn)
-    assert (s["user_troops"], s["user_pets"], s["user_artifacts"]) == ([], [], [])
-    assert sorted((r[1], r[2], r[3], r[4]) for r in s["user_profile_summary"]) == sorted(
-        (f"EMPTY_{label}", "Empty", 2, []) for label in forms
-    )
+def test_absent_null_or_empty_sections_give_no_rows(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            forms = {"ABSENT": "absent", "NULL": None, "ARRAY": [], "OBJECT": {}}
+            ids = {}
+            for label, value in forms.items():
+                profile = {} if value == "absent" else dict.fromkeys(("Troops", "Pets", "Artifacts"), value)
+                ids[label] = insert_snapshot(pg_conn, payload(f"EMPTY_{label}", "Empty", Level=2, **profile))
+            res = apply(pg_conn, list(ids.values()), EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (4, 0)
+            for sid in ids.values():
+                assert_processed(pg_conn, sid)
+            s = state(pg_conn)
+            assert (s["user_troops"], s["user_pets"], s["user_artifacts"]) == ([], [], [])
+            assert sorted((r[1], r[2], r[3], r[4]) for r in s["user_profile_summary"]) == sorted(
+                (f"EMPTY_{label}", "Empty", 2, []) for label in forms
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -299,28 +314,29 @@ ACCEPTED = [
 ]
 
 
-@PATHS
-def test_integer_forms_accepted(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    ids = []
-    for n, (section, field, value, _col, _exp) in enumerate(ACCEPTED):
-        id_field = {"Troops": "TroopId", "Pets": "PetId", "Artifacts": "ArtifactId"}[section]
-        elem = {id_field: 12, field: value}
-        ids.append(insert_snapshot(pg_conn, payload(f"INT_{n:04d}", **{section: [elem]})))
-    res = apply(pg_conn, ids, EtlSettings(fast_path=fast_path))
-    assert res.failures == []
-    assert res.applied == len(ACCEPTED)
+def test_integer_forms_accepted(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            ids = []
+            for n, (section, field, value, _col, _exp) in enumerate(ACCEPTED):
+                id_field = {"Troops": "TroopId", "Pets": "PetId", "Artifacts": "ArtifactId"}[section]
+                elem = {id_field: 12, field: value}
+                ids.append(insert_snapshot(pg_conn, payload(f"INT_{n:04d}", **{section: [elem]})))
+            res = apply(pg_conn, ids, EtlSettings(fast_path=fast_path))
+            assert res.failures == []
+            assert res.applied == len(ACCEPTED)
 
-    def check(n: int, section: str, column: str, expected: int) -> Callable[[], None]:
-        table = {"Troops": "user_troops", "Pets": "user_pets", "Artifacts": "user_artifacts"}[section]
-        query = f"SELECT t.{column} AS v FROM {table} t JOIN users u ON u.id = t.user_id WHERE u.namecode = %s"
-        return lambda: _eq(one(pg_conn, query, [f"INT_{n:04d}"])["v"], expected)
+            def check(n: int, section: str, column: str, expected: int) -> Callable[[], None]:
+                table = {"Troops": "user_troops", "Pets": "user_pets", "Artifacts": "user_artifacts"}[section]
+                query = f"SELECT t.{column} AS v FROM {table} t JOIN users u ON u.id = t.user_id WHERE u.namecode = %s"
+                return lambda: _eq(one(pg_conn, query, [f"INT_{n:04d}"])["v"], expected)
 
-    check_all(
-        {
-            f"{section}.{field}={value!r}": check(n, section, column, expected)
-            for n, (section, field, value, column, expected) in enumerate(ACCEPTED)
-        }
-    )
+            check_all(
+                {
+                    f"{section}.{field}={value!r}": check(n, section, column, expected)
+                    for n, (section, field, value, column, expected) in enumerate(ACCEPTED)
+                }
+            )
 
 
 def _eq(got: Any, expected: Any) -> None:
@@ -408,59 +424,64 @@ REJECTED: dict[str, Callable[[dict], None]] = {
 }
 
 
-@PATHS
-def test_rejected_forms_fail_the_snapshot_whole(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    bad = {}
-    for n, (name, mutate) in enumerate(REJECTED.items()):
-        raw = _bad_base(n)
-        mutate(raw)
-        bad[name] = (n, insert_snapshot(pg_conn, raw, created_at=at(n)))
-    good = insert_snapshot(pg_conn, _good(), created_at=at(0.5))
-    res = apply(pg_conn, [good, *(sid for _, sid in bad.values())], EtlSettings(fast_path=fast_path))
-    assert res.errors_by_type == {"VALIDATION_ERROR": len(REJECTED)}
-    assert (res.applied, res.failed) == (1, len(REJECTED))
+def test_rejected_forms_fail_the_snapshot_whole(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            bad = {}
+            for n, (name, mutate) in enumerate(REJECTED.items()):
+                raw = _bad_base(n)
+                mutate(raw)
+                bad[name] = (n, insert_snapshot(pg_conn, raw, created_at=at(n)))
+            good = insert_snapshot(pg_conn, _good(), created_at=at(0.5))
+            res = apply(pg_conn, [good, *(sid for _, sid in bad.values())], EtlSettings(fast_path=fast_path))
+            assert res.errors_by_type == {"VALIDATION_ERROR": len(REJECTED)}
+            assert (res.applied, res.failed) == (1, len(REJECTED))
 
-    def check(n: int, sid: uuid.UUID) -> Callable[[], None]:
-        def run() -> None:
-            assert_failed(pg_conn, sid, "VALIDATION_ERROR")
-            assert_nothing_from_bad(pg_conn, n)
+            def check(n: int, sid: uuid.UUID) -> Callable[[], None]:
+                def run() -> None:
+                    assert_failed(pg_conn, sid, "VALIDATION_ERROR")
+                    assert_nothing_from_bad(pg_conn, n)
 
-        return run
+                return run
 
-    check_all({name: check(n, sid) for name, (n, sid) in bad.items()})
-    assert_processed(pg_conn, good)
-    assert state(pg_conn)["users"] == [("GOOD_0001", "Goodie")]
-    assert state(pg_conn)["catalogs"] == [
-        ("pet", 2, None, {"placeholder": True}),
-        ("troop", 1, None, {"placeholder": True}),
-    ]
-
-
-@PATHS
-def test_one_rejected_snapshot_alone_and_with_a_neighbour(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    raw = _bad_base()
-    raw["ProfileData"]["Troops"].append({"TroopId": 1, "Amount": 12.5})
-    alone = insert_snapshot(pg_conn, raw)
-    res = apply(pg_conn, [alone], EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (0, 1)
-    assert_failed(pg_conn, alone, "VALIDATION_ERROR")
-    good = insert_snapshot(pg_conn, _good())
-    res = apply(pg_conn, [good, alone], EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (1, 1)
-    assert_failed(pg_conn, alone, "VALIDATION_ERROR", count=2)
-    assert_nothing_from_bad(pg_conn)
-    assert_processed(pg_conn, good)
+            check_all({name: check(n, sid) for name, (n, sid) in bad.items()})
+            assert_processed(pg_conn, good)
+            assert state(pg_conn)["users"] == [("GOOD_0001", "Goodie")]
+            assert state(pg_conn)["catalogs"] == [
+                ("pet", 2, None, {"placeholder": True}),
+                ("troop", 1, None, {"placeholder": True}),
+            ]
 
 
-@PATHS
-def test_a_failing_snapshot_counts_every_failure(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    raw = _bad_base()
-    raw["ProfileData"]["Level"] = "abc"
-    bad = insert_snapshot(pg_conn, raw)
-    for _ in range(2):
-        apply(pg_conn, [bad], EtlSettings(fast_path=fast_path))
-    assert_failed(pg_conn, bad, "VALIDATION_ERROR", count=2)
-    assert_nothing_from_bad(pg_conn)
+def test_one_rejected_snapshot_alone_and_with_a_neighbour(
+    pg_conn: psycopg.Connection, subtests: pytest.Subtests
+) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            raw = _bad_base()
+            raw["ProfileData"]["Troops"].append({"TroopId": 1, "Amount": 12.5})
+            alone = insert_snapshot(pg_conn, raw)
+            res = apply(pg_conn, [alone], EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (0, 1)
+            assert_failed(pg_conn, alone, "VALIDATION_ERROR")
+            good = insert_snapshot(pg_conn, _good())
+            res = apply(pg_conn, [good, alone], EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (1, 1)
+            assert_failed(pg_conn, alone, "VALIDATION_ERROR", count=2)
+            assert_nothing_from_bad(pg_conn)
+            assert_processed(pg_conn, good)
+
+
+def test_a_failing_snapshot_counts_every_failure(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            raw = _bad_base()
+            raw["ProfileData"]["Level"] = "abc"
+            bad = insert_snapshot(pg_conn, raw)
+            for _ in range(2):
+                apply(pg_conn, [bad], EtlSettings(fast_path=fast_path))
+            assert_failed(pg_conn, bad, "VALIDATION_ERROR", count=2)
+            assert_nothing_from_bad(pg_conn)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -483,39 +504,41 @@ PARSE_ERRORS: dict[str, Any] = {
 }
 
 
-@PATHS
-def test_parse_errors(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    bad = {name: insert_snapshot(pg_conn, raw, namecode="BAD_0000") for name, raw in PARSE_ERRORS.items()}
-    good = insert_snapshot(pg_conn, _good())
-    res = apply(pg_conn, [*bad.values(), good], EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (1, len(PARSE_ERRORS))
-    check_all({name: (lambda sid=sid: assert_failed(pg_conn, sid, "PARSE_ERROR")) for name, sid in bad.items()})
-    assert_nothing_from_bad(pg_conn)
-    assert_processed(pg_conn, good)
+def test_parse_errors(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            bad = {name: insert_snapshot(pg_conn, raw, namecode="BAD_0000") for name, raw in PARSE_ERRORS.items()}
+            good = insert_snapshot(pg_conn, _good())
+            res = apply(pg_conn, [*bad.values(), good], EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (1, len(PARSE_ERRORS))
+            check_all({name: (lambda sid=sid: assert_failed(pg_conn, sid, "PARSE_ERROR")) for name, sid in bad.items()})
+            assert_nothing_from_bad(pg_conn)
+            assert_processed(pg_conn, good)
 
 
-@PATHS
-def test_double_encoded_payload_is_applied(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    inner = payload(
-        "DOUBLE_0001",
-        "Dee",
-        Level=9,
-        Troops={"5": {"Amount": "3", "Tag": "t"}},
-        Pets=[{"PetId": 6, "XP": 12.0}],
-        Artifacts=[{"ArtifactId": 7}],
-        Guild={"Name": "Knights"},
-    )
-    sid = insert_snapshot(pg_conn, json.dumps(inner), created_at=at(3))
-    assert one(pg_conn, "SELECT jsonb_typeof(raw) AS t FROM hero_snapshots")["t"] == "string"
-    res = apply(pg_conn, [sid], EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (1, 0)
-    assert_processed(pg_conn, sid)
-    s = state(pg_conn)
-    assert s["users"] == [("DOUBLE_0001", "Dee")]
-    assert s["user_troops"] == [("DOUBLE_0001", 5, 3, 1, 0, 0, 0, {"Tag": "t"}, at(3), sid)]
-    assert [r[:5] for r in s["user_pets"]] == [("DOUBLE_0001", 6, 0, 1, 12)]
-    assert [r[:2] for r in s["user_artifacts"]] == [("DOUBLE_0001", 7)]
-    assert [(r[3], r[9]) for r in s["user_profile_summary"]] == [(9, {"guild_name": "Knights"})]
+def test_double_encoded_payload_is_applied(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            inner = payload(
+                "DOUBLE_0001",
+                "Dee",
+                Level=9,
+                Troops={"5": {"Amount": "3", "Tag": "t"}},
+                Pets=[{"PetId": 6, "XP": 12.0}],
+                Artifacts=[{"ArtifactId": 7}],
+                Guild={"Name": "Knights"},
+            )
+            sid = insert_snapshot(pg_conn, json.dumps(inner), created_at=at(3))
+            assert one(pg_conn, "SELECT jsonb_typeof(raw) AS t FROM hero_snapshots")["t"] == "string"
+            res = apply(pg_conn, [sid], EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (1, 0)
+            assert_processed(pg_conn, sid)
+            s = state(pg_conn)
+            assert s["users"] == [("DOUBLE_0001", "Dee")]
+            assert s["user_troops"] == [("DOUBLE_0001", 5, 3, 1, 0, 0, 0, {"Tag": "t"}, at(3), sid)]
+            assert [r[:5] for r in s["user_pets"]] == [("DOUBLE_0001", 6, 0, 1, 12)]
+            assert [r[:2] for r in s["user_artifacts"]] == [("DOUBLE_0001", 7)]
+            assert [(r[3], r[9]) for r in s["user_profile_summary"]] == [(9, {"guild_name": "Knights"})]
 
 
 NAMECODES = {
@@ -530,28 +553,29 @@ NAMECODES = {
 }
 
 
-@PATHS
-def test_namecode_falls_back_to_the_column(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    ids = {}
-    for label, (json_namecode, column, _) in NAMECODES.items():
-        raw = payload(None, "Nemo", Troops=[{"TroopId": 1}])
-        if json_namecode is not None:
-            raw["NameCode"] = None if json_namecode == "null" else json_namecode
-        ids[label] = insert_snapshot(pg_conn, raw, namecode=column)
-    res = apply(pg_conn, list(ids.values()), EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (len(NAMECODES), 0)
-    s = state(pg_conn)
-    expected = sorted(e for _, _, e in NAMECODES.values())
-    assert s["users"] == [(e, "Nemo") for e in expected]
-    assert [r[0] for r in s["user_troops"]] == expected
-    assert sorted((r[0], r[1]) for r in s["user_profile_summary"]) == [(e, e) for e in expected]
-    for label, sid in ids.items():
-        got = one(
-            pg_conn,
-            "SELECT u.namecode FROM hero_snapshots h JOIN users u ON u.id = h.user_id WHERE h.id = %s",
-            [sid],
-        )["namecode"]
-        assert got == NAMECODES[label][2], label
+def test_namecode_falls_back_to_the_column(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            ids = {}
+            for label, (json_namecode, column, _) in NAMECODES.items():
+                raw = payload(None, "Nemo", Troops=[{"TroopId": 1}])
+                if json_namecode is not None:
+                    raw["NameCode"] = None if json_namecode == "null" else json_namecode
+                ids[label] = insert_snapshot(pg_conn, raw, namecode=column)
+            res = apply(pg_conn, list(ids.values()), EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (len(NAMECODES), 0)
+            s = state(pg_conn)
+            expected = sorted(e for _, _, e in NAMECODES.values())
+            assert s["users"] == [(e, "Nemo") for e in expected]
+            assert [r[0] for r in s["user_troops"]] == expected
+            assert sorted((r[0], r[1]) for r in s["user_profile_summary"]) == [(e, e) for e in expected]
+            for label, sid in ids.items():
+                got = one(
+                    pg_conn,
+                    "SELECT u.namecode FROM hero_snapshots h JOIN users u ON u.id = h.user_id WHERE h.id = %s",
+                    [sid],
+                )["namecode"]
+                assert got == NAMECODES[label][2], label
 
 
 NO_NAMECODE = {
@@ -565,29 +589,30 @@ NO_NAMECODE = {
 }
 
 
-@PATHS
-def test_no_namecode_is_a_validation_error(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    bad = {}
-    for n, (label, (json_namecode, column)) in enumerate(NO_NAMECODE.items()):
-        raw = _bad_base(n)
-        del raw["NameCode"]
-        if json_namecode is not None:
-            raw["NameCode"] = None if json_namecode == "null" else json_namecode
-        bad[label] = (n, insert_snapshot(pg_conn, raw, namecode=column))
-    good = insert_snapshot(pg_conn, _good())
-    res = apply(pg_conn, [*(sid for _, sid in bad.values()), good], EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (1, len(NO_NAMECODE))
+def test_no_namecode_is_a_validation_error(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            bad = {}
+            for n, (label, (json_namecode, column)) in enumerate(NO_NAMECODE.items()):
+                raw = _bad_base(n)
+                del raw["NameCode"]
+                if json_namecode is not None:
+                    raw["NameCode"] = None if json_namecode == "null" else json_namecode
+                bad[label] = (n, insert_snapshot(pg_conn, raw, namecode=column))
+            good = insert_snapshot(pg_conn, _good())
+            res = apply(pg_conn, [*(sid for _, sid in bad.values()), good], EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (1, len(NO_NAMECODE))
 
-    def check(n: int, sid: uuid.UUID) -> Callable[[], None]:
-        def run() -> None:
-            err = assert_failed(pg_conn, sid, "VALIDATION_ERROR")
-            assert "namecode" in err["message"]
-            assert_nothing_from_bad(pg_conn, n)
+            def check(n: int, sid: uuid.UUID) -> Callable[[], None]:
+                def run() -> None:
+                    err = assert_failed(pg_conn, sid, "VALIDATION_ERROR")
+                    assert "namecode" in err["message"]
+                    assert_nothing_from_bad(pg_conn, n)
 
-        return run
+                return run
 
-    check_all({label: check(n, sid) for label, (n, sid) in bad.items()})
-    assert state(pg_conn)["users"] == [("GOOD_0001", "Goodie")]
+            check_all({label: check(n, sid) for label, (n, sid) in bad.items()})
+            assert state(pg_conn)["users"] == [("GOOD_0001", "Goodie")]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -624,114 +649,123 @@ EXPECTED_ORBS = [1, {"orb": 3}, [{}]]
 EXPECTED_ARTIFACT_EXTRA = {"Info": {"list": [[{"ok": "yes"}]]}}
 
 
-@PATHS
 def test_extra_keeps_unmapped_keys_and_drops_sensitive_ones_everywhere(
-    pg_conn: psycopg.Connection, fast_path: bool, tmp_path: Path
+    pg_conn: psycopg.Connection, subtests: pytest.Subtests, tmp_path: Path
 ) -> None:
-    plain = insert_snapshot(pg_conn, _secret_payload("SENS_PLAIN", 0), created_at=at(1))
-    double = insert_snapshot(pg_conn, json.dumps(_secret_payload("SENS_DOUBLE", 0)), created_at=at(1))
-    # failing snapshots carrying sensitive keys and values: their error rows must not leak either
-    failing = [
-        _profile("Troops", {"authKey": {"Amount": 1}}),  # key is shown in details: must be redacted
-        _set("Troops", "Amount", SECRETS[10]),  # the bad value is a secret-looking string
-        _set("Troops", "TokenCount", 2**70),
-    ]
-    bad_ids = []
-    for i, mutate in enumerate(failing):
-        raw = _secret_payload(f"SENS_BAD_{i}", 0)
-        raw["ProfileData"]["Troops"][0]["session_token"] = SECRETS[11]
-        mutate(raw)
-        if i == 2:
-            raw["ProfileData"]["Troops"][0]["Amount"] = -5
-        bad_ids.append(insert_snapshot(pg_conn, raw, created_at=at(2)))
-    res = apply(pg_conn, [plain, double, *bad_ids], EtlSettings(fast_path=fast_path, quarantine_dir=tmp_path))
-    assert (res.applied, res.failed) == (2, 3)
-    s = state(pg_conn)
-    for namecode in ("SENS_DOUBLE", "SENS_PLAIN"):
-        assert [r[7] for r in s["user_troops"] if r[0] == namecode] == [EXPECTED_TROOP_EXTRA]
-        assert [(r[6], r[8]) for r in s["user_pets"] if r[0] == namecode] == [(EXPECTED_ORBS, {})]
-        assert [r[4] for r in s["user_artifacts"] if r[0] == namecode] == [EXPECTED_ARTIFACT_EXTRA]
-    for sid in bad_ids:
-        assert_failed(pg_conn, sid, "VALIDATION_ERROR")
-    key_errors = [e for e in errors(pg_conn) if e["snapshot_id"] == bad_ids[0]]
-    assert key_errors[0]["details"].get("key") == "[REDACTED]"
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            plain = insert_snapshot(pg_conn, _secret_payload("SENS_PLAIN", 0), created_at=at(1))
+            double = insert_snapshot(pg_conn, json.dumps(_secret_payload("SENS_DOUBLE", 0)), created_at=at(1))
+            # failing snapshots carrying sensitive keys and values: their error rows must not leak either
+            failing = [
+                _profile("Troops", {"authKey": {"Amount": 1}}),  # key is shown in details: must be redacted
+                _set("Troops", "Amount", SECRETS[10]),  # the bad value is a secret-looking string
+                _set("Troops", "TokenCount", 2**70),
+            ]
+            bad_ids = []
+            for i, mutate in enumerate(failing):
+                raw = _secret_payload(f"SENS_BAD_{i}", 0)
+                raw["ProfileData"]["Troops"][0]["session_token"] = SECRETS[11]
+                mutate(raw)
+                if i == 2:
+                    raw["ProfileData"]["Troops"][0]["Amount"] = -5
+                bad_ids.append(insert_snapshot(pg_conn, raw, created_at=at(2)))
+            res = apply(
+                pg_conn,
+                [plain, double, *bad_ids],
+                EtlSettings(fast_path=fast_path, quarantine_dir=tmp_path / str(fast_path)),
+            )
+            assert (res.applied, res.failed) == (2, 3)
+            s = state(pg_conn)
+            for namecode in ("SENS_DOUBLE", "SENS_PLAIN"):
+                assert [r[7] for r in s["user_troops"] if r[0] == namecode] == [EXPECTED_TROOP_EXTRA]
+                assert [(r[6], r[8]) for r in s["user_pets"] if r[0] == namecode] == [(EXPECTED_ORBS, {})]
+                assert [r[4] for r in s["user_artifacts"] if r[0] == namecode] == [EXPECTED_ARTIFACT_EXTRA]
+            for sid in bad_ids:
+                assert_failed(pg_conn, sid, "VALIDATION_ERROR")
+            key_errors = [e for e in errors(pg_conn) if e["snapshot_id"] == bad_ids[0]]
+            assert key_errors[0]["details"].get("key") == "[REDACTED]"
 
-    needles = [*SECRETS, "token", "password", "passwd", "secret", "session", "auth"]
-    assert find_text(pg_conn, needles) == []
-    for path in tmp_path.iterdir():  # quarantine copies: values replaced, never present
-        text = path.read_text()
-        assert not [x for x in SECRETS if x in text and x != SECRETS[10]], path  # [10] sits under "Amount"
+            needles = [*SECRETS, "token", "password", "passwd", "secret", "session", "auth"]
+            assert find_text(pg_conn, needles) == []
+            for path in (tmp_path / str(fast_path)).iterdir():  # quarantine copies: values replaced, never present
+                text = path.read_text()
+                assert not [x for x in SECRETS if x in text and x != SECRETS[10]], path  # [10] sits under "Amount"
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Duplicates
 
 
-@PATHS
-def test_last_duplicate_wins_inside_one_snapshot(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    raw = payload(
-        "DUP_0001",
-        Troops=[
-            {"TroopId": 1, "Amount": 50, "Level": 9, "Tag": "first"},
-            {"TroopId": 2, "Amount": 3},
-            {"TroopId": "1", "Amount": 4, "Tag": "last"},
-        ],
-        Pets=[{"PetId": 5, "XP": 1, "OrbsUsed": [1]}, {"PetId": 5.0, "XP": 2}],
-        Artifacts=[{"ArtifactId": 9, "Level": 3}, {"ArtifactId": 8}, {"ArtifactId": 9, "Level": 1, "X": 0}],
-    )
-    sid = insert_snapshot(pg_conn, raw)
-    res = apply(pg_conn, [sid], EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (1, 0)
-    s = state(pg_conn)
-    assert [(r[1], r[2], r[3], r[7]) for r in s["user_troops"]] == [(1, 4, 1, {"Tag": "last"}), (2, 3, 1, {})]
-    assert [(r[1], r[4], r[6]) for r in s["user_pets"]] == [(5, 2, [])]
-    assert [(r[1], r[2], r[4]) for r in s["user_artifacts"]] == [(8, 0, {}), (9, 1, {"X": 0})]
-    # the summary sees the surviving occurrence only
-    top = s["user_profile_summary"][0][4]
-    assert top == [{"troop_id": 1, "amount": 4, "level": 1}, {"troop_id": 2, "amount": 3, "level": 1}]
+def test_last_duplicate_wins_inside_one_snapshot(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            raw = payload(
+                "DUP_0001",
+                Troops=[
+                    {"TroopId": 1, "Amount": 50, "Level": 9, "Tag": "first"},
+                    {"TroopId": 2, "Amount": 3},
+                    {"TroopId": "1", "Amount": 4, "Tag": "last"},
+                ],
+                Pets=[{"PetId": 5, "XP": 1, "OrbsUsed": [1]}, {"PetId": 5.0, "XP": 2}],
+                Artifacts=[{"ArtifactId": 9, "Level": 3}, {"ArtifactId": 8}, {"ArtifactId": 9, "Level": 1, "X": 0}],
+            )
+            sid = insert_snapshot(pg_conn, raw)
+            res = apply(pg_conn, [sid], EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (1, 0)
+            s = state(pg_conn)
+            assert [(r[1], r[2], r[3], r[7]) for r in s["user_troops"]] == [(1, 4, 1, {"Tag": "last"}), (2, 3, 1, {})]
+            assert [(r[1], r[4], r[6]) for r in s["user_pets"]] == [(5, 2, [])]
+            assert [(r[1], r[2], r[4]) for r in s["user_artifacts"]] == [(8, 0, {}), (9, 1, {"X": 0})]
+            # the summary sees the surviving occurrence only
+            top = s["user_profile_summary"][0][4]
+            assert top == [{"troop_id": 1, "amount": 4, "level": 1}, {"troop_id": 2, "amount": 3, "level": 1}]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Summary
 
 
-@PATHS
-def test_summary_top_troops_and_profile_fields(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    troops = [
-        {"TroopId": 10, "Amount": 5, "Level": 1},
-        {"TroopId": 11, "Amount": 9, "Level": 1},
-        {"TroopId": 12, "Amount": 5, "Level": 3},  # ties on amount: higher level first
-        {"TroopId": 13, "Amount": 5, "Level": 3},  # ... then lower troop_id
-        {"TroopId": 9, "Amount": 5, "Level": 1},
-        {"TroopId": 14, "Amount": 1, "Level": 20},
-        {"TroopId": 15, "Amount": "7"},
-    ]
-    raw = payload("TOP_0001", "Topper", Level="52", PvpTier=3.0, Troops=troops, Guild={"Name": "Heirs", "Id": 3})
-    sid = insert_snapshot(pg_conn, raw, created_at=at(9))
-    apply(pg_conn, [sid], EtlSettings(fast_path=fast_path))
-    summary = one(
-        pg_conn,
-        "SELECT s.*, u.username AS u_name FROM user_profile_summary s JOIN users u ON u.id = s.user_id",
-    )
-    assert summary["top_troops"] == [
-        {"troop_id": 11, "amount": 9, "level": 1},
-        {"troop_id": 15, "amount": 7, "level": 1},
-        {"troop_id": 12, "amount": 5, "level": 3},
-        {"troop_id": 13, "amount": 5, "level": 3},
-        {"troop_id": 9, "amount": 5, "level": 1},
-    ]
-    assert (summary["namecode"], summary["username"], summary["level"], summary["pvp_tier"]) == (
-        "TOP_0001",
-        "Topper",
-        52,
-        3,
-    )
-    assert summary["username"] == summary["u_name"]
-    assert summary["extra"] == {"guild_name": "Heirs"}
-    assert summary["guild_id"] is None
-    assert summary["last_seen"] == at(9)
-    assert summary["source_snapshot_id"] == sid
-    assert summary["cached_at"] is not None
+def test_summary_top_troops_and_profile_fields(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            troops = [
+                {"TroopId": 10, "Amount": 5, "Level": 1},
+                {"TroopId": 11, "Amount": 9, "Level": 1},
+                {"TroopId": 12, "Amount": 5, "Level": 3},  # ties on amount: higher level first
+                {"TroopId": 13, "Amount": 5, "Level": 3},  # ... then lower troop_id
+                {"TroopId": 9, "Amount": 5, "Level": 1},
+                {"TroopId": 14, "Amount": 1, "Level": 20},
+                {"TroopId": 15, "Amount": "7"},
+            ]
+            raw = payload(
+                "TOP_0001", "Topper", Level="52", PvpTier=3.0, Troops=troops, Guild={"Name": "Heirs", "Id": 3}
+            )
+            sid = insert_snapshot(pg_conn, raw, created_at=at(9))
+            apply(pg_conn, [sid], EtlSettings(fast_path=fast_path))
+            summary = one(
+                pg_conn,
+                "SELECT s.*, u.username AS u_name FROM user_profile_summary s JOIN users u ON u.id = s.user_id",
+            )
+            assert summary["top_troops"] == [
+                {"troop_id": 11, "amount": 9, "level": 1},
+                {"troop_id": 15, "amount": 7, "level": 1},
+                {"troop_id": 12, "amount": 5, "level": 3},
+                {"troop_id": 13, "amount": 5, "level": 3},
+                {"troop_id": 9, "amount": 5, "level": 1},
+            ]
+            assert (summary["namecode"], summary["username"], summary["level"], summary["pvp_tier"]) == (
+                "TOP_0001",
+                "Topper",
+                52,
+                3,
+            )
+            assert summary["username"] == summary["u_name"]
+            assert summary["extra"] == {"guild_name": "Heirs"}
+            assert summary["guild_id"] is None
+            assert summary["last_seen"] == at(9)
+            assert summary["source_snapshot_id"] == sid
+            assert summary["cached_at"] is not None
 
 
 EQUIPPED = {
@@ -759,23 +793,28 @@ EQUIPPED = {
 }
 
 
-@PATHS
-def test_summary_equipped_pet_forms(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    ids = {}
-    for n, (label, (value, _)) in enumerate(EQUIPPED.items()):
-        raw = payload(f"PET_{n:04d}", EquippedPet=value)
-        if label == "absent":
-            del raw["ProfileData"]["EquippedPet"]
-        ids[label] = insert_snapshot(pg_conn, raw)
-    res = apply(pg_conn, list(ids.values()), EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (len(EQUIPPED), 0)
-    query = "SELECT equipped_pet FROM user_profile_summary WHERE source_snapshot_id = %s"
-    check_all(
-        {
-            label: (lambda sid=sid, exp=EQUIPPED[label][1]: _eq(one(pg_conn, query, [sid])["equipped_pet"], exp))
-            for label, sid in ids.items()
-        }
-    )
+def test_summary_equipped_pet_forms(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            ids = {}
+            for n, (label, (value, _)) in enumerate(EQUIPPED.items()):
+                raw = payload(f"PET_{n:04d}", EquippedPet=value)
+                if label == "absent":
+                    del raw["ProfileData"]["EquippedPet"]
+                ids[label] = insert_snapshot(pg_conn, raw)
+            res = apply(pg_conn, list(ids.values()), EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (len(EQUIPPED), 0)
+            query = "SELECT equipped_pet FROM user_profile_summary WHERE source_snapshot_id = %s"
+            check_all(
+                {
+                    label: (
+                        lambda sid=sid, exp=EQUIPPED[label][1], q=query: _eq(
+                            one(pg_conn, q, [sid])["equipped_pet"], exp
+                        )
+                    )
+                    for label, sid in ids.items()
+                }
+            )
 
 
 GUILDS = {
@@ -790,88 +829,95 @@ GUILDS = {
 }
 
 
-@PATHS
-def test_summary_guild_name_in_extra(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    ids = {}
-    for n, (label, (guild, _)) in enumerate(GUILDS.items()):
-        raw = payload(f"GUILD_{n:04d}") if label == "absent" else payload(f"GUILD_{n:04d}", Guild=guild)
-        ids[label] = insert_snapshot(pg_conn, raw)
-    res = apply(pg_conn, list(ids.values()), EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (len(GUILDS), 0)
-    query = "SELECT extra, guild_id FROM user_profile_summary WHERE source_snapshot_id = %s"
-    check_all(
-        {
-            label: (
-                lambda sid=sid, exp=GUILDS[label][1]: _eq(one(pg_conn, query, [sid]), {"extra": exp, "guild_id": None})
+def test_summary_guild_name_in_extra(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            ids = {}
+            for n, (label, (guild, _)) in enumerate(GUILDS.items()):
+                raw = payload(f"GUILD_{n:04d}") if label == "absent" else payload(f"GUILD_{n:04d}", Guild=guild)
+                ids[label] = insert_snapshot(pg_conn, raw)
+            res = apply(pg_conn, list(ids.values()), EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (len(GUILDS), 0)
+            query = "SELECT extra, guild_id FROM user_profile_summary WHERE source_snapshot_id = %s"
+            check_all(
+                {
+                    label: (
+                        lambda sid=sid, exp=GUILDS[label][1], q=query: _eq(
+                            one(pg_conn, q, [sid]), {"extra": exp, "guild_id": None}
+                        )
+                    )
+                    for label, sid in ids.items()
+                }
             )
-            for label, sid in ids.items()
-        }
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Catalogs
 
 
-@PATHS
-def test_catalog_policy_placeholder(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    seed_catalog(pg_conn, troops=[1], pets=[3])
-    pg_conn.execute("""UPDATE troop_catalog SET meta = '{"kingdom": "Adana"}' WHERE id = 1""")
-    first = insert_snapshot(
-        pg_conn,
-        payload(
-            "CAT_0001",
-            Troops=[{"TroopId": 1}, {"TroopId": 2}],
-            Pets={"3": {}, "4": {}},
-            Artifacts=[{"ArtifactId": 5}],
-        ),
-    )
-    raw = _bad_base()
-    raw["ProfileData"]["Level"] = -2
-    bad = insert_snapshot(pg_conn, raw)
-    res = apply(pg_conn, [first, bad], EtlSettings(fast_path=fast_path))
-    assert (res.applied, res.failed) == (1, 1)
-    assert sorted(res.placeholders) == [("artifact", 5), ("pet", 4), ("troop", 2)]
-    cat = state(pg_conn)["catalogs"]
-    assert cat == [
-        ("artifact", 5, None, {"placeholder": True}),
-        ("pet", 3, "pet_catalog 3", {}),
-        ("pet", 4, None, {"placeholder": True}),
-        ("troop", 1, "troop_catalog 1", {"kingdom": "Adana"}),
-        ("troop", 2, None, {"placeholder": True}),
-    ]
-    assert_nothing_from_bad(pg_conn)
-    # a later snapshot using the same ids creates (and counts) no new placeholder
-    second = insert_snapshot(pg_conn, payload("CAT_0002", Troops=[{"TroopId": 2}], Artifacts=[{"ArtifactId": 6}]))
-    res2 = apply(pg_conn, [second], EtlSettings(fast_path=fast_path))
-    assert res2.placeholders == [("artifact", 6)]
-    assert len(state(pg_conn)["catalogs"]) == 6
+def test_catalog_policy_placeholder(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            seed_catalog(pg_conn, troops=[1], pets=[3])
+            pg_conn.execute("""UPDATE troop_catalog SET meta = '{"kingdom": "Adana"}' WHERE id = 1""")
+            first = insert_snapshot(
+                pg_conn,
+                payload(
+                    "CAT_0001",
+                    Troops=[{"TroopId": 1}, {"TroopId": 2}],
+                    Pets={"3": {}, "4": {}},
+                    Artifacts=[{"ArtifactId": 5}],
+                ),
+            )
+            raw = _bad_base()
+            raw["ProfileData"]["Level"] = -2
+            bad = insert_snapshot(pg_conn, raw)
+            res = apply(pg_conn, [first, bad], EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (1, 1)
+            assert sorted(res.placeholders) == [("artifact", 5), ("pet", 4), ("troop", 2)]
+            cat = state(pg_conn)["catalogs"]
+            assert cat == [
+                ("artifact", 5, None, {"placeholder": True}),
+                ("pet", 3, "pet_catalog 3", {}),
+                ("pet", 4, None, {"placeholder": True}),
+                ("troop", 1, "troop_catalog 1", {"kingdom": "Adana"}),
+                ("troop", 2, None, {"placeholder": True}),
+            ]
+            assert_nothing_from_bad(pg_conn)
+            # a later snapshot using the same ids creates (and counts) no new placeholder
+            second = insert_snapshot(
+                pg_conn, payload("CAT_0002", Troops=[{"TroopId": 2}], Artifacts=[{"ArtifactId": 6}])
+            )
+            res2 = apply(pg_conn, [second], EtlSettings(fast_path=fast_path))
+            assert res2.placeholders == [("artifact", 6)]
+            assert len(state(pg_conn)["catalogs"]) == 6
 
 
-@PATHS
-def test_catalog_policy_fail(pg_conn: psycopg.Connection, fast_path: bool) -> None:
-    seed_catalog(pg_conn, troops=[1], pets=[3], artifacts=[5])
-    before = state(pg_conn)["catalogs"]
-    missing = insert_snapshot(
-        pg_conn,
-        payload(
-            "FK_0001",
-            "Fk",
-            Troops=[{"TroopId": 1}, {"TroopId": 2}, {"TroopId": 20}],
-            Pets={"3": {}},
-            Artifacts=[{"ArtifactId": 6}],
-        ),
-    )
-    ok = insert_snapshot(pg_conn, payload("FK_0002", "Fine", Troops=[{"TroopId": 1}], Pets={"3": {}}))
-    res = apply(pg_conn, [missing, ok], EtlSettings(fast_path=fast_path, catalog_policy="fail"))
-    assert (res.applied, res.failed) == (1, 1)
-    assert res.placeholders == []
-    err = assert_failed(pg_conn, missing, "FK_VIOLATION")
-    assert err["details"]["missing"] == {"troop": [2, 20], "artifact": [6]}
-    assert err["details"]["missing_count"] == 3
-    assert state(pg_conn)["catalogs"] == before
-    assert state(pg_conn)["users"] == [("FK_0002", "Fine")]
-    assert_processed(pg_conn, ok)
+def test_catalog_policy_fail(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            seed_catalog(pg_conn, troops=[1], pets=[3], artifacts=[5])
+            before = state(pg_conn)["catalogs"]
+            missing = insert_snapshot(
+                pg_conn,
+                payload(
+                    "FK_0001",
+                    "Fk",
+                    Troops=[{"TroopId": 1}, {"TroopId": 2}, {"TroopId": 20}],
+                    Pets={"3": {}},
+                    Artifacts=[{"ArtifactId": 6}],
+                ),
+            )
+            ok = insert_snapshot(pg_conn, payload("FK_0002", "Fine", Troops=[{"TroopId": 1}], Pets={"3": {}}))
+            res = apply(pg_conn, [missing, ok], EtlSettings(fast_path=fast_path, catalog_policy="fail"))
+            assert (res.applied, res.failed) == (1, 1)
+            assert res.placeholders == []
+            err = assert_failed(pg_conn, missing, "FK_VIOLATION")
+            assert err["details"]["missing"] == {"troop": [2, 20], "artifact": [6]}
+            assert err["details"]["missing_count"] == 3
+            assert state(pg_conn)["catalogs"] == before
+            assert state(pg_conn)["users"] == [("FK_0002", "Fine")]
+            assert_processed(pg_conn, ok)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -892,50 +938,53 @@ def _sensitive_values(value: Any, out: list[Any]) -> list[Any]:
     return out
 
 
-@PATHS
 def test_quarantine_copy_is_redacted_and_versioned(
-    pg_conn: psycopg.Connection, fast_path: bool, tmp_path: Path
+    pg_conn: psycopg.Connection, subtests: pytest.Subtests, tmp_path: Path
 ) -> None:
-    plain = _secret_payload("QUAR_PLAIN", 0)
-    double = _secret_payload("QUAR_DOUBLE", 0)
-    for raw in (plain, double):
-        raw["ProfileData"]["Troops"][0]["Amount"] = "lots"
-    expected_hidden = len(_sensitive_values(plain, []))
-    assert expected_hidden == 10
-    sids = {"plain": insert_snapshot(pg_conn, plain), "double": insert_snapshot(pg_conn, json.dumps(double))}
-    good = insert_snapshot(pg_conn, _good())
-    parse_bad = insert_snapshot(pg_conn, [{"auth": SECRETS[12], "ok": 1}])
-    folder = tmp_path / "quarantine"
-    settings = EtlSettings(fast_path=fast_path, quarantine_dir=folder, job_id="job-q")
-    res = apply(pg_conn, [sids["plain"], sids["double"], good, parse_bad], settings)
-    assert (res.applied, res.failed) == (1, 3)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{sid}.json" for sid in (*sids.values(), parse_bad))
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            plain = _secret_payload("QUAR_PLAIN", 0)
+            double = _secret_payload("QUAR_DOUBLE", 0)
+            for raw in (plain, double):
+                raw["ProfileData"]["Troops"][0]["Amount"] = "lots"
+            expected_hidden = len(_sensitive_values(plain, []))
+            assert expected_hidden == 10
+            sids = {"plain": insert_snapshot(pg_conn, plain), "double": insert_snapshot(pg_conn, json.dumps(double))}
+            good = insert_snapshot(pg_conn, _good())
+            parse_bad = insert_snapshot(pg_conn, [{"auth": SECRETS[12], "ok": 1}])
+            folder = tmp_path / f"quarantine-{fast_path}"
+            settings = EtlSettings(fast_path=fast_path, quarantine_dir=folder, job_id="job-q")
+            res = apply(pg_conn, [sids["plain"], sids["double"], good, parse_bad], settings)
+            assert (res.applied, res.failed) == (1, 3)
+            assert sorted(p.name for p in folder.iterdir()) == sorted(
+                f"{sid}.json" for sid in (*sids.values(), parse_bad)
+            )
 
-    for encoding, sid in sids.items():
-        doc = artifacts.read_json(folder / f"{sid}.json", "quarantine")
-        assert doc["schema_version"] == artifacts.SCHEMA_VERSION
-        assert doc["job_id"] == "job-q"
-        assert doc["generated_at"] and doc["tool_version"]
-        assert (doc["snapshot_id"], doc["error_type"]) == (str(sid), "VALIDATION_ERROR")
-        body = doc["payload"]
-        if encoding == "double":
-            assert body["double_encoded"] is True
-            body = body["payload"]
-        hidden = _sensitive_values(body, [])
-        assert len(hidden) == expected_hidden, encoding
-        assert set(map(json.dumps, hidden)) == {'"[REDACTED]"'}, encoding
-        # everything else is kept as it was
-        assert body["ProfileData"]["Troops"][0]["Amount"] == "lots"
-        assert body["ProfileData"]["Troops"][0]["Note"] == "kept"
-        assert body["ProfileData"]["Pets"][0]["OrbsUsed"][1] == {"token": "[REDACTED]", "orb": 3}
-        text = (folder / f"{sid}.json").read_text()
-        assert not [x for x in SECRETS if x in text], encoding
+            for encoding, sid in sids.items():
+                doc = artifacts.read_json(folder / f"{sid}.json", "quarantine")
+                assert doc["schema_version"] == artifacts.SCHEMA_VERSION
+                assert doc["job_id"] == "job-q"
+                assert doc["generated_at"] and doc["tool_version"]
+                assert (doc["snapshot_id"], doc["error_type"]) == (str(sid), "VALIDATION_ERROR")
+                body = doc["payload"]
+                if encoding == "double":
+                    assert body["double_encoded"] is True
+                    body = body["payload"]
+                hidden = _sensitive_values(body, [])
+                assert len(hidden) == expected_hidden, encoding
+                assert set(map(json.dumps, hidden)) == {'"[REDACTED]"'}, encoding
+                # everything else is kept as it was
+                assert body["ProfileData"]["Troops"][0]["Amount"] == "lots"
+                assert body["ProfileData"]["Troops"][0]["Note"] == "kept"
+                assert body["ProfileData"]["Pets"][0]["OrbsUsed"][1] == {"token": "[REDACTED]", "orb": 3}
+                text = (folder / f"{sid}.json").read_text()
+                assert not [x for x in SECRETS if x in text], encoding
 
-    parse_doc = artifacts.read_json(folder / f"{parse_bad}.json", "quarantine")
-    assert parse_doc["error_type"] == "PARSE_ERROR"
-    assert parse_doc["payload"] == [{"auth": "[REDACTED]", "ok": 1}]
-    assert error_set(pg_conn) == {
-        (sids["plain"], "VALIDATION_ERROR"),
-        (sids["double"], "VALIDATION_ERROR"),
-        (parse_bad, "PARSE_ERROR"),
-    }
+            parse_doc = artifacts.read_json(folder / f"{parse_bad}.json", "quarantine")
+            assert parse_doc["error_type"] == "PARSE_ERROR"
+            assert parse_doc["payload"] == [{"auth": "[REDACTED]", "ok": 1}]
+            assert error_set(pg_conn) == {
+                (sids["plain"], "VALIDATION_ERROR"),
+                (sids["double"], "VALIDATION_ERROR"),
+                (parse_bad, "PARSE_ERROR"),
+            }
