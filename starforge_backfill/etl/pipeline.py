@@ -208,10 +208,21 @@ def record_failure(
 
 
 def _cap_details(details: dict[str, Any]) -> dict[str, Any]:
-    data = orjson.dumps(details, default=str)
+    data = orjson.dumps(_orjson_safe(details), default=str)
     if len(data) <= _DETAILS_MAX:
         return orjson.loads(data)
     return {"truncated": True, "keys": sorted(details)[:50]}
+
+
+def _orjson_safe(value: Any) -> Any:
+    """`value` with integers orjson cannot encode (beyond 64 bits, e.g. a rejected 25-digit Amount) as text."""
+    if isinstance(value, dict):
+        return {k: _orjson_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_orjson_safe(v) for v in value]
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return str(value)
+    return value
 
 
 def redacted_payload(raw_text: str | None) -> Any:
