@@ -384,6 +384,9 @@ REJECTED: dict[str, Callable[[dict], None]] = {
     "amount-2**31": _set("Troops", "Amount", 2**31),
     "amount-2**31-str": _set("Troops", "Amount", str(2**31)),
     "amount-huge-str": _set("Troops", "Amount", "9" * 60),
+    "amount-2**70": _set("Troops", "Amount", 2**70),  # shown in details: wider than orjson's 64 bits
+    "amount-2**100-str": _set("Troops", "Amount", str(2**100)),
+    "level-minus-2**80": _set("Troops", "Level", -(2**80)),
     "level-negative": _set("Troops", "Level", -1),
     "rarity-fraction": _set("Troops", "Rarity", 0.5),
     "troop-id-0": _set("Troops", "TroopId", 0),
