@@ -1,0 +1,555 @@
+"""Runbook step "Canary": backfill a narrow slice at low concurrency, watch the database, pass or fail.
+
+The slice is explicit namecodes, or N users (`--users`, default canary.users) picked deterministically (a
+hash of the namecode) among those with snapshots still to backfill in a created_at range (`--from/--to`,
+or `--recent DURATION`). Without a range the canary takes "the most recent
+DURATION of the backlog": the window ends at the newest snapshot that still needs a backfill (rounded up
+to the second), not at now(), because in production the newest snapshots are normally already processed
+by the real-time workers and a canary must exercise real backfill work.
+
+While the slice runs and during the observation window after it, a sampler thread (its own connection,
+named like the toolkit's sessions so the long-transaction check ignores it) reads: client connections
+against max_connections, other sessions' long transactions in this database, replica lag, and the canary
+job's counters and batch latency. The verdict compares them with the config's `throttle` thresholds:
+
+- failure rate of the job (failed / handled) must be <= throttle.failure_rate_max (no minimum sample:
+  the canary slice *is* the sample);
+- peak connections / max_connections <= throttle.max_connections_ratio;
+- no other session's transaction older than throttle.long_transaction (the throttle would slow the run);
+- replica lag <= throttle.replica_lag_max (when there are replicas);
+- p95 batch duration <= throttle.long_transaction (one batch is one transaction: longer, and our own
+  batches are what other operators' gates would flag); above 2 x throttle.target_batch is a warning;
+- the job must finish (a pause by a gate or a failure fails the canary) and must have handled a snapshot.
+
+The result is written to `<artifacts>/<canary job id>/canary.json` and recorded as gate `canary` for the
+config fingerprint, which `run` requires. No click or rich here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from starforge_backfill import artifacts, jobs, ops, templates
+from starforge_backfill.config import Config
+from starforge_backfill.db import connect_cfg, translate_errors
+from starforge_backfill.errors import ExitCode, UsageError
+from starforge_backfill.runbook._common import check_schema, jsonable, parse_ts
+from starforge_backfill.runbook.gates import record_gate
+
+MAX_CONCURRENCY = 4
+Notify = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The canary's slice: how it was chosen, the namecodes and the created_at range."""
+
+    how: str  # "namecodes" | "users" | "recent"
+    namecodes: tuple[str, ...]
+    from_ts: dt.datetime
+    to_ts: dt.datetime
+    resumed_job: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON shape."""
+        return {
+            "how": self.how,
+            "namecodes": list(self.namecodes),
+            "users": len(self.namecodes),
+            "from_ts": self.from_ts.isoformat(),
+            "to_ts": self.to_ts.isoformat(),
+            "resumed_job": self.resumed_job,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One gate of the canary verdict."""
+
+    name: str
+    passed: bool
+    value: Any
+    threshold: Any
+    detail: str
+    warning: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON shape."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class CanaryResult:
+    """What `canary` found."""
+
+    selection: Selection
+    concurrency: int
+    observe_s: float
+    sample_every_s: float
+    job: dict[str, Any]
+    run: dict[str, Any]
+    outcome: str  # "passed" | "failed" | "interrupted"
+    checks: list[Check]
+    samples: list[dict[str, Any]]
+    fingerprint: str
+    artifact: Path | None = None
+    gate_recorded: bool = False
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed."""
+        return self.outcome == "passed"
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why it failed, one line per failed check."""
+        return [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
+
+    @property
+    def warnings(self) -> list[str]:
+        """Things worth a look that do not fail the canary."""
+        return [f"{c.name}: {c.warning}" for c in self.checks if c.warning]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 passed, 1 failed, 130 interrupted."""
+        if self.outcome == "interrupted":
+            return ExitCode.INTERRUPTED
+        return ExitCode.OK if self.passed else ExitCode.CHECK_FAILED
+
+    def to_json(self) -> dict[str, Any]:
+        """`canary --json`, also the body of canary.json."""
+        return {
+            "outcome": self.outcome,
+            "passed": self.passed,
+            "reasons": self.reasons,
+            "warnings": self.warnings,
+            "checks": [c.to_json() for c in self.checks],
+            "selection": self.selection.to_json(),
+            "concurrency": self.concurrency,
+            "observe_s": self.observe_s,
+            "sample_every_s": self.sample_every_s,
+            "config_fingerprint": self.fingerprint,
+            "job": self.job,
+            "run": self.run,
+            "samples": self.samples,
+            "artifact": str(self.artifact) if self.artifact else None,
+            "gate_recorded": self.gate_recorded,
+        }
+
+
+def _q(name: str) -> bytes:
+    return templates.render(name).encode()
+
+
+def _whole_second_after(ts: dt.datetime) -> dt.datetime:
+    """The first whole second strictly after `ts` (a half-open range ending there includes `ts`)."""
+    return ts.replace(microsecond=0) + dt.timedelta(seconds=1)
+
+
+def _clean_namecodes(namecodes: list[str]) -> tuple[str, ...]:
+    out: dict[str, None] = {}
+    for n in namecodes:
+        n = n.strip()
+        if n:
+            out[n] = None
+    if not out:
+        raise UsageError("--namecodes: give at least one namecode (comma-separated)")
+    return tuple(out)
+
+
+def select_slice(
+    conn: psycopg.Connection[Any],
+    cfg: Config,
+    *,
+    namecodes: list[str] | None = None,
+    users: int | None = None,
+    recent_s: float | None = None,
+    from_ts: str | dt.datetime | None = None,
+    to_ts: str | dt.datetime | None = None,
+) -> Selection:
+    """Decide the canary's namecodes and created_at range (see the module docstring)."""
+    if namecodes is not None and (users is not None or recent_s is not None):
+        raise UsageError("--namecodes names the slice: do not combine it with --users or --recent")
+    if (from_ts is None) != (to_ts is None):
+        raise UsageError("give both --from and --to, or neither")
+    if recent_s is not None and from_ts is not None:
+        raise UsageError("--recent picks its own range: do not combine it with --from/--to")
+    if users is not None and users < 1:
+        raise UsageError("--users must be at least 1")
+    if recent_s is not None and recent_s <= 0:
+        raise UsageError("--recent must be a positive duration")
+    f, t = parse_ts(from_ts, "--from"), parse_ts(to_ts, "--to")
+    if f is not None and t is not None and f >= t:
+        raise UsageError(f"--from ({f.isoformat()}) must be before --to ({t.isoformat()})")
+
+    if namecodes is not None:
+        wanted = _clean_namecodes(namecodes)
+        if f is None or t is None:
+            bounds = _backlog(conn, list(wanted))
+            if not bounds["wanted"]:
+                raise UsageError(
+                    f"no snapshot left to backfill for namecodes {', '.join(wanted[:5])}"
+                    + (" ..." if len(wanted) > 5 else ""),
+                    hint="check the namecodes, or pick users with --users N",
+                )
+            f, t = bounds["oldest"].replace(microsecond=0), _whole_second_after(bounds["newest"])
+        return _adopt_or_check(conn, Selection("namecodes", wanted, f, t), explicit=True)
+
+    how = "users"
+    if f is None or t is None:
+        how = "recent"
+        window = recent_s if recent_s is not None else cfg.canary.recent_s
+        bounds = _backlog(conn, None)
+        if not bounds["wanted"]:
+            raise UsageError("nothing left to backfill: every snapshot is processed or has failed before")
+        t = _whole_second_after(bounds["newest"])
+        f = t - dt.timedelta(seconds=window)
+    existing = jobs.find_resumable(conn, "canary", f, t)
+    if existing is not None:
+        return _adopt_or_check(conn, Selection(how, (), f, t), explicit=False)
+    limit = users if users is not None else cfg.canary.users
+    with conn.cursor() as cur:
+        cur.execute(_q("canary/pick_users.sql"), {"from_ts": f, "to_ts": t, "seed": cfg.sample.seed, "limit": limit})
+        picked = tuple(str(r[0]) for r in cur.fetchall())
+    if not picked:
+        raise UsageError(
+            f"no user has snapshots left to backfill in [{f.isoformat()}, {t.isoformat()})",
+            hint="widen the range (--from/--to or --recent), or name users with --namecodes",
+        )
+    return Selection(how, picked, f, t)
+
+
+def _backlog(conn: psycopg.Connection[Any], namecodes: list[str] | None) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_q("canary/backlog_bounds.sql"), {"namecodes": namecodes})
+        row = cur.fetchone()
+    assert row is not None
+    return row
+
+
+def _adopt_or_check(conn: psycopg.Connection[Any], sel: Selection, *, explicit: bool) -> Selection:
+    """An unfinished canary job of the same range is resumed (as `run` does); make the slice match it."""
+    existing = jobs.find_resumable(conn, "canary", sel.from_ts, sel.to_ts)
+    if existing is None:
+        return sel
+    theirs = tuple((existing.get("selector") or {}).get("namecodes") or ())
+    if explicit and set(theirs) != set(sel.namecodes):
+        raise UsageError(
+            f"unfinished canary job {existing['job_id']} ({existing['status']}) covers the same range "
+            "with another slice",
+            hint=f"finish it with `starforge-backfill resume --job-id {existing['job_id']}`, or give --from/--to",
+        )
+    return dataclasses.replace(sel, namecodes=theirs or sel.namecodes, resumed_job=str(existing["job_id"]))
+
+
+class _Sampler(threading.Thread):
+    """Reads the canary's health every `every_s` on its own connection until stopped."""
+
+    def __init__(self, cfg: Config, every_s: float) -> None:
+        super().__init__(name="canary-sampler", daemon=True)
+        self.cfg = cfg
+        self.every_s = every_s
+        self.job_id: str | None = None
+        self.phase = "run"
+        self.samples: list[dict[str, Any]] = []
+        self.error: str | None = None
+        self._halt = threading.Event()
+        self._t0 = time.monotonic()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            name = f"{self.cfg.database.application_name}:canary-observer"
+            self._conn = connect_cfg(self.cfg, autocommit=True, application_name=name)
+        return self._conn
+
+    def sample(self) -> dict[str, Any]:
+        """Take one reading now (also callable from the main thread once the thread has stopped)."""
+        t = self.cfg.throttle
+        params = {
+            "job_id": self.job_id,
+            "long_transaction_s": t.long_transaction_s,
+            "app_prefix": self.cfg.database.application_name + "%",
+        }
+        with self._connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(_q("canary/observe.sql"), params)
+            row = cur.fetchone()
+        assert row is not None
+        reading = {"t_s": round(time.monotonic() - self._t0, 3), "phase": self.phase, "at": artifacts.utcnow()}
+        reading |= {k: (float(v) if isinstance(v, float) else v) for k, v in row.items()}
+        self.samples.append(reading)
+        return reading
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self.sample()
+            except Exception as exc:  # the verdict reports it; the thread must not die silently
+                self.error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+            self._halt.wait(self.every_s)
+
+    def halt(self) -> None:
+        """Stop sampling and wait for the thread."""
+        self._halt.set()
+        if self.is_alive():
+            self.join()
+
+    def close(self) -> None:
+        """Close the sampler's connection."""
+        if self._conn is not None:
+            self._conn.close()
+
+
+def evaluate(
+    cfg: Config, outcome: str, job: dict[str, Any], samples: list[dict[str, Any]], sampler_error: str | None
+) -> list[Check]:
+    """The canary verdict: one Check per gate, against the config's throttle thresholds."""
+    t = cfg.throttle
+    checks: list[Check] = []
+    status, why = job.get("status"), job.get("status_reason")
+    checks.append(
+        Check(
+            "job",
+            outcome == "done",
+            status,
+            "done",
+            "the canary job finished" if outcome == "done" else f"the canary job ended {status}: {why or outcome}",
+        )
+    )
+    processed, failed = int(job.get("processed_count") or 0), int(job.get("error_count") or 0)
+    handled = processed + failed
+    checks.append(
+        Check(
+            "snapshots",
+            handled > 0,
+            handled,
+            ">= 1",
+            f"{handled} snapshot(s) handled ({processed} processed, {failed} failed)"
+            if handled
+            else "the slice held no snapshot to backfill: nothing was observed",
+        )
+    )
+    rate = failed / handled if handled else 0.0
+    checks.append(
+        Check(
+            "failure_rate",
+            rate <= t.failure_rate_max,
+            round(rate, 6),
+            t.failure_rate_max,
+            f"{failed}/{handled} = {rate:.2%} failed (max {t.failure_rate_max:.2%})",
+        )
+    )
+    peak = max(samples, key=lambda s: int(s["connections"]) / max(int(s["max_connections"]), 1), default=None)
+    if peak is None:
+        checks.append(Check("connections", False, None, t.max_connections_ratio, "no reading was taken"))
+    else:
+        conns, max_conns = int(peak["connections"]), max(int(peak["max_connections"]), 1)
+        ratio = conns / max_conns
+        checks.append(
+            Check(
+                "connections",
+                ratio <= t.max_connections_ratio,
+                round(ratio, 4),
+                t.max_connections_ratio,
+                f"peak {conns}/{max_conns} client connections = {ratio:.0%} "
+                f"(ours {peak['own_connections']}; max {t.max_connections_ratio:.0%})",
+            )
+        )
+    longest = max((int(s["long_transactions"]) for s in samples), default=0)
+    oldest = max((float(s["oldest_other_transaction_s"]) for s in samples), default=0.0)
+    checks.append(
+        Check(
+            "long_transactions",
+            longest == 0,
+            longest,
+            0,
+            f"up to {longest} other transaction(s) older than {t.long_transaction_s:g}s (oldest {oldest:.0f}s)"
+            if longest
+            else f"no other transaction older than {t.long_transaction_s:g}s (oldest seen {oldest:.1f}s)",
+        )
+    )
+    replicas = max((int(s["replicas"]) for s in samples), default=0)
+    lag = max((float(s["replica_lag_s"]) for s in samples), default=0.0)
+    checks.append(
+        Check(
+            "replica_lag",
+            replicas == 0 or lag <= t.replica_lag_max_s,
+            round(lag, 3),
+            t.replica_lag_max_s,
+            f"peak replica lag {lag:.1f}s over {replicas} replica(s) (max {t.replica_lag_max_s:g}s)"
+            if replicas
+            else "no replicas attached",
+        )
+    )
+    last = samples[-1] if samples else {}
+    p95_ms = last.get("p95_batch_ms")
+    p95 = float(p95_ms) / 1000 if p95_ms is not None else None
+    warn = None
+    if p95 is not None and p95 > 2 * t.target_batch_s:
+        warn = f"p95 batch {p95:.2f}s is over twice throttle.target_batch ({t.target_batch_s:g}s)"
+    checks.append(
+        Check(
+            "batch_latency",
+            p95 is None or p95 <= t.long_transaction_s,
+            round(p95, 3) if p95 is not None else None,
+            t.long_transaction_s,
+            f"p95 batch {p95:.2f}s over {last.get('batches', 0)} batch(es) (max {t.long_transaction_s:g}s)"
+            if p95 is not None
+            else "no batch recorded",
+            warn,
+        )
+    )
+    if sampler_error:
+        checks.append(Check("observation", False, None, None, f"a reading failed: {sampler_error}"))
+    return checks
+
+
+def canary(
+    cfg: Config,
+    *,
+    namecodes: list[str] | None = None,
+    users: int | None = None,
+    recent_s: float | None = None,
+    from_ts: str | dt.datetime | None = None,
+    to_ts: str | dt.datetime | None = None,
+    observe_s: float | None = None,
+    concurrency: int | None = None,
+    batch_size: int | None = None,
+    sample_every_s: float | None = None,
+    notify: Notify = _quiet,
+    progress: Callable[[ops.RunProgress], None] | None = None,
+    stop: threading.Event | None = None,
+) -> CanaryResult:
+    """Backfill a narrow slice with `ops.run(mode="canary")`, observe, and record the `canary` gate."""
+    c = concurrency if concurrency is not None else cfg.canary.concurrency
+    if not 1 <= c <= MAX_CONCURRENCY:
+        raise UsageError(
+            f"--concurrency {c}: a canary runs at 1 to {MAX_CONCURRENCY} (runbook: conservative concurrency)",
+            hint="scale up with `run` once the canary passed",
+        )
+    observe = cfg.canary.observe_s if observe_s is None else float(observe_s)
+    if observe < 0:
+        raise UsageError("--observe must be a duration >= 0")
+    every = sample_every_s if sample_every_s is not None else min(5.0, max(0.5, observe / 6))
+    stop = stop or threading.Event()
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        check_schema(conn)
+        sel = select_slice(conn, cfg, namecodes=namecodes, users=users, recent_s=recent_s, from_ts=from_ts, to_ts=to_ts)
+    notify(
+        f"canary slice: {len(sel.namecodes)} user(s) ({sel.how}) in [{sel.from_ts.isoformat()}, "
+        f"{sel.to_ts.isoformat()}), concurrency {c}"
+    )
+    sampler = _Sampler(cfg, every)
+
+    def on_progress(state: ops.RunProgress) -> None:
+        sampler.job_id = state.job_id
+        if progress is not None:
+            progress(state)
+
+    interrupted = False
+    with translate_errors(cfg.database.dsn):
+        sampler.start()
+        try:
+            res = ops.run(
+                cfg,
+                from_ts=sel.from_ts,
+                to_ts=sel.to_ts,
+                mode="canary",
+                namecodes=list(sel.namecodes),
+                concurrency=c,
+                batch_size=batch_size,
+                force=True,
+                reason="canary",
+                progress=on_progress,
+                notify=notify,
+                stop=stop,
+            )
+            sampler.job_id = str(res.job["job_id"])
+            if res.outcome == "stopped":
+                interrupted = True
+            elif observe > 0:
+                notify(f"observing for {observe:g}s (a reading every {every:g}s)")
+                sampler.phase = "observe"
+                interrupted = _observe(observe, stop)
+        except BaseException:
+            sampler.halt()
+            sampler.close()
+            raise
+        sampler.halt()
+        try:
+            sampler.phase = "final"
+            sampler.sample()
+        except psycopg.Error as exc:
+            sampler.error = sampler.error or f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        finally:
+            sampler.close()
+        job_id = str(res.job["job_id"])
+        with connect_cfg(cfg, autocommit=True) as conn:
+            job_row = jobs.get_job(conn, job_id) or res.job
+            job = jobs.public_row(job_row)
+            checks = evaluate(cfg, res.outcome, job_row, sampler.samples, sampler.error)
+            outcome = "interrupted" if interrupted else ("passed" if all(ch.passed for ch in checks) else "failed")
+            result = CanaryResult(
+                selection=sel,
+                concurrency=c,
+                observe_s=observe,
+                sample_every_s=every,
+                job=job,
+                run=res.summary(),
+                outcome=outcome,
+                checks=checks,
+                samples=[jsonable(s) for s in sampler.samples],
+                fingerprint=cfg.fingerprint(),
+            )
+            folder = artifacts.job_dir(cfg.artifacts_dir, job_id)
+            result.artifact = folder / "canary.json"
+            if not interrupted:
+                result.gate_recorded = True
+            artifacts.write_json(result.artifact, "canary", job_id, result.to_json())
+            if not interrupted:
+                record_gate(
+                    conn,
+                    "canary",
+                    result.fingerprint,
+                    result.passed,
+                    job_id=job_id,
+                    from_ts=sel.from_ts,
+                    to_ts=sel.to_ts,
+                    artifact=result.artifact,
+                    details={"reasons": result.reasons, "warnings": result.warnings, "selection": sel.to_json()},
+                )
+                jobs.record_event(
+                    conn,
+                    job_id,
+                    "canary",
+                    f"canary {outcome}" + (f": {'; '.join(result.reasons)}" if result.reasons else ""),
+                    {"outcome": outcome, "reasons": result.reasons},
+                )
+    return result
+
+
+def _observe(seconds: float, stop: threading.Event) -> bool:
+    """Wait out the observation window; True when interrupted (Ctrl-C or `stop`)."""
+    deadline = time.monotonic() + seconds
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if stop.wait(min(left, 0.2)):
+                return True
+    except KeyboardInterrupt:
+        stop.set()
+        return True
+    return False
