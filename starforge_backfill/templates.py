@@ -124,9 +124,12 @@ def render_examples() -> dict[str, str]:
 
 
 _VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "etl/apply_batch.sql": {
-        "table-placeholder": {"source": "table", "catalog_policy": "placeholder", "dry_run": False},
-        "table-fail": {"source": "table", "catalog_policy": "fail", "dry_run": False},
-        "params-placeholder": {"source": "params", "catalog_policy": "placeholder", "dry_run": False},
+    "etl/flag.sql": {
+        "placeholder": {"catalog_policy": "placeholder"},
+        "fail": {"catalog_policy": "fail"},
+    },
+    "etl/stage.sql": {
+        "table": {"source": "table"},
+        "params": {"source": "params"},
     },
 }

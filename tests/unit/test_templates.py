@@ -1,0 +1,108 @@
+"""Every SQL template renders and parses as PostgreSQL; the jinja environment only interpolates vetted values."""
+
+from __future__ import annotations
+
+import jinja2
+import pytest
+import sqlglot
+from psycopg import sql
+from sqlglot import exp
+
+from starforge_backfill import templates
+
+EXAMPLES = templates.render_examples()
+
+
+def sql_problems(text: str) -> list[str]:
+    """Why sqlglot (postgres dialect) cannot vouch for `text`: parse errors, opaque Command nodes, no statement.
+
+    psycopg placeholders (`%(name)s`, `%s`) parse as sqlglot Placeholder nodes as they are."""
+    try:
+        statements = sqlglot.parse(text, read="postgres")
+    except sqlglot.errors.SqlglotError as exc:
+        return [f"parse error: {str(exc).splitlines()[0]}"]
+    statements = [s for s in statements if s is not None]
+    if not statements:
+        return ["no statement"]
+    return [
+        f"opaque Command: {node.sql(dialect='postgres')[:80]!r}"
+        for statement in statements
+        for node in statement.find_all(exp.Command)
+    ]
+
+
+def test_every_template_is_rendered() -> None:
+    rendered = {name.split("[", 1)[0] for name in EXAMPLES}
+    assert rendered == set(templates.template_names())
+    assert {"etl/flag.sql[placeholder]", "etl/flag.sql[fail]", "etl/stage.sql[table]", "etl/stage.sql[params]"} <= set(
+        EXAMPLES
+    )
+    assert EXAMPLES["etl/flag.sql[placeholder]"] != EXAMPLES["etl/flag.sql[fail]"]
+    assert EXAMPLES["etl/stage.sql[table]"] != EXAMPLES["etl/stage.sql[params]"]
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_template_parses_as_postgres(name: str) -> None:
+    assert sql_problems(EXAMPLES[name]) == []
+
+
+def test_multi_statement_templates_parse_every_statement() -> None:
+    text = EXAMPLES["etl/users.sql"]
+    assert len([s for s in sqlglot.parse(text, read="postgres") if s is not None]) == 2
+    assert sql_problems(text + "\nVACUUM users;") != []  # a Command after the first statement is still caught
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["SELEC 1 FROM users", "SELECT (1 FROM users", "VACUUM ANALYZE users", "", "-- only a comment\n"],
+    ids=["typo", "unbalanced", "command", "empty", "comment-only"],
+)
+def test_the_check_fails_on_bad_sql(text: str) -> None:
+    assert sql_problems(text) != []
+
+
+def test_finalize_refuses_a_caller_supplied_string() -> None:
+    env = templates._env()
+    tpl = env.from_string("SELECT * FROM users WHERE namecode = {{ namecode }}")
+    with pytest.raises(TypeError, match="caller-supplied"):
+        tpl.render(namecode=templates._vet("x'; DROP TABLE users; --"))
+    # ints, vetted identifiers and template-authored text are interpolated
+    ok = env.from_string("SELECT {{ n }} FROM {{ t }} {{ 'LIMIT 1' }}").render(n=3, t=templates.Ident("users"))
+    assert ok == 'SELECT 3 FROM "users" LIMIT 1'
+    # a caller string may drive structure, never text
+    tests = env.from_string("{% if policy == 'fail' %}strict{% else %}lenient{% endif %}")
+    assert tests.render(policy=templates._vet("fail")) == "strict"
+    with pytest.raises(TypeError):
+        env.from_string("SELECT {{ sqlstr(v) }}").render(v=templates._vet("x"))
+
+
+def test_render_vets_the_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = templates._env()
+    inline = jinja2.DictLoader({"test/inline.sql": "SELECT * FROM t WHERE kind = {{ kind }}"})
+    monkeypatch.setattr(env, "loader", jinja2.ChoiceLoader([inline, env.loader]))
+    with pytest.raises(TypeError, match="caller-supplied"):
+        templates.render("test/inline.sql", kind="troop")
+    assert templates.render("test/inline.sql", kind=7) == "SELECT * FROM t WHERE kind = 7"
+    with pytest.raises(TypeError):
+        templates.render("test/inline.sql", kind=1.5)
+    with pytest.raises(TypeError):
+        templates.render("test/inline.sql", kind={"a": 1})
+    # a missing variable never renders (StrictUndefined reaches finalize, which refuses it)
+    with pytest.raises((jinja2.UndefinedError, TypeError)):
+        templates.render("test/inline.sql")
+
+
+@pytest.mark.parametrize(
+    ("names", "quoted"),
+    [
+        (("users",), '"users"'),
+        (('we"ird',), '"we""ird"'),
+        (('"',), '""""'),
+        (("public", 'ta"b"le'), '"public"."ta""b""le"'),
+    ],
+)
+def test_ident_quoting_doubles_quotes(names: tuple[str, ...], quoted: str) -> None:
+    ident = templates.Ident(*names)
+    assert ident.as_string() == quoted
+    assert ident.as_string() == sql.Identifier(*names).as_string(None)
+    assert templates._env().from_string("{{ ident(*names) }}").render(names=list(names)) == quoted
