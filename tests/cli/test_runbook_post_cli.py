@@ -1,0 +1,117 @@
+"""canary, verify and report through the CLI (CliRunner): exit codes, the lines operators read, --json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from runbook_post_corpus import BAD_NAMECODES, FROM, TO, load_corpus, namecode
+
+from starforge_backfill.cli import main
+
+
+@pytest.fixture
+def cli(pg_dsn: str, tmp_path: Path) -> Any:
+    """Invoke the CLI against this test's database: returns (exit code, all output, stdout)."""
+    load_corpus(pg_dsn)
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        base = ["--dsn", pg_dsn, "--artifacts-dir", str(tmp_path / "art")]
+        res = CliRunner().invoke(
+            main, [*base, *args], catch_exceptions=False, env={"STARFORGE_DATABASE_URL": "", "COLUMNS": "200"}
+        )
+        return res.exit_code, res.output, res.stdout
+
+    return invoke
+
+
+def _run_job(cli: Any) -> str:
+    code, _out, stdout = cli("run", "--from", FROM, "--to", TO, "--force", "--reason", "test", "--json")
+    assert code == 0, _out
+    return str(json.loads(stdout)["job_id"])
+
+
+def test_verify_passes_then_catches_a_corrupted_row(cli: Any, pg_conn: psycopg.Connection) -> None:
+    job_id = _run_job(cli)
+    code, out, _ = cli("verify", "--job-id", job_id, "--sample-users", "50")
+    assert code == 0, out
+    assert "verify passed" in out and "pass  parity" in out and "note: runbook post-backfill" in out
+    troop_id, user_id = pg_conn.execute(
+        "UPDATE user_troops SET level = level + 1 WHERE id = (SELECT t.id FROM user_troops t JOIN users u"
+        " ON u.id = t.user_id WHERE u.namecode = %s ORDER BY t.troop_id DESC LIMIT 1) RETURNING troop_id, user_id",
+        [namecode(5)],
+    ).fetchone()
+    code, out, _ = cli("verify", "--job-id", job_id, "--sample-users", "50")
+    assert code == 1, out
+    assert f"user_troops[user_id={user_id}, troop_id={troop_id}].level: expected" in out
+    assert "verify FAILED (parity)" in out
+    code, _out, stdout = cli("verify", "--job-id", job_id, "--sample-users", "50", "--json")
+    assert code == 1
+    doc = json.loads(stdout)
+    assert doc["passed"] is False and doc["failed"] == ["parity"]
+    assert doc["checks"][2]["data"]["mismatches"][0]["column"] == "level"
+
+
+def test_verify_missing_summary_and_duplicate_exit_1(cli: Any, pg_conn: psycopg.Connection) -> None:
+    job_id = _run_job(cli)
+    pg_conn.execute(
+        "DELETE FROM user_profile_summary WHERE user_id = (SELECT id FROM users WHERE namecode = %s)", [namecode(1)]
+    )
+    code, out, _ = cli("verify", "--job-id", job_id, "--sample-users", "0")
+    assert code == 1 and "FAIL  summary_coverage" in out and namecode(1) in out, out
+    pg_conn.execute("ALTER TABLE user_troops DROP CONSTRAINT user_troops_user_id_troop_id_key")
+    pg_conn.execute(
+        "INSERT INTO user_troops (user_id, troop_id, amount, level, rarity, fusion_cards, traits_owned, extra,"
+        " last_seen, source_snapshot_id) SELECT user_id, troop_id, amount, level, rarity, fusion_cards,"
+        " traits_owned, extra, last_seen, source_snapshot_id FROM user_troops ORDER BY id LIMIT 1"
+    )
+    code, out, _ = cli("verify", "--from", FROM, "--to", TO, "--sample-users", "0")
+    assert code == 1 and "FAIL  uniqueness" in out and "duplicate keys: user_troops 1" in out, out
+    assert "verify FAILED (uniqueness, summary_coverage)" in out
+
+
+def test_verify_usage_errors_exit_2(cli: Any) -> None:
+    code, out, _ = cli("verify", "--job-id", "no-such-job")
+    assert code == 2 and "error: no job 'no-such-job'" in out
+    code, out, _ = cli("verify", "--from", FROM)
+    assert code == 2 and "give both --from and --to" in out
+
+
+def test_canary_pass_fail_and_refusal(cli: Any) -> None:
+    code, out, _ = cli("canary", "--users", "2", "--from", FROM, "--to", "2024-01-02T00:00:00Z", "--observe", "1s")
+    assert code == 0, out
+    assert "PASSED" in out and "pass  failure_rate" in out and "gate canary recorded" in out
+    code, out, stdout = cli("canary", "--namecodes", ",".join(BAD_NAMECODES), "--observe", "1s", "--json")
+    assert code == 1, out
+    doc = json.loads(stdout)
+    assert doc["outcome"] == "failed" and doc["reasons"][0].startswith("failure_rate: 6/9")
+    code, out, _ = cli("canary", "--users", "1", "--concurrency", "5")
+    assert code == 2 and "a canary runs at 1 to 4" in out
+    code, out, _ = cli("canary", "--observe", "soon")
+    assert code == 2 and "--observe" in out
+
+
+def test_report_and_manifest(cli: Any, tmp_path: Path) -> None:
+    job_id = _run_job(cli)
+    code, out, _ = cli("verify", "--job-id", job_id, "--sample-users", "2")
+    assert code == 0, out
+    code, out, _ = cli("report", "--job-id", job_id)
+    assert code == 0, out
+    folder = tmp_path / "art" / job_id
+    for name in ("report.md", "report.html", "report.json", "manifest.json"):
+        assert (folder / name).is_file() and str(folder / name) in out
+    assert json.loads((folder / "report.json").read_text())["schema_version"] == 1
+    assert "<svg" in (folder / "report.html").read_text()
+    code, out, _ = cli("report", "--job-id", job_id, "--verify-manifest")
+    assert code == 0 and "matches its manifest" in out, out
+    (folder / "report.json").write_text("{}")
+    code, out, stdout = cli("report", "--job-id", job_id, "--verify-manifest", "--json")
+    assert code == 1 and json.loads(stdout)["changed"] == ["report.json"]
+    code, out, _ = cli("report", "--job-id", job_id, "--verify-manifest")
+    assert code == 1 and "changed: report.json" in out and "DOES NOT MATCH" in out
+    code, out, _ = cli("report", "--job-id", job_id, "--format", "pdf")
+    assert code == 2 and "unknown format" in out
