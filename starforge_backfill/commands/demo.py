@@ -1,0 +1,240 @@
+"""`demo`: the whole runbook, end to end, with the real commands, on an embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from starforge_backfill.cli import Ctx, handled
+from starforge_backfill.errors import ExitCode, GateFailed
+
+RANGE = ("2024-01-01T00:00:00Z", "2024-07-01T00:00:00Z")
+
+
+class Session:
+    """Runs `starforge-backfill` commands like an operator would, and shows them."""
+
+    def __init__(self, dsn: str, artifacts: Path, config: Path, console: Any) -> None:
+        self.dsn = dsn
+        self.artifacts = artifacts
+        self.config = config
+        self.console = console
+        self.steps: list[tuple[str, int, float]] = []
+
+    def base(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "starforge_backfill",
+            "-c",
+            str(self.config),
+            "--dsn",
+            self.dsn,
+            "--artifacts-dir",
+            str(self.artifacts),
+            "--metrics-file",
+            str(self.artifacts / "starforge.prom"),
+        ]
+
+    def show(self, args: list[str]) -> None:
+        shown = " ".join(shlex.quote(a) for a in args)
+        self.console.print(f"\n[bold cyan]$ starforge-backfill {shown}[/]")
+
+    def run(self, step: str, *args: str, expect: tuple[int, ...] = (0,), quiet_json: bool = False) -> Any:
+        """Run one command, echo its output, check its exit code; returns parsed --json output if asked."""
+        self.show(list(args))
+        started = time.monotonic()
+        cmd = self.base() + (["--json"] if quiet_json else []) + list(args)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+        elapsed = time.monotonic() - started
+        for line in (proc.stderr if quiet_json else proc.stdout + proc.stderr).splitlines():
+            self.console.print(f"  {line}", markup=False, highlight=False)
+        self.steps.append((step, proc.returncode, elapsed))
+        if proc.returncode not in expect:
+            raise GateFailed(f"demo step `{step}` exited {proc.returncode} (expected {expect})")
+        if quiet_json:
+            data = json.loads(proc.stdout)
+            self.console.print(f"  [dim](--json: {len(proc.stdout)} bytes)[/]")
+            return data
+        return None
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start a long command in the background (its output is shown when it ends)."""
+        self.show(list(args))
+        return subprocess.Popen(
+            self.base() + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+        )
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("STARFORGE_PROGRESS_EVERY", "5")
+    env.setdefault("COLUMNS", "110")
+    return env
+
+
+def _status(session: Session, job_id: str) -> dict[str, Any]:
+    cmd = [*session.base(), "--json", "status", "--job-id", job_id]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=True).stdout
+    return json.loads(out)["jobs"][0]
+
+
+def _newest_job(session: Session, mode: str) -> str:
+    cmd = [*session.base(), "--json", "status", "--limit", "50"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=True).stdout
+    for job in json.loads(out)["jobs"]:
+        if job.get("mode") == mode:
+            return str(job["job_id"])
+    raise GateFailed(f"no {mode} job found")
+
+
+def _watch_and_pause(session: Session, proc: subprocess.Popen[str], pause_at: float) -> str | None:
+    """Watch the run's job row directly (cheap, fast) and pause it once it passed `pause_at`."""
+    import psycopg
+
+    deadline = time.monotonic() + 600
+    job_id = None
+    with psycopg.connect(session.dsn, autocommit=True) as conn:
+        while proc.poll() is None and time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT job_id, processed_count + error_count, coalesce(total_count, 0) FROM backfill_jobs"
+                " WHERE mode = 'run' ORDER BY created_at DESC LIMIT 1"
+            ).fetchone()
+            if row is not None and row[2] and row[1] / row[2] >= pause_at:
+                job_id = str(row[0])
+                session.run("pause", "pause", "--job-id", job_id, "--reason", "demo: operator pause", expect=(0, 1))
+                break
+            time.sleep(0.1)
+    return job_id
+
+
+def walk_runbook(session: Session, fingerprint12: str, pause_at: float = 0.35) -> dict[str, Any]:
+    """Every runbook step in order, as an operator would type them."""
+    f, t = RANGE
+    runbook_dir = session.artifacts / "runbook" / fingerprint12
+    session.run("sample", "sample", "--from", f, "--to", t, "--seed", "7")
+    session.run("dry-run", "dry-run", "--sample", str(runbook_dir / "sample.json"))
+    session.run("plan", "plan", "--from", f, "--to", t, "--concurrency", "2")
+    session.run(
+        "preflight",
+        "preflight",
+        "--from",
+        f,
+        "--to",
+        t,
+        "--backup-id",
+        "demo-backup-0001",
+        "--approved-by",
+        "engineering:demo-eng",
+        "--approved-by",
+        "sre:demo-sre",
+        "--attest",
+        "communication",
+        "--concurrency",
+        "2",
+    )
+    session.run("canary", "canary", "--from", f, "--to", t, "--users", "15", "--observe", "5s")
+    proc = session.popen("run", "--from", f, "--to", t, "--concurrency", "2")
+    job_id = _watch_and_pause(session, proc, pause_at)
+    out, _ = proc.communicate()
+    for line in (out or "").splitlines():
+        session.console.print(f"  {line}", markup=False, highlight=False)
+    session.console.print(f"  [dim](run exited {proc.returncode})[/]")
+    session.steps.append(("run", proc.returncode, 0.0))
+    job_id = job_id or _newest_job(session, "run")
+    if proc.returncode == 0:
+        session.console.print("  [dim](the run finished before the pause landed: a small corpus is quick)[/]")
+    if proc.returncode == int(ExitCode.STOPPED):
+        session.run("status", "status", "--job-id", job_id)
+        session.run("resume", "resume", "--job-id", job_id, "--concurrency", "2")
+    elif proc.returncode != 0:
+        raise GateFailed(f"demo step `run` exited {proc.returncode}")
+    session.run("status", "status", "--job-id", job_id)
+    session.run("verify", "verify", "--job-id", job_id)
+    session.run("report", "report", "--job-id", job_id)
+    return _status(session, job_id)
+
+
+@click.command("demo")
+@click.option(
+    "--snapshots",
+    type=click.IntRange(20, 1_000_000),
+    default=2000,
+    show_default=True,
+    help="How many synthetic snapshots to generate.",
+)
+@click.option("--keep-server", is_flag=True, help="Leave the embedded server running and print its DSN.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".demo"),
+    show_default=True,
+    help="Where the demo keeps its config and artifacts.",
+)
+@click.pass_obj
+@handled
+def command(obj: Ctx, snapshots: int, keep_server: bool, workdir: Path) -> None:
+    """The whole runbook end to end on an embedded PostgreSQL with synthetic snapshots.
+
+    With the global --dsn, a new database is created on that server instead (nothing existing is touched).
+    """
+    from rich.console import Console
+    from rich.panel import Panel
+
+    from starforge_backfill import demo
+    from starforge_backfill.config import load_config
+
+    console = Console(stderr=obj.json)
+    started = time.monotonic()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "starforge-backfill.yaml"
+    config_path.write_text(demo.DEMO_CONFIG)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    artifacts = Path(obj.opts.get("artifacts_dir") or workdir / f"artifacts-{stamp}").resolve()
+    console.rule("[bold]starforge-backfill demo")
+    console.print("starting an embedded PostgreSQL…" if not obj.opts.get("dsn") else "using the given server…")
+    db = demo.open_database(obj.opts.get("dsn"), keep_server=keep_server, data_dir=workdir / "pgdata")
+    try:
+        console.print(f"database: [bold]{db.created_db}[/] ({'embedded' if db.server else 'given server'})")
+        session = Session(db.dsn, artifacts, config_path, console)
+        session.run("db init", "db", "init")
+        console.print(f"\ngenerating {snapshots} synthetic snapshots (~1% malformed, a few 2-3 MB, catalog gaps)…")
+        _spec, stats = demo.seed(db.dsn, snapshots)
+        console.print(f"  loaded {stats.snapshots} snapshots, {stats.bytes / 1e6:.1f} MB of JSON")
+        cfg = load_config(config_path, overrides={"database.dsn": db.dsn})
+        final = walk_runbook(session, cfg.fingerprint()[:12])
+        report = artifacts / final["job_id"] / "report.html"
+        elapsed = time.monotonic() - started
+        lines = [
+            f"job            {final['job_id']}  ({final['status']})",
+            f"processed      {final['processed_count']}   failed {final['error_count']}",
+            f"steps          {len(session.steps)} commands, all as expected",
+            f"report         {report}",
+            f"artifacts      {artifacts}",
+            f"elapsed        {elapsed:.0f} s",
+        ]
+        if keep_server and db.server is not None:
+            lines.append(f"server (kept)  psql '{db.dsn}'")
+        console.print(Panel("\n".join(lines), title="demo finished", expand=False))
+        obj.emit(
+            {
+                "job": final,
+                "report": str(report),
+                "artifacts": str(artifacts),
+                "elapsed_s": round(elapsed, 1),
+                "dsn": db.dsn if keep_server else None,
+                "steps": [list(s) for s in session.steps],
+            },
+            lambda: None,
+        )
+    finally:
+        db.close(keep_server=keep_server)

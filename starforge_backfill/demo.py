@@ -1,0 +1,93 @@
+"""The demo's plumbing (no click, no rich): an embedded or given server, a fresh database, synthetic data."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from starforge_backfill import schema, synthetic
+from starforge_backfill.embedded import EmbeddedPostgres
+
+DEMO_CONFIG = """\
+# starforge-backfill demo config: production defaults, except where a 3-minute demo needs shorter windows.
+database:
+  statement_timeout: 120s
+etl:
+  catalog_policy: placeholder
+  batch_size: 100
+job:
+  owner: demo
+  chunk_size: 200
+throttle:
+  failure_rate_max: 0.05   # the demo corpus is ~1% malformed on purpose
+  failure_min_sample: 100
+gates:
+  required_approvals: [engineering, sre]
+  ramp: [1, 2]
+  ramp_step: 5s
+canary:
+  observe: 5s
+  concurrency: 1
+  users: 15
+sample:
+  buckets: [3, 3, 4]
+  include_bad: 3
+"""
+
+
+@dataclasses.dataclass
+class DemoDatabase:
+    """A database for one demo run, and how to clean it up."""
+
+    dsn: str
+    admin_dsn: str
+    server: EmbeddedPostgres | None
+    created_db: str | None
+
+    def close(self, *, keep_server: bool = False) -> None:
+        """Stop the embedded server (unless kept)."""
+        if self.server is not None and not keep_server:
+            self.server.stop()
+
+
+def open_database(dsn: str | None, *, keep_server: bool = False, data_dir: Path | None = None) -> DemoDatabase:
+    """A fresh demo database: on the given server (a new database, nothing existing is touched) or an
+    embedded PostgreSQL this process owns."""
+    server = None
+    if dsn is None:
+        server = EmbeddedPostgres(data_dir=data_dir if keep_server else None)
+        admin = server.start()
+    else:
+        admin = dsn
+    name = f"starforge_demo_{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}_{secrets.token_hex(2)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params: dict[str, Any] = conninfo_to_dict(admin)
+    params["dbname"] = name
+    return DemoDatabase(dsn=make_conninfo(**params), admin_dsn=admin, server=server, created_db=name)
+
+
+def seed(dsn: str, snapshots: int, seed_value: int = 7) -> tuple[synthetic.SyntheticSpec, Any]:
+    """`db init`'s schema plus synthetic snapshots (~1% malformed, a few 2-3 MB, catalog ids missing)."""
+    schema.init_db(dsn)
+    users = max(10, snapshots // 8)
+    large_share = min(0.05, 4 / max(snapshots, 1)) if snapshots < 80 else 0.005
+    spec = synthetic.SyntheticSpec(
+        snapshots=snapshots,
+        users=users,
+        seed=seed_value,
+        size_mix=((0.80 - large_share, 12_000), (0.20, 60_000), (large_share, 2_500_000)),
+        malformed_ratio=0.01,
+        missing_catalog_ids=5,
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        stats = synthetic.load(conn, spec)
+        conn.execute("ANALYZE")
+    return spec, stats
