@@ -12,9 +12,12 @@ cannot fail its neighbours. This module imports neither click nor rich.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +139,7 @@ def _reference_path(
             continue
         raw_text, namecode, _created = row
         try:
-            snap = contract.normalize(raw_text.encode(), namecode)
+            snap = contract.normalize(_decode_exact(raw_text), namecode)
             if settings.catalog_policy == "fail":
                 _check_catalogs(conn, snap, settings)
         except EtlError as err:
@@ -146,7 +149,10 @@ def _reference_path(
     if not payloads:
         return
     staged = [uuid.UUID(k) for k in payloads]
-    conn.execute(_q("etl/stage.sql", settings, source="params"), {"ids": staged, "payloads": Jsonb(payloads)})
+    conn.execute(
+        _q("etl/stage.sql", settings, source="params"),
+        {"ids": staged, "payloads": Jsonb(payloads, dumps=_dumps_exact)},
+    )
     disagree = [row[0] for row in conn.execute(_q("etl/flag.sql", settings))]
     for sid in disagree:
         err = EtlError(
@@ -155,6 +161,48 @@ def _reference_path(
             {"reason": "fast path and reference disagree"},
         )
         record_failure(conn, sid, err, settings, result)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _decode_exact(raw_text: str) -> Any:
+    """The column's JSON text as Python values with exact numbers: a fraction becomes a Decimal, never a
+    float, so that "5.0000000000000001" stays fractional (VALIDATION_ERROR) and extra keeps every digit.
+    A double-encoded object is decoded the same way; anything else is left to the reference to report."""
+    try:
+        value = json.loads(raw_text, parse_float=Decimal)
+    except (ValueError, RecursionError):
+        return raw_text.encode()
+    if isinstance(value, str):
+        try:
+            inner = json.loads(value, parse_float=Decimal, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            return value
+        if isinstance(inner, dict):
+            return inner
+    return value
+
+
+_DECIMAL_MARK = "\x00\x01sf-decimal:"
+_DECIMAL_MARKED = re.compile(r'"\\u0000\\u0001sf-decimal:([^"]*)"')
+
+
+def _dumps_exact(obj: Any) -> str:
+    """JSON text of a canonical payload, writing each Decimal as its exact digits (a jsonb string cannot
+    hold the NUL of the marker, so no payload string is ever mistaken for one)."""
+    seen = False
+
+    def default(value: Any) -> Any:
+        nonlocal seen
+        if isinstance(value, Decimal):
+            seen = True
+            return _DECIMAL_MARK + str(value)
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    text = json.dumps(obj, default=default)
+    return _DECIMAL_MARKED.sub(r"\1", text) if seen else text
 
 
 def _check_catalogs(
