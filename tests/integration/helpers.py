@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -24,6 +26,17 @@ def at(minutes: float) -> dt.datetime:
     return T0 + dt.timedelta(minutes=minutes)
 
 
+def dumps_exact(value: Any) -> str:
+    """JSON text of `value`, writing a Decimal as its exact digits (numbers no float can hold)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {dumps_exact(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(dumps_exact(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 def insert_snapshot(
     conn: psycopg.Connection[Any],
     raw: Any,
@@ -32,11 +45,12 @@ def insert_snapshot(
     created_at: dt.datetime = T0,
     id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """Store `raw` as jsonb in hero_snapshots (a str is stored as a JSON *string*: double-encoded)."""
+    """Store `raw` as jsonb in hero_snapshots (a str is stored as a JSON *string*: double-encoded; a Decimal
+    as its exact digits)."""
     sid = id or uuid.uuid4()
     conn.execute(
         "INSERT INTO hero_snapshots (id, namecode, source, raw, created_at) VALUES (%s, %s, 'test', %s, %s)",
-        [sid, namecode, Jsonb(raw), created_at],
+        [sid, namecode, Jsonb(raw, dumps=dumps_exact), created_at],
     )
     return sid
 
@@ -75,7 +89,7 @@ def payload(namecode: str | None = "HERO_AAAA", name: str | None = None, **profi
     return out
 
 
-def rows(conn: psycopg.Connection[Any], query: str, params: Sequence[Any] | None = None) -> list[dict]:
+def rows(conn: psycopg.Connection[Any], query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[dict]:
     """Rows of a query as dicts."""
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(query, params).fetchall()  # type: ignore[arg-type]

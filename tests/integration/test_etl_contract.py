@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from helpers import (
     apply,
     at,
+    dumps_exact,
     error_set,
     errors,
     find_text,
@@ -298,6 +300,7 @@ ACCEPTED = [
     ("Troops", "Amount", 12, "amount", 12),
     ("Troops", "Amount", 12.0, "amount", 12),
     ("Troops", "Amount", "12", "amount", 12),
+    ("Troops", "Amount", Decimal("12.000000000000000000000"), "amount", 12),
     ("Troops", "Amount", "0012", "amount", 12),
     ("Troops", "Amount", "-0", "amount", 0),
     ("Troops", "Amount", 2**31 - 1, "amount", 2**31 - 1),
@@ -384,6 +387,10 @@ REJECTED: dict[str, Callable[[dict], None]] = {
     "amount-2**31": _set("Troops", "Amount", 2**31),
     "amount-2**31-str": _set("Troops", "Amount", str(2**31)),
     "amount-huge-str": _set("Troops", "Amount", "9" * 60),
+    "amount-fraction-a-double-rounds-away": _set("Troops", "Amount", Decimal("5.0000000000000001")),
+    "troop-id-fraction-a-double-rounds-away": _set("Troops", "TroopId", Decimal("7001.00000000000000001")),
+    "xp-fraction-a-double-rounds-away": _set("Pets", "XP", Decimal("300.000000000000000001")),
+    "profile-level-fraction-a-double-rounds-away": _profile("Level", Decimal("3.0000000000000000001")),
     "amount-2**70": _set("Troops", "Amount", 2**70),  # shown in details: wider than orjson's 64 bits
     "amount-2**100-str": _set("Troops", "Amount", str(2**100)),
     "level-minus-2**80": _set("Troops", "Level", -(2**80)),
@@ -696,6 +703,40 @@ def test_extra_keeps_unmapped_keys_and_drops_sensitive_ones_everywhere(
                 assert not [x for x in SECRETS if x in text and x != SECRETS[10]], path  # [10] sits under "Amount"
 
 
+EXACT_EXTRA = {
+    "Precise": Decimal("0.1000000000000000055511151231257827"),
+    "Long": Decimal("123456789012345678901234567890.5"),
+    "Zeros": Decimal("1.50"),
+    "Big": 10**40,
+    "Nested": [{"v": Decimal("-0.000000000000000000000001")}],
+}
+
+
+def test_extra_numbers_are_kept_exactly(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            plain = payload("EXACT_PLAIN", Troops=[{"TroopId": 1, **EXACT_EXTRA}])
+            sensitive = payload("EXACT_SENSITIVE", Troops=[{"TroopId": 1, "authToken": "x", **EXACT_EXTRA}])
+            ids = [insert_snapshot(pg_conn, plain), insert_snapshot(pg_conn, sensitive)]
+            double = payload("EXACT_DOUBLE", Pets=[{"PetId": 2, **EXACT_EXTRA}])
+            ids.append(insert_snapshot(pg_conn, dumps_exact(double)))
+            res = apply(pg_conn, ids, EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (3, 0)
+            # jsonb equality compares numbers exactly: a float on the way would round Precise and Long
+            got = rows(
+                pg_conn,
+                "SELECT u.namecode, t.extra = %(x)s::jsonb AS same, t.extra::text AS text FROM user_troops t"
+                " JOIN users u ON u.id = t.user_id UNION ALL SELECT u.namecode, t.extra = %(x)s::jsonb, t.extra::text"
+                " FROM user_pets t JOIN users u ON u.id = t.user_id ORDER BY 1",
+                {"x": dumps_exact(EXACT_EXTRA)},
+            )
+            assert [(r["namecode"], r["same"]) for r in got] == [
+                ("EXACT_DOUBLE", True),
+                ("EXACT_PLAIN", True),
+                ("EXACT_SENSITIVE", True),
+            ], got
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Duplicates
 
@@ -792,6 +833,11 @@ EQUIPPED = {
     "absent": (None, None),
     "zero-padded-string": ("0000101", {"pet_id": 101, "level": None}),
     "long-zero-padded-string": ("0" * 45 + "101", {"pet_id": 101, "level": None}),
+    "fraction-a-double-rounds-away": ({"PetId": Decimal("101.00000000000000001")}, None),
+    "level-fraction-a-double-rounds-away": (
+        {"PetId": 101, "Level": Decimal("4.00000000000000001")},
+        {"pet_id": 101, "level": None},
+    ),
     "long-zero-padded-level": ({"PetId": 101, "Level": "0" * 45 + "7"}, {"pet_id": 101, "level": 7}),
 }
 

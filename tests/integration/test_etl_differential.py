@@ -15,13 +15,15 @@ import random
 import secrets
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
-from helpers import at, error_set, find_text, insert_snapshot, rows, seed_catalog, state
+from helpers import at, dumps_exact, error_set, find_text, insert_snapshot, rows, seed_catalog, state
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from psycopg.types.json import set_json_loads
 
 from starforge_backfill.etl.pipeline import BatchResult, EtlSettings, apply_in_transaction
 from starforge_backfill.schema import init_db
@@ -50,6 +52,9 @@ CATALOG = {"troops": range(1, 31), "pets": range(1, 12), "artifacts": range(1, 8
 
 # Integer forms the contract accepts, by magnitude class, and forms it rejects.
 _INVALID_COMMON = [True, False, "12.5", 12.5, "abc", "", " 7", "+7", "1e3", "12.0", "7.00", {}, [3], -1, "-2", 0.5, "٣"]
+# Numbers a float cannot hold: kept exactly in extra, and fractional (so invalid) as integers.
+_EXACT = [Decimal("0.1000000000000000055511151231257827"), Decimal("123456789012345678901234567890.5"), Decimal("1.50")]
+_INVALID_COMMON.append(Decimal("5.0000000000000001"))
 _INVALID_INT = [2**31, str(2**31), 2**40, "9" * 25, 1e20]
 _INVALID_BIG = [2**63, str(2**63), "9" * 25, 1e30]
 
@@ -96,7 +101,7 @@ class Gen:
             return {self.key(): self.extra_value(depth + 1) for _ in range(r.randrange(3))}
         if depth < 3 and pick < 0.25:
             return [self.extra_value(depth + 1) for _ in range(r.randrange(3))]
-        return r.choice([None, True, False, 0, -3, 2.5, 10**30, "text", "ünïcödé ✓", 'quote"d', "a\\b", ""])
+        return r.choice([None, True, False, 0, -3, 2.5, 10**30, "text", "ünïcödé ✓", 'quote"d', "a\\b", "", *_EXACT])
 
     def key(self) -> str:
         if self.plant and self.chance(0.15):
@@ -234,9 +239,9 @@ class Gen:
             raw["SessionToken"] = f"{SECRET}-top"
         shape = r.random()
         if shape < 0.05:
-            return json.dumps(raw), column  # double-encoded
+            return dumps_exact(raw), column  # double-encoded
         if shape < 0.07:
-            return r.choice([[raw], 3, "plain text", json.dumps([raw])]), column  # PARSE_ERROR
+            return r.choice([[raw], 3, "plain text", dumps_exact([raw])]), column  # PARSE_ERROR
         if shape < 0.09:
             raw["ProfileData"] = r.choice([None, "profile", [profile]])  # PARSE_ERROR
             if self.chance(0.5):
@@ -306,10 +311,17 @@ def _diff(a: dict[str, list[tuple]], b: dict[str, list[tuple]]) -> str:
     return "\n".join(out)
 
 
+def _exact_json(conn: psycopg.Connection) -> None:
+    """Read jsonb back with exact numbers, so that a rounded digit shows up as a difference."""
+    set_json_loads(lambda text: json.loads(text, parse_float=Decimal), conn)
+
+
 def test_fast_path_and_reference_write_the_same_tables(pg_conn: psycopg.Connection, second_dsn: str) -> None:
     data = snapshots()
+    _exact_json(pg_conn)
     fast = _run(pg_conn, data, EtlSettings(fast_path=True))
     with psycopg.connect(second_dsn, autocommit=True) as ref_conn:
+        _exact_json(ref_conn)
         ref = _run(ref_conn, data, EtlSettings(fast_path=False))
         ref_state, ref_errors, ref_book = state(ref_conn), error_set(ref_conn), _bookkeeping(ref_conn)
         ref_leaks = find_text(ref_conn, [SECRET, *SENSITIVE_KEYS])
