@@ -29,7 +29,7 @@ from starforge_backfill.runbook._common import check_schema, jsonable
 FORMATS = ("md", "html", "json")
 MANIFEST = "manifest.json"
 REPORT_FILES = {"md": "report.md", "html": "report.html", "json": "report.json"}
-BUCKETS = 120
+BUCKETS = 60
 EVENT_KINDS_GATES = ("gate", "throttle", "paused", "resumed", "forced", "interrupted", "canary", "verify")
 
 
@@ -174,34 +174,52 @@ def _gate_summary(g: dict[str, Any]) -> str:
 
 
 def _throughput(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:
-    rows = _rows(conn, "report/throughput.sql", {"job_id": job_id, "buckets": BUCKETS})
-    if not rows:
+    """Snapshots/s and failures per time bucket; a batch's snapshots are spread over the time it ran."""
+    batches = [
+        (r["finished_at"] - dt.timedelta(milliseconds=int(r["duration_ms"])), r["finished_at"], r)
+        for r in _rows(conn, "report/batches.sql", {"job_id": job_id})
+    ]
+    if not batches:
         return {"bucket_s": None, "start": None, "series": [], "snapshots": 0, "failed": 0, "batches": 0}
-    width, t0 = float(rows[0]["width_s"]), rows[0]["t0"]
-    by_bucket = {int(r["bucket"]): r for r in rows}
-    series = []
-    for b in range(max(by_bucket) + 1):
-        r = by_bucket.get(b)
-        snaps = int(r["snapshots"]) if r else 0
-        series.append(
-            {
-                "t_s": round(b * width, 3),
-                "at": t0 + dt.timedelta(seconds=b * width),
-                "batches": int(r["batches"]) if r else 0,
-                "snapshots": snaps,
-                "failed": int(r["failed"]) if r else 0,
-                "rate_per_s": round(snaps / width, 3),
-                "max_batch_ms": int(r["max_batch_ms"]) if r else None,
-            }
-        )
+    t0 = min(b[0] for b in batches)
+    span = max((max(b[1] for b in batches) - t0).total_seconds(), 1.0)
+    width = max(span / BUCKETS, 1.0)
+    n = int(span // width) + 1
+    snaps, failed, count, slowest = [0.0] * n, [0] * n, [0] * n, [0] * n
+    for start, end, r in batches:
+        a, z = (start - t0).total_seconds(), (end - t0).total_seconds()
+        last = min(int(z // width), n - 1)
+        count[last] += 1
+        failed[last] += int(r["failed"])
+        slowest[last] = max(slowest[last], int(r["duration_ms"]))
+        if z - a <= 0:
+            snaps[last] += int(r["snapshots"])
+            continue
+        for i in range(min(int(a // width), n - 1), last + 1):
+            overlap = min(z, (i + 1) * width) - max(a, i * width)
+            if overlap > 0:
+                snaps[i] += int(r["snapshots"]) * overlap / (z - a)
+    series = [
+        {
+            "t_s": round(i * width, 3),
+            "at": t0 + dt.timedelta(seconds=i * width),
+            "batches": count[i],
+            "snapshots": round(snaps[i], 2),
+            "failed": failed[i],
+            "rate_per_s": round(snaps[i] / width, 2),
+            "max_batch_ms": slowest[i] or None,
+        }
+        for i in range(n)
+    ]
     return {
         "bucket_s": width,
         "start": t0,
         "series": series,
-        "snapshots": sum(p["snapshots"] for p in series),
-        "failed": sum(p["failed"] for p in series),
-        "batches": sum(p["batches"] for p in series),
+        "snapshots": sum(int(b[2]["snapshots"]) for b in batches),
+        "failed": sum(failed),
+        "batches": len(batches),
         "peak_rate_per_s": max(p["rate_per_s"] for p in series),
+        "average_rate_per_s": round(sum(int(b[2]["snapshots"]) for b in batches) / span, 2),
     }
 
 

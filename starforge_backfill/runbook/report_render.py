@@ -127,6 +127,7 @@ def _sections(data: dict[str, Any]) -> list[tuple[str, Sequence[str], list[list[
                 ["batches", tp.get("batches")],
                 ["snapshots handled", tp.get("snapshots")],
                 ["failed", tp.get("failed")],
+                ["average rate (snapshots/s, pauses included)", tp.get("average_rate_per_s")],
                 ["peak rate (snapshots/s)", tp.get("peak_rate_per_s")],
                 ["bucket width", _duration(tp["bucket_s"]) if tp.get("bucket_s") else "-"],
             ],
@@ -153,7 +154,7 @@ def _sections(data: dict[str, Any]) -> list[tuple[str, Sequence[str], list[list[
     if data["error_messages"]:
         out.append(
             (
-                "Most frequent error messages",
+                "Most frequent error messages (snapshots of the job's range, earlier attempts included)",
                 ("error type", "count", "message", "example snapshot"),
                 [[m["error_type"], m["errors"], m["message"], m["example_snapshot"]] for m in data["error_messages"]],
                 None,
