@@ -59,6 +59,7 @@ def command(obj: Ctx, **kw: Any) -> None:
             batch_size=kw["batch_size"],
             notify=obj.say,
             progress=reporter.update,
+            after_run=reporter.close,
         )
     finally:
         reporter.close()

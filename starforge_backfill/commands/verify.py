@@ -30,7 +30,14 @@ def command(obj: Ctx, job_id: str | None, from_ts: str | None, to_ts: str | None
     """
     from starforge_backfill.runbook.verify import verify
 
-    res = verify(obj.config(), job_id=job_id, from_ts=from_ts, to_ts=to_ts, sample_users=sample_users, notify=obj.say)
+    res = verify(
+        obj.config(),
+        job_id=job_id,
+        from_ts=from_ts,
+        to_ts=to_ts,
+        sample_users=sample_users,
+        notify=obj.say if obj.verbose > 0 else None,
+    )
 
     def human() -> None:
         sc = res.scope

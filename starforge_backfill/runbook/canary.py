@@ -432,6 +432,7 @@ def canary(
     sample_every_s: float | None = None,
     notify: Notify = _quiet,
     progress: Callable[[ops.RunProgress], None] | None = None,
+    after_run: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
 ) -> CanaryResult:
     """Backfill a narrow slice with `ops.run(mode="canary")`, observe, and record the `canary` gate."""
@@ -444,7 +445,7 @@ def canary(
     observe = cfg.canary.observe_s if observe_s is None else float(observe_s)
     if observe < 0:
         raise UsageError("--observe must be a duration >= 0")
-    every = sample_every_s if sample_every_s is not None else min(5.0, max(0.5, observe / 6))
+    every = sample_every_s if sample_every_s is not None else round(min(5.0, max(0.5, observe / 6)), 1)
     stop = stop or threading.Event()
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         check_schema(conn)
@@ -479,6 +480,8 @@ def canary(
                 stop=stop,
             )
             sampler.job_id = str(res.job["job_id"])
+            if after_run is not None:  # e.g. close a progress bar before the observation window
+                after_run()
             if res.outcome == "stopped":
                 interrupted = True
             elif observe > 0:

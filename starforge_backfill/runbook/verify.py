@@ -295,9 +295,10 @@ def verify(
     from_ts: str | dt.datetime | None = None,
     to_ts: str | dt.datetime | None = None,
     sample_users: int | None = None,
-    notify: Notify = _quiet,
+    notify: Notify | None = None,
 ) -> VerifyResult:
     """Run every check over the scope, write verify.json and record gate `verify`."""
+    notify = notify or _quiet
     n = DEFAULT_SAMPLE_USERS if sample_users is None else sample_users
     if n < 0:
         raise UsageError("--sample-users must be >= 0")
@@ -315,7 +316,7 @@ def verify(
         ):
             notify(f"checking {label} ...")
             checks.append(fn())
-        result = VerifyResult(scope.to_json(), checks, job_id=job_id)
+        result = VerifyResult(jsonable(scope.to_json()), checks, job_id=job_id)
         fp = cfg.fingerprint()
         folder = (
             artifacts.job_dir(cfg.artifacts_dir, job_id)
