@@ -443,7 +443,10 @@ def test_rejected_forms_fail_the_snapshot_whole(pg_conn: psycopg.Connection, sub
                 mutate(raw)
                 bad[name] = (n, insert_snapshot(pg_conn, raw, created_at=at(n)))
             good = insert_snapshot(pg_conn, _good(), created_at=at(0.5))
+            # as a worker leaves them: claimed, being processed
+            pg_conn.execute("UPDATE hero_snapshots SET processing = true, processing_started_at = now()")
             res = apply(pg_conn, [good, *(sid for _, sid in bad.values())], EtlSettings(fast_path=fast_path))
+            assert rows(pg_conn, "SELECT id FROM hero_snapshots WHERE processing") == []
             assert res.errors_by_type == {"VALIDATION_ERROR": len(REJECTED)}
             assert (res.applied, res.failed) == (1, len(REJECTED))
 
@@ -492,6 +495,13 @@ def test_a_failing_snapshot_counts_every_failure(pg_conn: psycopg.Connection, su
                 apply(pg_conn, [bad], EtlSettings(fast_path=fast_path))
             assert_failed(pg_conn, bad, "VALIDATION_ERROR", count=2)
             assert_nothing_from_bad(pg_conn)
+            # processed_at is left as it was, even when an earlier run had set it
+            pg_conn.execute("UPDATE hero_snapshots SET processed_at = %s", [at(-60)])
+            apply(pg_conn, [bad], EtlSettings(fast_path=fast_path))
+            assert one(pg_conn, "SELECT processed_at, error_count FROM hero_snapshots") == {
+                "processed_at": at(-60),
+                "error_count": 3,
+            }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -967,6 +977,13 @@ def test_catalog_policy_fail(pg_conn: psycopg.Connection, subtests: pytest.Subte
             assert state(pg_conn)["catalogs"] == before
             assert state(pg_conn)["users"] == [("FK_0002", "Fine")]
             assert_processed(pg_conn, ok)
+            # many missing ids: details stay small (capped list, full count)
+            many = insert_snapshot(pg_conn, payload("FK_0003", Troops=[{"TroopId": 1000 + i} for i in range(3000)]))
+            apply(pg_conn, [many], EtlSettings(fast_path=fast_path, catalog_policy="fail"))
+            err = assert_failed(pg_conn, many, "FK_VIOLATION")
+            assert err["details"]["missing_count"] == 3000
+            assert err["details"]["missing"]["troop"] == list(range(1000, 1100))
+            assert len(json.dumps(err["details"])) < 8192
 
 
 # ---------------------------------------------------------------------------------------------------------
