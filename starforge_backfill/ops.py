@@ -345,19 +345,25 @@ def _run_workers(
         return connect_cfg(cfg, autocommit=True, application_name=f"{cfg.database.application_name}:{job_id}")
 
     workers = [Worker(connect, job_id, jobs.worker_name(i), options, stop, on_batch) for i in range(concurrency)]
-    threads = [threading.Thread(target=_safe_run, args=(w,), name=w.name, daemon=True) for w in workers]
+    finished = [threading.Event() for _ in workers]
+    threads = [
+        threading.Thread(target=_safe_run, args=(w, ev), name=w.name, daemon=True)
+        for w, ev in zip(workers, finished, strict=True)
+    ]
     for t in threads:
         t.start()
+    # Wait on events, not Thread.join: a Ctrl-C inside join() can leave a still-running thread marked as
+    # finished (CPython 3.11), and the process would exit with a batch in flight and its chunk unreleased.
     interrupted = False
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
+        for ev in finished:
+            while not ev.wait(0.2):
+                pass
     except KeyboardInterrupt:
         interrupted = True
         stop.set()
-        for t in threads:
-            t.join()
+        for ev in finished:
+            ev.wait()
     for w in workers:
         if w.error is not None and not isinstance(w.error, KeyboardInterrupt):
             raise w.error
@@ -370,11 +376,13 @@ def _run_workers(
     return "done" if "done" in outcomes else next(iter(outcomes))
 
 
-def _safe_run(worker: Worker) -> None:
+def _safe_run(worker: Worker, finished: threading.Event) -> None:
     try:
         worker.run()
     except BaseException:  # recorded on the worker; the main thread re-raises it
         return
+    finally:
+        finished.set()
 
 
 def engine_options(cfg: Config, batch_size: int, folder: Path, job_id: str) -> EngineOptions:
