@@ -151,6 +151,10 @@ class Worker:
             if self.stop.is_set():
                 jobs.release_chunk(conn, self.job_id, chunk_no, self.name)
                 return "stopped"
+            status, _ = jobs.job_status(conn, self.job_id)
+            if status != "running":  # paused by an operator or a gate (maybe while we slept): no new batch
+                jobs.release_chunk(conn, self.job_id, chunk_no, self.name)
+                return status
             if self.options.throttle is not None:
                 decision = self.options.throttle.before_batch(conn, self.job_id)
                 if decision.pause_reason:
