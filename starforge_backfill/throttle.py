@@ -105,34 +105,35 @@ class HealthThrottle:
         return dict(zip([c.name for c in cur.description], row, strict=True))
 
     def before_batch(self, conn: psycopg.Connection[Any], job_id: str) -> ThrottleDecision:
-        """Check health (rate-limited) and act: pause the job or ask the worker to sleep."""
-        now = time.monotonic()
+        """Check health (rate-limited) and act: pause the job or ask the worker to sleep.
+
+        One reading at a time: the other workers wait for it instead of going on with the previous (healthy)
+        decision, so a gate that trips stops every worker before its next batch. The state is remembered as
+        recorded only once the job row and the event are written."""
         with self._lock:
-            if now - self._last_check < self.settings.check_every_s and not self._last.pause_reason:
+            if time.monotonic() - self._last_check < self.settings.check_every_s and not self._last.pause_reason:
                 return self._last
-            self._last_check = now
-        decision = evaluate(self.read(conn, job_id), self.settings)
-        with self._lock:
+            decision = evaluate(self.read(conn, job_id), self.settings)
+            self._last_check = time.monotonic()
             self._last = decision
-            changed = decision.state != self._recorded_state
-            self._recorded_state = decision.state
-        if decision.pause_reason:
-            row = jobs.set_status(conn, job_id, "paused", decision.pause_reason, ["running"])
-            if row is not None:
-                jobs.record_event(conn, job_id, "gate", decision.pause_reason, {"state": decision.state})
-        if changed:
-            conn.execute(
-                templates.render("jobs/set_throttle.sql").encode(),
-                {"job_id": job_id, "state": decision.state},
-            )
-            if not decision.pause_reason:
-                jobs.record_event(
-                    conn,
-                    job_id,
-                    "throttle",
-                    decision.state or "healthy: throttle lifted",
-                    {"sleep_s": decision.sleep_s},
+            if decision.pause_reason:
+                row = jobs.set_status(conn, job_id, "paused", decision.pause_reason, ["running"])
+                if row is not None:
+                    jobs.record_event(conn, job_id, "gate", decision.pause_reason, {"state": decision.state})
+            if decision.state != self._recorded_state:
+                conn.execute(
+                    templates.render("jobs/set_throttle.sql").encode(),
+                    {"job_id": job_id, "state": decision.state},
                 )
+                if not decision.pause_reason:
+                    jobs.record_event(
+                        conn,
+                        job_id,
+                        "throttle",
+                        decision.state or "healthy: throttle lifted",
+                        {"sleep_s": decision.sleep_s},
+                    )
+                self._recorded_state = decision.state
         return decision
 
     def after_batch(self, result: BatchResult, duration_s: float) -> None:

@@ -1,11 +1,13 @@
--- Database health for the throttle, in one round trip: connection use, other sessions' long transactions,
--- replica lag, and the job's failure rate over a window. Binds: job_id, long_transaction_s, window_s,
+-- Database health for the throttle, in one round trip: connection use (server-wide, as max_connections is),
+-- other sessions' long transactions in this database (only they hold back vacuum of its tables), replica
+-- lag, and the job's failure rate over a window. Binds: job_id, long_transaction_s, window_s,
 -- app_prefix (our own sessions' application_name prefix, excluded from the long-transaction check).
 SELECT
-    (SELECT count(*) FROM pg_stat_activity) AS connections,
+    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS connections,
     current_setting('max_connections')::integer AS max_connections,
     (SELECT count(*) FROM pg_stat_activity
       WHERE pid <> pg_backend_pid()
+        AND datname = current_database()
         AND xact_start IS NOT NULL
         AND xact_start < now() - make_interval(secs => %(long_transaction_s)s)
         AND coalesce(application_name, '') NOT LIKE %(app_prefix)s) AS long_transactions,
