@@ -12,12 +12,14 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from starforge_backfill import jobs, templates
-from starforge_backfill.db import is_transient
+from starforge_backfill.db import is_transient, retrying
+from starforge_backfill.errors import DatabaseUnavailable
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, process_batch
 
 
 class LostChunk(Exception):
-    """Another worker reclaimed this chunk (our heartbeat went stale): roll the batch back."""
+    """The chunk is no longer ours (another worker reclaimed it after our heartbeat went stale), or its
+    checkpoint is already past this batch (a retried commit whose first attempt did commit): roll back."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Worker:
     def run(self) -> str:
         """Work until the job is finished ('done'), 'paused', 'failed' or this worker is 'stopped'."""
         try:
-            self.outcome = self._loop()
+            self.outcome = self._loop_or_pause()
         except BaseException as exc:
             self.error = exc
             self.outcome = "error"
@@ -114,24 +116,37 @@ class Worker:
             self.holder.close()
         return self.outcome
 
+    def _loop_or_pause(self) -> str:
+        """`_loop`; when transient database errors outlast the retries, pause the job instead of crashing."""
+        try:
+            return self._loop()
+        except (psycopg.Error, DatabaseUnavailable) as exc:
+            if not is_transient(exc):
+                raise
+            self._pause_after_retries(exc)
+            return "paused"
+
+    def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(conn, *args)`: one bookkeeping statement (autocommit), retried like a batch on transient errors
+        (a lost connection is reopened), so a database restart between batches is survived too."""
+        return retrying(lambda: fn(self.holder.get(), *args), **self.options.retry)
+
     def _loop(self) -> str:
-        conn = self.holder.get()
-        row = jobs.get_job(conn, self.job_id)
+        row = self._db(jobs.get_job, self.job_id)
         if row is None:
             return "missing"
         selector = jobs.Selector.from_job(row)
         while not self.stop.is_set():
-            conn = self.holder.get()
-            status, _ = jobs.job_status(conn, self.job_id)
+            status, _ = self._db(jobs.job_status, self.job_id)
             if status != "running":
                 return status
-            chunk = jobs.claim_chunk(conn, self.job_id, self.name, self.options.claim_ttl_s)
+            chunk = self._db(jobs.claim_chunk, self.job_id, self.name, self.options.claim_ttl_s)
             if chunk is None:
-                if jobs.finish_job(conn, self.job_id) is not None:
+                if self._db(jobs.finish_job, self.job_id) is not None:
                     return "done"
-                open_chunks, _held = jobs.chunk_progress(conn, self.job_id, self.options.claim_ttl_s)
+                open_chunks, _held = self._db(jobs.chunk_progress, self.job_id, self.options.claim_ttl_s)
                 if open_chunks == 0:
-                    status, _ = jobs.job_status(conn, self.job_id)
+                    status, _ = self._db(jobs.job_status, self.job_id)
                     return status
                 self.stop.wait(self.options.poll_s)
                 continue
@@ -147,25 +162,24 @@ class Worker:
         after = (chunk["checkpoint_created_at"], chunk["checkpoint_id"])
         chunk_no = chunk["chunk_no"]
         while True:
-            conn = self.holder.get()
             if self.stop.is_set():
-                jobs.release_chunk(conn, self.job_id, chunk_no, self.name)
+                self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
                 return "stopped"
-            status, _ = jobs.job_status(conn, self.job_id)
+            status, _ = self._db(jobs.job_status, self.job_id)
             if status != "running":  # paused by an operator or a gate (maybe while we slept): no new batch
-                jobs.release_chunk(conn, self.job_id, chunk_no, self.name)
+                self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
                 return status
             if self.options.throttle is not None:
-                decision = self.options.throttle.before_batch(conn, self.job_id)
+                decision = self._db(self.options.throttle.before_batch, self.job_id)
                 if decision.pause_reason:
-                    jobs.release_chunk(conn, self.job_id, chunk_no, self.name)
+                    self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
                     return "paused"
                 if decision.sleep_s > 0:
                     self.stop.wait(decision.sleep_s)
                     continue
-            rows = jobs.next_batch(conn, chunk, after, selector, self.sizer.size)
+            rows = self._db(jobs.next_batch, chunk, after, selector, self.sizer.size)
             if not rows:
-                jobs.finish_chunk(conn, self.job_id, chunk_no, self.name)
+                self._db(jobs.finish_chunk, self.job_id, chunk_no, self.name)
                 return "chunk-done"
             rows = _cap_bytes(rows, self.options.batch_max_bytes)
             items = [(sid, (created, sid)) for sid, created, _size in rows]
@@ -200,7 +214,7 @@ class Worker:
             if self.on_batch is not None:
                 self.on_batch(self.name, result, duration)
             if state.get("status") in ("paused", "failed"):
-                jobs.release_chunk(self.holder.get(), self.job_id, chunk_no, self.name)
+                self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
                 return str(state["status"])
 
     def _pause_after_retries(self, exc: BaseException) -> None:
@@ -210,7 +224,7 @@ class Worker:
             conn = self.holder.get()
             if jobs.set_status(conn, self.job_id, "paused", reason, ["running"]) is not None:
                 jobs.record_event(conn, self.job_id, "paused", reason, {"sqlstate": getattr(exc, "sqlstate", None)})
-        except psycopg.Error:
+        except (psycopg.Error, DatabaseUnavailable):
             pass  # the database is still away: the job stays 'running' and is resumable all the same
 
     def _checkpoint(
@@ -239,7 +253,7 @@ class Worker:
         }
         row = conn.execute(templates.render("jobs/checkpoint.sql").encode(), params).fetchone()
         if row is None:
-            raise LostChunk(f"chunk {chunk_no} of job {self.job_id} was reclaimed by another worker")
+            raise LostChunk(f"chunk {chunk_no} of job {self.job_id}: not ours, or already past {key}")
         if res.placeholders:
             jobs.record_event(
                 conn,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import os
 import socket
 import uuid
@@ -75,9 +76,13 @@ class Selector:
         )
 
 
-def worker_name(index: int = 0) -> str:
-    """A worker identity that names its host and process: `host:pid:index`."""
-    return f"{socket.gethostname()}:{os.getpid()}:{index}"
+_WORKER_NUMBERS = itertools.count()
+
+
+def worker_name() -> str:
+    """A worker identity that names its host and process, unique within it: `host:pid:n` (n counts the
+    workers this process started). Unique, so that a worker may take back a chunk held under its own name."""
+    return f"{socket.gethostname()}:{os.getpid()}:{next(_WORKER_NUMBERS)}"
 
 
 def dead_local_workers(names: list[str]) -> list[str]:
@@ -261,7 +266,8 @@ def chunk_progress(conn: psycopg.Connection[Any], job_id: str, claim_ttl_s: floa
 def public_row(row: dict[str, Any]) -> dict[str, Any]:
     """A job row in the documented `status --json` shape (plus extra fields), JSON-ready."""
     out: dict[str, Any] = {}
-    for key in STATUS_FIELDS + (
+    for key in (
+        *STATUS_FIELDS,
         "owner",
         "total_count",
         "placeholder_count",

@@ -344,7 +344,7 @@ def _run_workers(
     def connect() -> psycopg.Connection[Any]:
         return connect_cfg(cfg, autocommit=True, application_name=f"{cfg.database.application_name}:{job_id}")
 
-    workers = [Worker(connect, job_id, jobs.worker_name(i), options, stop, on_batch) for i in range(concurrency)]
+    workers = [Worker(connect, job_id, jobs.worker_name(), options, stop, on_batch) for _ in range(concurrency)]
     finished = [threading.Event() for _ in workers]
     threads = [
         threading.Thread(target=_safe_run, args=(w, ev), name=w.name, daemon=True)

@@ -59,7 +59,6 @@ class QueueWorker:
         stop: threading.Event,
         once: bool = False,
         poll_s: float = 1.0,
-        index: int = 0,
         notify: Callable[[str], None] | None = None,
     ) -> None:
         from starforge_backfill import ops
@@ -68,7 +67,7 @@ class QueueWorker:
         self.stop = stop
         self.once = once
         self.poll_s = poll_s
-        self.name = jobs.worker_name(index)
+        self.name = jobs.worker_name()
         self.stats = WorkerStats()
         self.notify = notify or (lambda _m: None)
         self._ops = ops
