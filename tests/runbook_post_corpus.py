@@ -5,7 +5,10 @@ sensitive keys, an id missing from the catalogs), plus users whose snapshots are
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ GOOD_USERS = 8
 SNAPSHOTS_PER_USER = 3
 BAD_NAMECODES = ("BROKEN_0001", "BROKEN_0002", "BROKEN_0003")
 MISSING_TROOP = 999  # used by one snapshot, absent from troop_catalog: becomes a placeholder
+PRECISE = Decimal("0.1000000000000000055511151231257827")
 
 
 def namecode(i: int) -> str:
@@ -45,6 +49,8 @@ def good_payload(i: int, k: int) -> dict[str, Any]:
         troops.append({"TroopId": MISSING_TROOP, "Amount": 1})
     if i == 1:
         troops[0]["Meta"] = {"AuthToken": "never-stored", "Build": 5100 + k}
+    if i == 5:  # more digits than a float holds: parity must compare them exactly
+        troops[0]["Ratio"] = PRECISE
     pets = [
         {"PetId": 1 + (i + j) % 10, "Amount": 1, "Level": 1 + k, "XP": 100 * (k + 1), "OrbsUsed": [j, k]}
         for j in range(2)
@@ -94,9 +100,15 @@ def insert(conn: psycopg.Connection[Any], raw: Any, code: str | None, created: d
     conn.execute(
         "INSERT INTO hero_snapshots (id, namecode, source, raw, size_bytes, created_at) "
         "VALUES (%s, %s, 'test', %s, length(%s::jsonb::text), %s)",
-        [sid, code, Jsonb(raw), Jsonb(raw), created],
+        [sid, code, Jsonb(raw, dumps=_dumps), Jsonb(raw, dumps=_dumps), created],
     )
     return sid
+
+
+def _dumps(obj: Any) -> str:
+    """JSON text with Decimals written as their exact digits."""
+    text = json.dumps(obj, default=lambda v: f"@@{v}@@" if isinstance(v, Decimal) else str(v))
+    return re.sub(r'"@@([-0-9.eE+]+)@@"', r"\1", text)
 
 
 def load_corpus(dsn: str, *, bad: bool = True) -> dict[str, list[uuid.UUID]]:

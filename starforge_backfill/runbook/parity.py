@@ -4,20 +4,26 @@ The expected state is the contract's outcome of processing the user's processed 
 first (`created_at`, then `id`): an entity row is overwritten when the snapshot's observation time is >=
 the row's `last_seen`, `users.username` follows the newest snapshot that has one, the summary comes from
 the newest snapshot. Payloads are fetched one at a time (they can be megabytes) and dropped once folded.
-A mismatch names the table, the row's key and the column. Rows whose source snapshot is gone (pruned
-history) cannot be re-derived and show up as unexpected rows. No click or rich here.
+Numbers are compared exactly: payloads and jsonb columns are both decoded with Decimal fractions, as the
+ETL's reference path decodes them. A mismatch names the table, the row's key and the column. Rows whose
+source snapshot is gone (pruned history) cannot be re-derived and show up as unexpected rows. No click or
+rich here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import json
 import uuid
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 
 from starforge_backfill import templates
 from starforge_backfill.errors import EtlError
@@ -62,14 +68,45 @@ def _show(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
-    text = repr(value)
+    text = json.dumps(_plain(value), sort_keys=True, default=str)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _plain(value: Any) -> Any:
+    """JSON-ready: datetimes and UUIDs as text, a Decimal as a float when that is exact, else its digits."""
     if isinstance(value, dt.datetime | uuid.UUID):
         return _show(value)
+    if isinstance(value, Decimal):
+        if value == value.to_integral_value() and abs(value) < 2**63:
+            return int(value)
+        as_float = float(value)
+        return as_float if Decimal(repr(as_float)) == value else str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     return value
+
+
+def decode_exact(text: str) -> Any:
+    """A payload's JSON text with exact numbers (a fraction is a Decimal, never a float), as the ETL decodes
+    it, so parity sees every digit; a double-encoded object is decoded the same way. Text that does not
+    decode is passed on as bytes for the contract to reject."""
+    try:
+        value = json.loads(text, parse_float=Decimal)
+    except (ValueError, RecursionError):
+        return text.encode()
+    if isinstance(value, str):
+        try:
+            inner = json.loads(value, parse_float=Decimal, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            return value
+        return inner if isinstance(inner, dict) else value
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 @dataclasses.dataclass
@@ -125,20 +162,25 @@ def _q(name: str) -> bytes:
     return templates.render(name).encode()
 
 
+_EXACT_LOADS = functools.partial(json.loads, parse_float=Decimal)
+
+
 def _fetch_all(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows as dicts; jsonb columns decoded with exact numbers, like the payloads."""
     with conn.cursor(row_factory=dict_row) as cur:
+        set_json_loads(_EXACT_LOADS, cur)
         cur.execute(_q(name), params)
         return cur.fetchall()
 
 
-def _payloads(conn: psycopg.Connection[Any], snapshots: Iterable[dict[str, Any]]) -> Iterator[tuple[Any, bytes]]:
-    """(snapshot row, raw JSON text) one snapshot at a time: never a batch of payloads in memory."""
+def _payloads(conn: psycopg.Connection[Any], snapshots: Iterable[dict[str, Any]]) -> Iterator[tuple[Any, Any]]:
+    """(snapshot row, decoded payload) one snapshot at a time: never a batch of payloads in memory."""
     with conn.cursor() as cur:
         for snap in snapshots:
             cur.execute(_q("verify/snapshot_raw.sql"), {"id": snap["id"]})
             row = cur.fetchone()
             if row is not None and row[0] is not None:
-                yield snap, row[0].encode()
+                yield snap, decode_exact(row[0])
 
 
 def derive(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> Expected:

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from runbook_post_corpus import BAD_NAMECODES, FROM, MISSING_TROOP, TO, load_corpus, make_cfg, namecode
+from runbook_post_corpus import BAD_NAMECODES, FROM, MISSING_TROOP, PRECISE, TO, load_corpus, make_cfg, namecode
 
 from starforge_backfill import artifacts, ops
 from starforge_backfill.errors import ExitCode, UsageError
@@ -86,6 +86,22 @@ def test_verify_catches_a_corrupted_row(cfg: Any, pg_conn: psycopg.Connection) -
     )
     assert m["found"] == m["expected"] + 7
     assert f"user_troops[user_id={user_id}, troop_id={troop_id}].amount" in _check(res, "parity").summary
+
+
+def test_parity_compares_numbers_exactly(cfg: Any, pg_conn: psycopg.Connection) -> None:
+    job_id = _run(cfg)
+    stored = pg_conn.execute(
+        "SELECT t.extra ->> 'Ratio' FROM user_troops t JOIN users u ON u.id = t.user_id"
+        " WHERE u.namecode = %s AND t.extra ? 'Ratio'",
+        [namecode(5)],
+    ).fetchone()
+    assert stored == (str(PRECISE),)  # every digit kept by the ETL
+    assert verify(cfg, job_id=job_id, sample_users=50).passed
+    pg_conn.execute("UPDATE user_troops SET extra = jsonb_set(extra, '{Ratio}', '0.1') WHERE extra ? 'Ratio'")
+    res = verify(cfg, job_id=job_id, sample_users=50)
+    mismatches = _check(res, "parity").data["mismatches"]
+    assert {(m["table"], m["column"]) for m in mismatches} == {("user_troops", "extra")}
+    assert mismatches[0]["found"]["Ratio"] == 0.1 and mismatches[0]["expected"]["Ratio"] == str(PRECISE)
 
 
 def test_verify_catches_a_missing_summary(cfg: Any, pg_conn: psycopg.Connection) -> None:
