@@ -225,6 +225,17 @@ class EmbeddedPostgres:
             raise DatabaseUnavailable(f"pgserver started but cannot be configured: {exc}") from None
         return dsn
 
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the running server in place (same data, port and options), as `pg_ctl restart -m MODE`
+        does; every open connection is cut. For tests of surviving a database restart (system launcher only)."""
+        if self._dsn is None:
+            raise DatabaseUnavailable("the embedded PostgreSQL server is not running (call start() first)")
+        if self._pgdata is None:
+            raise DatabaseUnavailable("restart() needs the system launcher (pgserver manages its own server)")
+        data = self._pgdata
+        log = data / "server.log"
+        self._run("pg_ctl", "-D", str(data), "-l", str(log), "-m", mode, "-w", "-t", "60", "restart")
+
     def stop(self) -> None:
         """Stop the server (idempotent); remove the data dir if it was a temporary one."""
         atexit.unregister(self.stop)
