@@ -38,13 +38,18 @@ CASE jsonb_typeof({{ v }}) WHEN 'number' THEN ({{ v }})::numeric WHEN 'string' T
 {#- Fast-path integer check on a field extracted as text (jsonb_to_record with a text column): a JSON
     integer, a float with an all-zero fraction, or a string of digits, non-negative and within the column
     (up to hi, inclusive: the reference path re-stages its canonical payload through this same check, so
-    every value the contract accepts must pass here). Everything else (negative zero, leading zeros past the
-    column's digit count, bools, objects, ...) is not ok here and goes to the exact per-snapshot reference,
-    which accepts or rejects it per the contract. A *string* holding a fraction ("12.0") is caught per
-    section by odd_section() below, since the text column cannot tell. -#}
-{% macro int_ok(v, hi) -%}
-({{ v }} IS NULL OR CASE WHEN {{ v }} ~ '^[0-9]{1,{{ 19 if hi > 2147483647 else 10 }}}(\.0+)?$'
-                     THEN ({{ v }})::numeric <= {{ hi }} ELSE false END)
+    every value the contract accepts must pass here). The common case (up to 9 plain digits) costs one
+    regex; a fraction is accepted only from a JSON number (`raw` is the element: the text column cannot
+    tell the JSON string "12.0", which the contract rejects, from the number 12.0). Everything else
+    (negative zero, leading zeros past the column's digit count, bools, objects, ...) is not ok here and
+    goes to the exact per-snapshot reference, which accepts or rejects it per the contract. -#}
+{% macro int_ok(v, hi, raw, field) -%}
+CASE WHEN {{ v }} IS NULL THEN true
+     WHEN {{ v }} ~ '^[0-9]{1,9}$' THEN true
+     WHEN {{ v }} ~ '^[0-9]{1,{{ 19 if hi > 2147483647 else 10 }}}(\.0+)?$'
+     THEN ({{ v }})::numeric <= {{ hi }}
+          AND (strpos({{ v }}, '.') = 0 OR jsonb_typeof({{ raw }} -> {{ sqlstr(field) }}) = 'number')
+     ELSE false END
 {%- endmacro %}
 
 {#- The value of a field that int_ok() accepted. -#}
@@ -52,8 +57,8 @@ CASE jsonb_typeof({{ v }}) WHEN 'number' THEN ({{ v }})::numeric WHEN 'string' T
 CASE WHEN strpos({{ v }}, '.') > 0 THEN ({{ v }})::numeric::{{ type }} ELSE ({{ v }})::{{ type }} END
 {%- endmacro %}
 
-{#- True when a section's JSON text holds a sensitive key or a mapped field given as a string with a
-    fraction: such snapshots take the exact reference path. -#}
-{% macro odd_section(v, fields) -%}
-({{ v }}::text ~* '"[^"]*(token|passw|secret|session|auth)[^"]*":|"({{ fields|join("|") }})": "[^"]*\.')
+{#- True when a (small) jsonb value may hold a sensitive key at any depth: one regex over its text. False
+    positives only send the snapshot to the exact reference path. -#}
+{% macro maybe_sensitive(v) -%}
+({{ v }} <> '{}'::jsonb AND {{ v }}::text ~* '"[^"]*(token|passw|secret|session|auth)[^"]*":')
 {%- endmacro %}

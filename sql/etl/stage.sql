@@ -70,7 +70,7 @@ ins_snap AS (
            AND (v.j_pvp IS NULL OR {{ m.in_range("v.n_pvp", 0, 2147483647) }})
 {% for e in m.ENTITIES %}
            AND (v.j_{{ e.name }}s IS NULL OR (jsonb_typeof(v.j_{{ e.name }}s) IN ('array', 'object')
-                AND NOT {{ m.odd_section("v.j_" ~ e.name ~ "s", [e.id_field] + e.ints|map(attribute=0)|list) }}))
+                AND NOT {{ m.sensitive("v.j_" ~ e.name ~ "s") }}))
 {% endfor %}
     FROM snap_v AS v
     RETURNING 1
@@ -90,18 +90,16 @@ ins_snap AS (
     ) AS el
 ),
 {{ e.name }}_f AS MATERIALIZED (
-    SELECT el.sid, el.ord,
-           CASE WHEN el.is_obj THEN el.elem - ARRAY[{{ sqlstr(e.id_field) }}
-{%- for jf, col, d, hi in e.ints %}, {{ sqlstr(jf) }}{% endfor %}
-{%- for jf, col in e.arrays %}, {{ sqlstr(jf) }}{% endfor %}]::text[] END AS extra,
+    SELECT el.sid, el.ord, x.extra,
            el.is_obj
            AND coalesce(f.{{ ident(e.id_field) }}, el.k_id) IS NOT NULL
-           AND {{ m.int_ok("coalesce(f." ~ ident(e.id_field) ~ ", el.k_id)", 2147483647) }}
+           AND {{ m.int_ok("coalesce(f." ~ ident(e.id_field) ~ ", el.k_id)", 2147483647, "el.elem", e.id_field) }}
 {% for jf, col, d, hi in e.ints %}
-           AND {{ m.int_ok("f." ~ ident(jf), hi) }}
+           AND {{ m.int_ok("f." ~ ident(jf), hi, "el.elem", jf) }}
 {% endfor %}
 {% for jf, col in e.arrays %}
-           AND (f.{{ ident(jf) }} IS NULL OR jsonb_typeof(f.{{ ident(jf) }}) = 'array')
+           AND (f.{{ ident(jf) }} IS NULL
+                OR jsonb_typeof(f.{{ ident(jf) }}) = 'array')
 {% endfor %}
            AS ok,
            coalesce(f.{{ ident(e.id_field) }}, el.k_id) AS j_id
@@ -116,6 +114,9 @@ ins_snap AS (
         AS f({{ ident(e.id_field) }} text
 {%- for jf, col, d, hi in e.ints %}, {{ ident(jf) }} text{% endfor %}
 {%- for jf, col in e.arrays %}, {{ ident(jf) }} jsonb{% endfor %}) ON true
+    CROSS JOIN LATERAL (SELECT CASE WHEN el.is_obj THEN el.elem - ARRAY[{{ sqlstr(e.id_field) }}
+{%- for jf, col, d, hi in e.ints %}, {{ sqlstr(jf) }}{% endfor %}
+{%- for jf, col in e.arrays %}, {{ sqlstr(jf) }}{% endfor %}]::text[] ELSE '{}'::jsonb END AS extra) AS x
 ),
 ins_{{ e.name }} AS (
     INSERT INTO {{ ident("sf_stage_" ~ e.name) }} (sid, ord, ok, {{ ident(e.id_col) }}
