@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from starforge_backfill.config import Config, load_config
@@ -127,6 +128,20 @@ def load_corpus(dsn: str, *, bad: bool = True) -> dict[str, list[uuid.UUID]]:
                         raw = good_payload(10 + n, 0) | {"NameCode": code}
                     ids.setdefault(code, []).append(insert(conn, raw, code, at(20 + n, k) + dt.timedelta(days=1)))
     return ids
+
+
+def duplicate_a_row(conn: psycopg.Connection[Any], table: str, key: str) -> None:
+    """Drop the table's primary-key and unique constraints (whatever they are named), then copy one row."""
+    names = conn.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype IN ('p', 'u')", [table]
+    ).fetchall()
+    for (name,) in names:
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(table), sql.Identifier(name)))
+    conn.execute(
+        sql.SQL("INSERT INTO {t} SELECT * FROM {t} ORDER BY user_id, {k} LIMIT 1").format(
+            t=sql.Identifier(table), k=sql.Identifier(key)
+        )
+    )
 
 
 def make_cfg(dsn: str, artifacts_dir: Path, **dotted: Any) -> Config:

@@ -3,4 +3,4 @@ SELECT p.pet_id, p.amount, p.level, p.xp, p.orb_fusion_cards, p.orbs_used, p.asc
        p.last_seen, p.source_snapshot_id
 FROM user_pets AS p
 WHERE p.user_id = %(user_id)s
-ORDER BY p.pet_id, p.id
+ORDER BY p.pet_id

@@ -4,4 +4,4 @@ SELECT t.troop_id, t.amount, t.level, t.rarity, t.fusion_cards, t.traits_owned, 
        t.source_snapshot_id
 FROM user_troops AS t
 WHERE t.user_id = %(user_id)s
-ORDER BY t.troop_id, t.id
+ORDER BY t.troop_id

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
-from runbook_post_corpus import BAD_NAMECODES, FROM, TO, load_corpus, namecode
+from runbook_post_corpus import BAD_NAMECODES, FROM, TO, duplicate_a_row, load_corpus, namecode
 
 from starforge_backfill.cli import main
 
@@ -41,8 +41,9 @@ def test_verify_passes_then_catches_a_corrupted_row(cli: Any, pg_conn: psycopg.C
     assert code == 0, out
     assert "verify passed" in out and "pass  parity" in out and "note: runbook post-backfill" in out
     troop_id, user_id = pg_conn.execute(
-        "UPDATE user_troops SET level = level + 1 WHERE id = (SELECT t.id FROM user_troops t JOIN users u"
-        " ON u.id = t.user_id WHERE u.namecode = %s ORDER BY t.troop_id DESC LIMIT 1) RETURNING troop_id, user_id",
+        "UPDATE user_troops SET level = level + 1 WHERE (user_id, troop_id) = (SELECT t.user_id, t.troop_id"
+        " FROM user_troops t JOIN users u ON u.id = t.user_id WHERE u.namecode = %s ORDER BY t.troop_id DESC LIMIT 1)"
+        " RETURNING troop_id, user_id",
         [namecode(5)],
     ).fetchone()
     code, out, _ = cli("verify", "--job-id", job_id, "--sample-users", "50")
@@ -63,12 +64,7 @@ def test_verify_missing_summary_and_duplicate_exit_1(cli: Any, pg_conn: psycopg.
     )
     code, out, _ = cli("verify", "--job-id", job_id, "--sample-users", "0")
     assert code == 1 and "FAIL  summary_coverage" in out and namecode(1) in out, out
-    pg_conn.execute("ALTER TABLE user_troops DROP CONSTRAINT user_troops_user_id_troop_id_key")
-    pg_conn.execute(
-        "INSERT INTO user_troops (user_id, troop_id, amount, level, rarity, fusion_cards, traits_owned, extra,"
-        " last_seen, source_snapshot_id) SELECT user_id, troop_id, amount, level, rarity, fusion_cards,"
-        " traits_owned, extra, last_seen, source_snapshot_id FROM user_troops ORDER BY id LIMIT 1"
-    )
+    duplicate_a_row(pg_conn, "user_troops", "troop_id")
     code, out, _ = cli("verify", "--from", FROM, "--to", TO, "--sample-users", "0")
     assert code == 1 and "FAIL  uniqueness" in out and "duplicate keys: user_troops 1" in out, out
     assert "verify FAILED (uniqueness, summary_coverage)" in out

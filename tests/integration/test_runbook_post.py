@@ -9,7 +9,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from runbook_post_corpus import BAD_NAMECODES, FROM, MISSING_TROOP, PRECISE, TO, load_corpus, make_cfg, namecode
+from runbook_post_corpus import (
+    BAD_NAMECODES,
+    FROM,
+    MISSING_TROOP,
+    PRECISE,
+    TO,
+    duplicate_a_row,
+    load_corpus,
+    make_cfg,
+    namecode,
+)
 
 from starforge_backfill import artifacts, ops
 from starforge_backfill.errors import ExitCode, UsageError
@@ -70,8 +80,9 @@ def test_parity_holds_when_newer_snapshots_were_processed_first(cfg: Any) -> Non
 def test_verify_catches_a_corrupted_row(cfg: Any, pg_conn: psycopg.Connection) -> None:
     job_id = _run(cfg)
     user_id, troop_id = pg_conn.execute(
-        "UPDATE user_troops SET amount = amount + 7 WHERE id = (SELECT t.id FROM user_troops t JOIN users u "
-        "ON u.id = t.user_id WHERE u.namecode = %s ORDER BY t.troop_id LIMIT 1) RETURNING user_id, troop_id",
+        "UPDATE user_troops SET amount = amount + 7 WHERE (user_id, troop_id) = (SELECT t.user_id, t.troop_id"
+        " FROM user_troops t JOIN users u ON u.id = t.user_id WHERE u.namecode = %s ORDER BY t.troop_id LIMIT 1)"
+        " RETURNING user_id, troop_id",
         [namecode(4)],
     ).fetchone()
     res = verify(cfg, job_id=job_id, sample_users=50)
@@ -118,12 +129,7 @@ def test_verify_catches_a_missing_summary(cfg: Any, pg_conn: psycopg.Connection)
 
 def test_verify_catches_a_duplicate(cfg: Any, pg_conn: psycopg.Connection) -> None:
     job_id = _run(cfg)
-    pg_conn.execute("ALTER TABLE user_pets DROP CONSTRAINT user_pets_user_id_pet_id_key")
-    pg_conn.execute(
-        "INSERT INTO user_pets (user_id, pet_id, amount, level, xp, orb_fusion_cards, orbs_used, ascension_level,"
-        " extra, last_seen, source_snapshot_id) SELECT user_id, pet_id, amount, level, xp, orb_fusion_cards,"
-        " orbs_used, ascension_level, extra, last_seen, source_snapshot_id FROM user_pets ORDER BY id LIMIT 1"
-    )
+    duplicate_a_row(pg_conn, "user_pets", "pet_id")
     res = verify(cfg, job_id=job_id, sample_users=0)
     assert res.exit_code == ExitCode.CHECK_FAILED and res.failed == ["uniqueness"]
     dup = _check(res, "uniqueness")
