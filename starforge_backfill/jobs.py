@@ -155,11 +155,19 @@ def create_job(
                 "reason": reason,
             },
         )
-        _one(conn, "jobs/create_chunks.sql", {"job_id": job_id, "chunk_size": chunk_size, **selector.params()})
+        wanted = conn.execute(_q("jobs/count_wanted.sql"), selector.params()).fetchone()
+        size = effective_chunk_size(int(wanted[0]) if wanted else 0, chunk_size, batch_size, concurrency)
+        _one(conn, "jobs/create_chunks.sql", {"job_id": job_id, "chunk_size": size, **selector.params()})
         record_event(conn, job_id, "created", f"{mode} job created", {"selector": selector.to_json()})
     job = get_job(conn, job_id)
     assert job is not None
     return job
+
+
+def effective_chunk_size(total: int, chunk_size: int, batch_size: int, concurrency: int) -> int:
+    """Chunks small enough that C workers all get work (about 4 chunks each), never below one batch."""
+    per_worker = -(-total // (4 * max(1, concurrency))) if total else chunk_size
+    return max(1, min(chunk_size, max(batch_size, per_worker)))
 
 
 def get_job(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any] | None:

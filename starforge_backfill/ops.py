@@ -215,7 +215,7 @@ def run(
             total=int(job.get("total_count") or 0),
             done_before=int(job["processed_count"]) + int(job["error_count"]),
         )
-    outcome = _run_workers(cfg, job_id, concurrency, batch_size, state, progress, stop, folder)
+    outcome = _run_workers(cfg, job_id, concurrency, batch_size, state, progress, stop, folder, ramp=mode == "run")
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         final = jobs.get_job(conn, job_id) or job
         if outcome == "stopped":
@@ -327,8 +327,13 @@ def _run_workers(
     progress: Callable[[RunProgress], None] | None,
     stop: threading.Event,
     folder: Path,
+    *,
+    ramp: bool = False,
 ) -> str:
-    """Run C workers (threads, one connection each) on a job until it is done, paused or interrupted."""
+    """Run C workers (threads, one connection each) on a job until it is done, paused or interrupted.
+
+    With `ramp` (production runs), workers start at the first step of `gates.ramp` and step up every
+    `gates.ramp_step` while the job runs and the throttle sees a healthy database, up to C."""
     lock = threading.Lock()
     options = engine_options(cfg, batch_size, folder, job_id)
 
@@ -344,21 +349,32 @@ def _run_workers(
     def connect() -> psycopg.Connection[Any]:
         return connect_cfg(cfg, autocommit=True, application_name=f"{cfg.database.application_name}:{job_id}")
 
-    workers = [Worker(connect, job_id, jobs.worker_name(), options, stop, on_batch) for _ in range(concurrency)]
-    finished = [threading.Event() for _ in workers]
-    threads = [
-        threading.Thread(target=_safe_run, args=(w, ev), name=w.name, daemon=True)
-        for w, ev in zip(workers, finished, strict=True)
-    ]
-    for t in threads:
-        t.start()
+    workers: list[Worker] = []
+    finished: list[threading.Event] = []
+
+    def start(n: int) -> None:
+        while len(workers) < n:
+            w = Worker(connect, job_id, jobs.worker_name(), options, stop, on_batch)
+            ev = threading.Event()
+            workers.append(w)
+            finished.append(ev)
+            threading.Thread(target=_safe_run, args=(w, ev), name=w.name, daemon=True).start()
+
+    schedule = ramp_schedule(cfg.gates.ramp, concurrency) if ramp else [concurrency]
+    step = 0
+    start(schedule[0])
+    next_step_at = time.monotonic() + cfg.gates.ramp_step_s
     # Wait on events, not Thread.join: a Ctrl-C inside join() can leave a still-running thread marked as
     # finished (CPython 3.11), and the process would exit with a batch in flight and its chunk unreleased.
     interrupted = False
     try:
-        for ev in finished:
-            while not ev.wait(0.2):
-                pass
+        while not all(ev.is_set() for ev in finished):
+            finished[0].wait(0.2) if not finished[0].is_set() else time.sleep(0.2)
+            if step + 1 < len(schedule) and time.monotonic() >= next_step_at and not stop.is_set():
+                next_step_at = time.monotonic() + cfg.gates.ramp_step_s
+                if _ramp_allowed(cfg, job_id, options, len(workers), schedule[step + 1]):
+                    step += 1
+                    start(schedule[step])
     except KeyboardInterrupt:
         interrupted = True
         stop.set()
@@ -374,6 +390,33 @@ def _run_workers(
         if status in outcomes:
             return status
     return "done" if "done" in outcomes else next(iter(outcomes))
+
+
+def ramp_schedule(ramp: tuple[int, ...], concurrency: int) -> list[int]:
+    """The concurrency steps of a production run: the configured ramp, capped at and ending with C."""
+    steps = sorted({min(max(1, r), concurrency) for r in ramp} | {concurrency})
+    return steps
+
+
+def _ramp_allowed(cfg: Config, job_id: str, options: EngineOptions, current: int, target: int) -> bool:
+    """Step the ramp up only while the gates hold: the job runs and the throttle sees a healthy database."""
+    throttle = options.throttle
+    healthy = throttle is None or getattr(throttle, "healthy", lambda: True)()
+    with connect_cfg(cfg, autocommit=True) as conn:
+        status, _ = jobs.job_status(conn, job_id)
+        if status != "running" or not healthy:
+            jobs.record_event(
+                conn,
+                job_id,
+                "ramp",
+                f"ramp held at {current}: the gates do not hold",
+                {"status": status, "concurrency": current},
+            )
+            return False
+        jobs.record_event(
+            conn, job_id, "ramp", f"ramp: concurrency {current} -> {target}", {"from": current, "to": target}
+        )
+    return True
 
 
 def _safe_run(worker: Worker, finished: threading.Event) -> None:

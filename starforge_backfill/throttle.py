@@ -136,6 +136,11 @@ class HealthThrottle:
                 self._recorded_state = decision.state
         return decision
 
+    def healthy(self) -> bool:
+        """True when the last reading asked for neither a pause nor a slow-down."""
+        with self._lock:
+            return not self._last.pause_reason and self._last.sleep_s <= 0
+
     def after_batch(self, result: BatchResult, duration_s: float) -> None:
         """Nothing to do per batch: the failure rate is read from backfill_batches."""
         return None

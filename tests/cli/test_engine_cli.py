@@ -46,6 +46,7 @@ throttle:
 gates:
   require_preflight: false
   require_canary: false
+  ramp: [64]   # start at the requested C (the ramp has its own test)
 retry:
   max_attempts: 100
   max_delay: 90s

@@ -42,6 +42,7 @@ def make_cfg(dsn: str, folder: Path, **overrides: Any) -> Config:
         "job.chunk_size": 40,
         "etl.batch_size": 10,
         "throttle.enabled": False,
+        "gates.ramp": [64],  # start at the requested C (the ramp has its own test)
     }
     return load_config(None, overrides=base | overrides)
 
@@ -556,3 +557,47 @@ def test_replica_lag_slows_down_and_is_recorded(pg_dsn: str, tmp_path: Path, mon
     assert run.result().outcome == "done"
     assert_exact(pg_dsn, job_id)
     assert ("throttle", state) in events(pg_dsn, job_id)
+
+
+# ---- the concurrency ramp ------------------------------------------------------------------------------------
+
+
+def test_a_production_run_ramps_concurrency_up_while_the_gates_hold(pg_dsn: str, tmp_path: Path) -> None:
+    load_corpus(pg_dsn)
+    cfg = make_cfg(pg_dsn, tmp_path, **{"gates.ramp": [1, 2], "gates.ramp_step": "0.3s", "etl.batch_size": 5})
+    assert ops.ramp_schedule(cfg.gates.ramp, 4) == [1, 2, 4]
+    assert ops.ramp_schedule((1, 2, 4), 2) == [1, 2]
+    res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=4)
+    assert res.outcome == "done"
+    job_id = res.job["job_id"]
+    with psycopg.connect(pg_dsn) as conn:
+        steps = [
+            r[0]
+            for r in conn.execute(
+                "SELECT details FROM backfill_events WHERE job_id = %s AND kind = 'ramp' ORDER BY id", [job_id]
+            )
+        ]
+    ups = [(d["from"], d["to"]) for d in steps if "to" in d]
+    assert ups and ups[0] == (1, 2), steps  # started at one worker, then stepped up
+    first_batches = scalar(
+        pg_dsn,
+        "SELECT count(DISTINCT worker) FROM (SELECT worker FROM backfill_batches WHERE job_id = %s"
+        " ORDER BY id LIMIT 3) AS b",
+        [job_id],
+    )
+    assert first_batches == 1  # the first batches ran on the first step: one worker
+    assert res.job["processed_count"] + res.job["error_count"] == 300
+
+
+def test_the_ramp_holds_when_the_job_is_not_healthy(pg_dsn: str, tmp_path: Path) -> None:
+    load_corpus(pg_dsn)
+    cfg = make_cfg(pg_dsn, tmp_path, **{"gates.ramp": [1], "throttle.enabled": True})
+    res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=1)  # create a job to hold
+    job_id = res.job["job_id"]
+    options = ops.engine_options(cfg, 10, tmp_path, job_id)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE backfill_jobs SET status = 'paused' WHERE job_id = %s", [job_id])
+    assert ops._ramp_allowed(cfg, job_id, options, 1, 2) is False
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE backfill_jobs SET status = 'running' WHERE job_id = %s", [job_id])
+    assert ops._ramp_allowed(cfg, job_id, options, 1, 2) is True
