@@ -207,7 +207,7 @@ def select_slice(
                     hint="check the namecodes, or pick users with --users N",
                 )
             f, t = bounds["oldest"].replace(microsecond=0), _whole_second_after(bounds["newest"])
-        return _adopt_or_check(conn, Selection("namecodes", wanted, f, t), explicit=True)
+        return _adopt_or_check(conn, cfg, Selection("namecodes", wanted, f, t), explicit=True)
 
     how = "users"
     if f is None or t is None:
@@ -220,7 +220,7 @@ def select_slice(
         f = t - dt.timedelta(seconds=window)
     existing = jobs.find_resumable(conn, "canary", f, t)
     if existing is not None:
-        return _adopt_or_check(conn, Selection(how, (), f, t), explicit=False)
+        return _adopt_or_check(conn, cfg, Selection(how, (), f, t), explicit=False)
     limit = users if users is not None else cfg.canary.users
     with conn.cursor() as cur:
         cur.execute(_q("canary/pick_users.sql"), {"from_ts": f, "to_ts": t, "seed": cfg.sample.seed, "limit": limit})
@@ -241,11 +241,17 @@ def _backlog(conn: psycopg.Connection[Any], namecodes: list[str] | None) -> dict
     return row
 
 
-def _adopt_or_check(conn: psycopg.Connection[Any], sel: Selection, *, explicit: bool) -> Selection:
+def _adopt_or_check(conn: psycopg.Connection[Any], cfg: Config, sel: Selection, *, explicit: bool) -> Selection:
     """An unfinished canary job of the same range is resumed (as `run` does); make the slice match it."""
     existing = jobs.find_resumable(conn, "canary", sel.from_ts, sel.to_ts)
     if existing is None:
         return sel
+    if existing.get("config_fingerprint") not in (None, cfg.fingerprint()):
+        raise UsageError(
+            f"unfinished canary job {existing['job_id']} ({existing['status']}) covers the same range "
+            "under another config: its verdict would not be this config's",
+            hint="use that job's config to finish it, or give another --from/--to",
+        )
     theirs = tuple((existing.get("selector") or {}).get("namecodes") or ())
     if explicit and set(theirs) != set(sel.namecodes):
         raise UsageError(

@@ -211,7 +211,9 @@ def test_canary_interrupted_during_observation(cfg: Any, pg_conn: psycopg.Connec
     assert not res.gate_recorded and res.artifact is not None and res.artifact.exists()
 
 
-def test_report_files_manifest_and_tampering(cfg: Any) -> None:
+def test_report_files_manifest_and_tampering(pg_dsn: str, tmp_path: Path) -> None:
+    load_corpus(pg_dsn)
+    cfg = make_cfg(pg_dsn + " password=s3cret-pw", tmp_path / "artifacts")  # trust auth ignores it
     job_id = _run(cfg)
     verify(cfg, job_id=job_id, sample_users=3)
     res = report(cfg, job_id=job_id)
@@ -227,6 +229,9 @@ def test_report_files_manifest_and_tampering(cfg: Any) -> None:
     assert "http" not in page and "<script" not in page and "<link" not in page  # self-contained
     md = (folder / "report.md").read_text()
     assert f"# Backfill report: {job_id}" in md and "| verify | pass |" in md
+    for path in folder.rglob("*"):
+        assert not path.is_file() or b"s3cret-pw" not in path.read_bytes(), path
+    assert "password=***" in data["database"]
     manifest = artifacts.read_json(res.manifest, "manifest")
     assert "manifest.json" not in manifest["files"]
     assert {"report.md", "report.html", "report.json", "verify.json", "config.json"} <= set(manifest["files"])
@@ -258,3 +263,19 @@ def test_report_reads_backup_and_approvals_from_the_preflight_gate(cfg: Any, pg_
     pre = res.data["preflight"]
     assert pre["backup_id"] == "snap-2024-01-03" and pre["approvals"] == {"sre": ["bob"], "engineering": ["al"]}
     assert [s["kind"] for s in res.data["steps"]] == ["preflight"]
+
+
+def test_canary_resumes_an_unfinished_canary_of_its_range_only_under_the_same_config(cfg: Any) -> None:
+    stop = threading.Event()
+    stop.set()  # the job is created, then the workers stop at once: an unfinished canary job
+    first = ops.run(
+        cfg, from_ts=FROM, to_ts=TO, mode="canary", namecodes=[namecode(1)], force=True, reason="canary", stop=stop
+    )
+    assert first.outcome == "stopped"
+    with pytest.raises(UsageError, match="under another config"):
+        canary(cfg.replace(**{"throttle.failure_rate_max": 0.05}), users=2, from_ts=FROM, to_ts=TO, observe_s=0)
+    with pytest.raises(UsageError, match="with another slice"):
+        canary(cfg, namecodes=[namecode(2)], from_ts=FROM, to_ts=TO, observe_s=0)
+    res = canary(cfg, users=2, from_ts=FROM, to_ts=TO, observe_s=0)
+    assert res.selection.resumed_job == first.job["job_id"] == res.job["job_id"]
+    assert res.selection.namecodes == (namecode(1),) and res.passed
