@@ -15,9 +15,9 @@ import psycopg
 
 from starforge_backfill import __version__, artifacts, jobs, schema
 from starforge_backfill.config import Config
-from starforge_backfill.db import connect_cfg, retry_kwargs, translate_errors
+from starforge_backfill.db import connect_cfg, is_transient, retry_kwargs, translate_errors
 from starforge_backfill.engine import EngineOptions, Worker
-from starforge_backfill.errors import ExitCode, GateFailed, SchemaMissing, UsageError
+from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, SchemaMissing, UsageError
 from starforge_backfill.etl.pipeline import BatchResult, EtlSettings
 from starforge_backfill.throttle import HealthThrottle, ThrottleSettings
 
@@ -372,7 +372,13 @@ def _run_workers(
             finished[0].wait(0.2) if not finished[0].is_set() else time.sleep(0.2)
             if step + 1 < len(schedule) and time.monotonic() >= next_step_at and not stop.is_set():
                 next_step_at = time.monotonic() + cfg.gates.ramp_step_s
-                if _ramp_allowed(cfg, job_id, options, len(workers), schedule[step + 1]):
+                try:
+                    allowed = _ramp_allowed(cfg, job_id, options, len(workers), schedule[step + 1])
+                except (psycopg.Error, DatabaseUnavailable) as exc:
+                    if not is_transient(exc):
+                        raise
+                    allowed = False  # the database is away (a restart): hold the ramp until the next step
+                if allowed:
                     step += 1
                     start(schedule[step])
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ from psycopg.conninfo import make_conninfo
 from starforge_backfill import jobs, ops, schema, throttle
 from starforge_backfill.config import Config, load_config
 from starforge_backfill.engine import ThrottleDecision
-from starforge_backfill.errors import ExitCode, GateFailed, UsageError
+from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, UsageError
 from starforge_backfill.synthetic import SyntheticSpec, load
 
 # A few malformed snapshots (one of them a DB_ERROR, which sends its batch down the per-snapshot path).
@@ -601,3 +601,24 @@ def test_the_ramp_holds_when_the_job_is_not_healthy(pg_dsn: str, tmp_path: Path)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("UPDATE backfill_jobs SET status = 'running' WHERE job_id = %s", [job_id])
     assert ops._ramp_allowed(cfg, job_id, options, 1, 2) is True
+
+
+def test_the_ramp_holds_while_the_database_is_away(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_corpus(pg_dsn)
+    cfg = make_cfg(pg_dsn, tmp_path, **{"gates.ramp": [1, 2], "gates.ramp_step": "0.3s"})
+    real = ops._ramp_allowed
+    calls: list[int] = []
+
+    def away_once(*args: Any) -> bool:
+        calls.append(args[3])
+        if len(calls) == 1:
+            raise DatabaseUnavailable("cannot connect to the database: the server is restarting")
+        return real(*args)
+
+    monkeypatch.setattr(ops, "_ramp_allowed", away_once)
+    res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=2)
+    assert res.outcome == "done"
+    assert calls[:2] == [1, 1]  # held at one worker, stepped up at the next step
+    assert_exact(pg_dsn, res.job["job_id"])
