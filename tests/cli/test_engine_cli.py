@@ -394,10 +394,13 @@ def test_status_json_has_the_documented_shape_newest_first(pg_dsn: str, tmp_path
 
 # ---- the queue worker -----------------------------------------------------------------------------------------
 
-# The runbook's INSERT: a backfill_range row asks a worker to create (and work) a job for a range.
+# The runbook's INSERT (runbooks/BACKFILL.md, "The queue_jobs path"), with small batches: a backfill_range row
+# asks a worker to create (and work) a job for a range.
 QUEUE_RANGE = (
-    "INSERT INTO queue_jobs (type, payload) VALUES ('backfill_range', "
-    "jsonb_build_object('from_created_at', %s::text, 'to_created_at', %s::text)) RETURNING id"
+    "INSERT INTO queue_jobs (id, type, payload, priority, attempts, max_attempts, status, run_after, created_at,"
+    " updated_at) VALUES (gen_random_uuid(), 'backfill_range', jsonb_build_object('from_created_at', %s::text,"
+    " 'to_created_at', %s::text, 'batch_size', 10, 'owner', 'data-team')::jsonb, 0, 0, 5, 'pending', now(), now(),"
+    " now()) RETURNING id"
 )
 QUEUE_SNAPSHOT = (
     "INSERT INTO queue_jobs (type, payload) VALUES ('process_snapshot', "
@@ -423,7 +426,7 @@ def test_worker_once_drains_the_queue(pg_dsn: str, tmp_path: Path) -> None:
     assert stats["jobs_created"] == [job_id] and stats["jobs_worked"] == [job_id]
     assert scalar(pg_dsn, "SELECT array_agg(DISTINCT status) FROM queue_jobs") == ["done"]
     job = assert_exact(pg_dsn, job_id, total=in_range)
-    assert job["mode"] == "queue"
+    assert job["mode"] == "queue" and job["owner"] == "data-team" and job["batch_size"] == 10
     assert stats["processed"] + stats["failed"] == in_range + 1
     assert scalar(
         pg_dsn, "SELECT processed_at IS NOT NULL OR error_count = 1 FROM hero_snapshots WHERE id = %s", [lone]
