@@ -76,13 +76,15 @@ def command(obj: Ctx, **kw: Any) -> None:
         by_type = ", ".join(f"{k} {v}" for k, v in sorted((job.get("errors_by_type") or {}).items()))
         click.echo(
             f"  job {job['status']}: {job['processed_count']} processed, {job['error_count']} failed"
-            f"{f' ({by_type})' if by_type else ''}; concurrency {res.concurrency}; observed {res.observe_s:g}s "
+            f"{f' ({by_type})' if by_type else ''}; concurrency {res.concurrency}; observed {res.observed_s:g}s "
             f"({len(res.samples)} readings)"
         )
         for c in res.checks:
             click.echo(f"  {'pass' if c.passed else 'FAIL':<5} {c.name:<18} {c.detail}")
         for w in res.warnings:
             click.echo(f"  warning: {w}")
+        if res.outcome == "interrupted":
+            click.echo("  interrupted: no verdict recorded (the gate is unchanged); run the canary again")
         gate = f"; gate canary recorded for config {res.fingerprint[:12]}" if res.gate_recorded else ""
         click.echo(f"  artifact {res.artifact}{gate}")
 

@@ -98,6 +98,7 @@ class CanaryResult:
     selection: Selection
     concurrency: int
     observe_s: float
+    observed_s: float
     sample_every_s: float
     job: dict[str, Any]
     run: dict[str, Any]
@@ -141,6 +142,7 @@ class CanaryResult:
             "selection": self.selection.to_json(),
             "concurrency": self.concurrency,
             "observe_s": self.observe_s,
+            "observed_s": self.observed_s,
             "sample_every_s": self.sample_every_s,
             "config_fingerprint": self.fingerprint,
             "job": self.job,
@@ -467,11 +469,11 @@ def canary(
         if progress is not None:
             progress(state)
 
-    interrupted = False
+    interrupted, observed = False, 0.0
     with translate_errors(cfg.database.dsn):
         sampler.start()
         try:
-            res = ops.run(
+            res: ops.RunResult = ops.run(
                 cfg,
                 from_ts=sel.from_ts,
                 to_ts=sel.to_ts,
@@ -485,19 +487,24 @@ def canary(
                 notify=notify,
                 stop=stop,
             )
+        except BaseException:
+            sampler.halt()
+            sampler.close()
+            raise
+        observe_started = time.monotonic()
+        try:  # from here a Ctrl-C ends the observation: the slice is done, its readings are kept
             sampler.job_id = str(res.job["job_id"])
             if after_run is not None:  # e.g. close a progress bar before the observation window
                 after_run()
             if res.outcome == "stopped":
                 interrupted = True
             elif observe > 0:
-                notify(f"observing for {observe:g}s (a reading every {every:g}s)")
                 sampler.phase = "observe"
-                interrupted = _observe(observe, stop)
-        except BaseException:
-            sampler.halt()
-            sampler.close()
-            raise
+                notify(f"observing for {observe:g}s (a reading every {every:g}s)")
+                interrupted, observed = _observe(observe, stop)
+        except KeyboardInterrupt:
+            stop.set()
+            interrupted, observed = True, time.monotonic() - observe_started
         sampler.halt()
         try:
             sampler.phase = "final"
@@ -516,6 +523,7 @@ def canary(
                 selection=sel,
                 concurrency=c,
                 observe_s=observe,
+                observed_s=round(observed, 1),
                 sample_every_s=every,
                 job=job,
                 run=res.summary(),
@@ -551,14 +559,15 @@ def canary(
     return result
 
 
-def _observe(seconds: float, stop: threading.Event) -> bool:
-    """Wait out the observation window; True when interrupted (Ctrl-C or `stop`)."""
-    deadline = time.monotonic() + seconds
+def _observe(seconds: float, stop: threading.Event) -> tuple[bool, float]:
+    """Wait out the observation window: (interrupted by Ctrl-C or `stop`, seconds observed)."""
+    started = time.monotonic()
+    deadline = started + seconds
     try:
         while (left := deadline - time.monotonic()) > 0:
             if stop.wait(min(left, 0.2)):
-                return True
+                return True, time.monotonic() - started
     except KeyboardInterrupt:
         stop.set()
-        return True
-    return False
+        return True, time.monotonic() - started
+    return False, seconds

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +115,24 @@ def test_report_and_manifest(cli: Any, tmp_path: Path) -> None:
     assert code == 1 and "changed: report.json" in out and "DOES NOT MATCH" in out
     code, out, _ = cli("report", "--job-id", job_id, "--format", "pdf")
     assert code == 2 and "unknown format" in out
+
+
+def test_ctrl_c_during_the_observation_exits_130(pg_dsn: str, tmp_path: Path, pg_conn: psycopg.Connection) -> None:
+    load_corpus(pg_dsn, bad=False)
+    script = Path(sys.executable).with_name("starforge-backfill")
+    args = [str(script), "--dsn", pg_dsn, "--artifacts-dir", str(tmp_path / "art"), "canary", "--users", "2"]
+    env = {**os.environ, "STARFORGE_DATABASE_URL": ""}
+    proc = subprocess.Popen(
+        [*args, "--observe", "60s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # wait for the observation window to start
+        seen.append(line)
+        if line.startswith("observing for"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out = "".join(seen) + proc.communicate(timeout=30)[0]
+    assert proc.returncode == 130, out
+    assert "INTERRUPTED" in out and "no verdict recorded" in out
+    assert pg_conn.execute("SELECT count(*) FROM backfill_gates WHERE kind = 'canary'").fetchone() == (0,)
