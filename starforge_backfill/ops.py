@@ -528,9 +528,18 @@ def pause(cfg: Config, *, job_id: str | None = None, all_jobs: bool = False, rea
     return PauseResult(changed)
 
 
-def resume(cfg: Config, *, job_id: str, reason: str | None = None) -> PauseResult:
-    """Set a paused (or failed) job running again (the caller may then `run(job_id=...)`)."""
+def resume(cfg: Config, *, job_id: str, reason: str | None = None, force: bool = False) -> PauseResult:
+    """Set a paused (or failed) job running again (the caller may then `run(job_id=...)`).
+
+    Refused, with the job left as it was, when its config fingerprint or tool version differs from the
+    running config, unless `force` (with a reason)."""
+    if force and not (reason and reason.strip()):
+        raise UsageError("--force needs --reason TEXT (it is recorded in the audit trail)")
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        existing = jobs.get_job(conn, job_id)
+        if existing is None:
+            raise UsageError(f"no job {job_id!r}", hint="`starforge-backfill status` lists the jobs")
+        _check_resume_allowed(existing, cfg, force=force, reason=reason)
         row = jobs.set_status(conn, job_id, "running", None, ["paused", "failed", "pending"])
         if row is None:
             current = jobs.get_job(conn, job_id)
