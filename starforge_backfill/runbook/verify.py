@@ -12,6 +12,8 @@ Checks, in order:
 - `uniqueness`: the runbook's duplicate-key query for every normalized table (users of the scope).
 - `summary_coverage`: every user with a processed snapshot in scope has a user_profile_summary row.
 - `placeholders`: placeholder catalog rows, listed; always a pass, with a note when there are any.
+- `orphans`: no user_troops/pets/artifacts row without its user or catalog row (the schema `db init`
+  creates has no foreign keys there; the ETL guarantees them and this check proves it).
 
 The result goes to `verify.json`: in the job's folder with --job-id, else `<artifacts>/runbook/<fp12>/`;
 it is also recorded as gate `verify` for the config fingerprint. No click or rich here.
@@ -288,6 +290,24 @@ def check_placeholders(conn: psycopg.Connection[Any]) -> CheckResult:
     )
 
 
+def check_orphans(conn: psycopg.Connection[Any]) -> CheckResult:
+    """Every derived row has its user and its catalog row."""
+    found = _rows(conn, "verify/orphans.sql", {"limit": 50})
+    total = int(found[0]["total"]) if found else 0
+    data = {"count": total, "rows": [{k: v for k, v in r.items() if k != "total"} for r in found]}
+    if not total:
+        return CheckResult("orphans", True, "every derived row has its user and catalog row", data)
+    first = found[0]
+    what = "user" if first["missing_user"] else "catalog row"
+    return CheckResult(
+        "orphans",
+        False,
+        f"{total} derived row(s) without their user or catalog row, e.g. "
+        f"{first['tbl']}[user_id={first['user_id']}, id={first['item_id']}]: no {what}",
+        data,
+    )
+
+
 def verify(
     cfg: Config,
     *,
@@ -313,6 +333,7 @@ def verify(
             ("uniqueness", lambda: check_uniqueness(conn, scope)),
             ("summary coverage", lambda: check_summary_coverage(conn, scope)),
             ("placeholders", lambda: check_placeholders(conn)),
+            ("orphans", lambda: check_orphans(conn)),
         ):
             notify(f"checking {label} ...")
             checks.append(fn())

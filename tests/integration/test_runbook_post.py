@@ -57,6 +57,7 @@ def test_verify_passes_on_a_clean_job(cfg: Any, pg_conn: psycopg.Connection) -> 
         "uniqueness",
         "summary_coverage",
         "placeholders",
+        "orphans",
     ]
     parity = _check(res, "parity")
     assert parity.data["users"] == 11 and parity.data["snapshots"] == 27  # 8 x 3 good + 3 good of the broken
@@ -279,3 +280,15 @@ def test_canary_resumes_an_unfinished_canary_of_its_range_only_under_the_same_co
     res = canary(cfg, users=2, from_ts=FROM, to_ts=TO, observe_s=0)
     assert res.selection.resumed_job == first.job["job_id"] == res.job["job_id"]
     assert res.selection.namecodes == (namecode(1),) and res.passed
+
+
+def test_verify_catches_an_orphan_row(cfg: Any, pg_conn: psycopg.Connection) -> None:
+    job_id = _run(cfg)
+    assert _check(verify(cfg, job_id=job_id, sample_users=0), "orphans").passed
+    troop_id = pg_conn.execute("SELECT troop_id FROM user_troops ORDER BY user_id, troop_id LIMIT 1").fetchone()[0]
+    pg_conn.execute("DELETE FROM troop_catalog WHERE id = %s", [troop_id])
+    res = verify(cfg, job_id=job_id, sample_users=0)
+    orphans = _check(res, "orphans")
+    assert res.exit_code == ExitCode.CHECK_FAILED and "orphans" in res.failed
+    assert orphans.data["count"] >= 1 and all(r["item_id"] == troop_id for r in orphans.data["rows"])
+    assert f"id={troop_id}]: no catalog row" in orphans.summary
