@@ -2,24 +2,47 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 from typing import Any
 
 PLAIN_EVERY_S = 30.0
+ENV_PROGRESS_EVERY = "STARFORGE_PROGRESS_EVERY"
+
+log = logging.getLogger("starforge_backfill.progress")
+
+
+def plain_every_s() -> float:
+    """Seconds between plain progress lines: $STARFORGE_PROGRESS_EVERY, else 30."""
+    try:
+        return max(0.0, float(os.environ.get(ENV_PROGRESS_EVERY, PLAIN_EVERY_S)))
+    except ValueError:
+        return PLAIN_EVERY_S
 
 
 class ProgressReporter:
-    """Progress of a run: a rich bar with rate and ETA on a terminal; a plain line about every 30 s otherwise."""
+    """Progress of a run: a rich bar with rate and ETA on a terminal; otherwise a plain line at the first batch,
+    then about every 30 s ($STARFORGE_PROGRESS_EVERY), and a last one at the end. Nothing when disabled (--quiet).
 
-    def __init__(self, enabled: bool = True, every_s: float = PLAIN_EVERY_S) -> None:
-        from rich.console import Console
+    Plain lines go through logging (logger `starforge_backfill.progress`), so `--log-format json` turns them
+    into JSON objects with done, total, failed, rate_per_s and eta_s.
+    """
 
-        self.console = Console(stderr=True)
+    def __init__(self, enabled: bool = True, every_s: float | None = None, *, bar: bool = True) -> None:
         self.enabled = enabled
-        self.interactive = enabled and self.console.is_interactive
-        self.every_s = every_s
-        self._last = 0.0
+        self.every_s = plain_every_s() if every_s is None else every_s
+        self.console: Any = None
+        self.interactive = False
+        if enabled and bar:
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
+            self.interactive = self.console.is_interactive
+        self._last = -float("inf")
+        self._last_done: int | None = None
+        self._state: Any = None
         self._progress: Any = None
         self._task: Any = None
 
@@ -27,23 +50,44 @@ class ProgressReporter:
         """Called after every batch with the run's RunProgress."""
         if not self.enabled:
             return
+        self._state = state
         if self.interactive:
             self._bar(state)
             return
         now = time.monotonic()
         if now - self._last >= self.every_s:
             self._last = now
-            total = state.total or 0
-            pct = f"{100 * state.done / total:.1f}%" if total else "?"
-            rate = state.rate
-            remaining = max(total - state.done, 0)
-            eta = f"{remaining / rate:.0f}s" if rate > 0 else "?"
-            print(
-                f"progress job={state.job_id} done={state.done}/{total} ({pct}) failed={state.errors}"
-                f" rate={rate:.1f}/s eta={eta}",
-                file=sys.stderr,
-                flush=True,
-            )
+            self._line(state)
+
+    def _line(self, state: Any) -> None:
+        total = int(state.total or 0)
+        done = int(state.done)
+        rate = float(state.rate)
+        remaining = max(total - done, 0)
+        eta = round(remaining / rate) if rate > 0 and total else None
+        pct = f"{100 * done / total:.1f}%" if total else "?"
+        message = (
+            f"progress job={state.job_id} done={done}/{total or '?'} ({pct}) failed={state.errors}"
+            f" rate={rate:.1f}/s eta={'?' if eta is None else f'{eta}s'}"
+        )
+        self._last_done = done
+        from starforge_backfill.logs import current_handler
+
+        if current_handler() is None:  # used outside the CLI: no logging set up
+            print(message, file=sys.stderr, flush=True)
+            return
+        log.info(
+            message,
+            extra={
+                "event": "progress",
+                "job_id": state.job_id,
+                "done": done,
+                "total": total,
+                "failed": state.errors,
+                "rate_per_s": round(rate, 2),
+                "eta_s": eta,
+            },
+        )
 
     def _bar(self, state: Any) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -63,10 +107,12 @@ class ProgressReporter:
         self._progress.update(self._task, completed=state.done, rate=state.rate, failed=state.errors)
 
     def close(self) -> None:
-        """Stop the bar, if any."""
+        """Stop the bar, if any; in plain mode, print the last state unless it was just printed."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+        elif self.enabled and self._state is not None and self._last_done != int(self._state.done):
+            self._line(self._state)
 
 
 def render_status(rows: list[dict[str, Any]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,9 @@ from starforge_backfill import jobs, templates
 from starforge_backfill.db import is_transient, retrying
 from starforge_backfill.errors import DatabaseUnavailable
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, process_batch
+from starforge_backfill.logs import detail_level
+
+log = logging.getLogger("starforge_backfill.engine")
 
 
 class LostChunk(Exception):
@@ -106,6 +110,8 @@ class Worker:
 
     def run(self) -> str:
         """Work until the job is finished ('done'), 'paused', 'failed' or this worker is 'stopped'."""
+        ctx = {"job_id": self.job_id, "worker": self.name}
+        log.debug("worker %s started on job %s", self.name, self.job_id, extra={"event": "worker_start", **ctx})
         try:
             self.outcome = self._loop_or_pause()
         except BaseException as exc:
@@ -114,6 +120,13 @@ class Worker:
             raise
         finally:
             self.holder.close()
+            log.debug(
+                "worker %s left job %s: %s",
+                self.name,
+                self.job_id,
+                self.outcome,
+                extra={"event": "worker_end", "outcome": self.outcome, **ctx},
+            )
         return self.outcome
 
     def _loop_or_pause(self) -> str:
@@ -172,9 +185,27 @@ class Worker:
             if self.options.throttle is not None:
                 decision = self._db(self.options.throttle.before_batch, self.job_id)
                 if decision.pause_reason:
+                    log.warning(
+                        "job %s paused: %s",
+                        self.job_id,
+                        decision.pause_reason,
+                        extra={"event": "gate_pause", "job_id": self.job_id, "worker": self.name},
+                    )
                     self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
                     return "paused"
                 if decision.sleep_s > 0:
+                    log.debug(
+                        "worker %s backing off %.1fs: %s",
+                        self.name,
+                        decision.sleep_s,
+                        decision.state,
+                        extra={
+                            "event": "throttle",
+                            "job_id": self.job_id,
+                            "worker": self.name,
+                            "state": decision.state,
+                        },
+                    )
                     self.stop.wait(decision.sleep_s)
                     continue
             rows = self._db(jobs.next_batch, chunk, after, selector, self.sizer.size)
@@ -207,6 +238,28 @@ class Worker:
                 self._pause_after_retries(exc)
                 return "paused"
             duration = time.monotonic() - started
+            log.log(
+                detail_level(),
+                "batch finished: job %s, worker %s, %d snapshot(s), %d failed, %d ms",
+                self.job_id,
+                self.name,
+                result.applied + result.failed,
+                result.failed,
+                duration * 1000,
+                extra={
+                    "event": "batch",
+                    "job_id": self.job_id,
+                    "worker": self.name,
+                    "snapshots": len(items),
+                    "applied": result.applied,
+                    "failed": result.failed,
+                    "errors_by_type": dict(result.errors_by_type),
+                    "rows_written": dict(result.rows_written),
+                    "placeholders": len(result.placeholders),
+                    "duration_ms": round(duration * 1000, 1),
+                    "duration_s": duration,
+                },
+            )
             after = items[-1][1]
             self.sizer.update(len(items), duration)
             if self.options.throttle is not None:
@@ -220,6 +273,7 @@ class Worker:
     def _pause_after_retries(self, exc: BaseException) -> None:
         """Transient errors outlasted the retries: pause the job with the reason instead of crashing."""
         reason = f"paused: database errors outlasted the retries ({type(exc).__name__}: {str(exc).strip()[:200]})"
+        log.warning("job %s %s", self.job_id, reason, extra={"job_id": self.job_id, "worker": self.name})
         try:
             conn = self.holder.get()
             if jobs.set_status(conn, self.job_id, "paused", reason, ["running"]) is not None:

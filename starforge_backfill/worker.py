@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +20,9 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, is_transient, retry_kwargs
 from starforge_backfill.engine import Worker
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, process_batch
+from starforge_backfill.logs import detail_level
+
+log = logging.getLogger("starforge_backfill.worker")
 
 QUEUE_TYPES = ("backfill_range", "process_snapshot")
 
@@ -161,8 +166,31 @@ class QueueWorker:
             quarantine_dir=self.cfg.artifacts_dir / "realtime" / "quarantine",
             job_id="realtime",
         )
+        started = time.monotonic()
         res = process_batch(self.holder, [(sid, None)], settings, retry=retry_kwargs(self.cfg))
+        duration = time.monotonic() - started
         self.stats.snapshots.add(res)
+        log.log(  # the same record as the engine's batches, so metrics count the real-time path too
+            detail_level(),
+            "real-time snapshot %s: %s, %d ms",
+            sid,
+            "failed" if res.failed else "applied",
+            duration * 1000,
+            extra={
+                "event": "batch",
+                "job_id": "realtime",
+                "worker": self.name,
+                "snapshot_id": str(sid),
+                "snapshots": 1,
+                "applied": res.applied,
+                "failed": res.failed,
+                "errors_by_type": dict(res.errors_by_type),
+                "rows_written": dict(res.rows_written),
+                "placeholders": len(res.placeholders),
+                "duration_ms": round(duration * 1000, 1),
+                "duration_s": duration,
+            },
+        )
 
     def _job_step(self) -> bool:
         conn = self.holder.get()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import uuid
 from collections import Counter
@@ -29,6 +30,9 @@ from starforge_backfill import artifacts, templates
 from starforge_backfill.db import is_transient, retrying
 from starforge_backfill.errors import EtlError
 from starforge_backfill.etl import contract
+from starforge_backfill.logs import detail_level
+
+log = logging.getLogger("starforge_backfill.pipeline")
 
 TABLES = ("users", "user_troops", "user_pets", "user_artifacts", "user_profile_summary")
 _DETAILS_MAX = 8000
@@ -248,6 +252,19 @@ def record_failure(
     )
     failure = SnapshotFailure(sid, err.error_type, err.message[:500], details)
     result.fail(failure)
+    log.log(  # the message and type only: never the payload
+        detail_level(),
+        "snapshot %s failed: %s: %s",
+        sid,
+        err.error_type,
+        failure.message,
+        extra={
+            "event": "snapshot_failed",
+            "snapshot_id": str(sid),
+            "error_type": err.error_type,
+            "job_id": settings.job_id,
+        },
+    )
     if settings.quarantine_dir is not None:
         if raw_text is None:
             row = conn.execute(_q("etl/fetch_raw.sql", settings), {"snapshot_id": sid}).fetchone()
