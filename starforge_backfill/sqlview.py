@@ -1,0 +1,158 @@
+"""Read-only views of the SQL templates for operators: `sql list`, `sql show`, `run --print-sql`.
+
+Templates are rendered exactly as the toolkit renders them (values stay `%(name)s` placeholders, bound by
+psycopg at run time). `pretty()` reformats a rendered statement with sqlglot *for reading only*: what
+sqlglot prints is never executed. Nothing here connects to a database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from typing import Any
+
+from starforge_backfill.errors import UsageError
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Statement:
+    """One rendered template and why a run executes it."""
+
+    name: str
+    sql: str
+    when: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON shape: {"name", "when", "sql"}."""
+        return {"name": self.name, "when": self.when, "sql": self.sql}
+
+
+def template_names() -> list[str]:
+    """Every template name (e.g. `etl/merge.sql`)."""
+    from starforge_backfill import templates
+
+    return templates.template_names()
+
+
+def parse_vars(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """`key=value` pairs into a template context: ints, true/false, else strings (usable in tests only)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise UsageError(f"--var {pair!r}: expected KEY=VALUE with KEY a template variable name")
+        low = value.strip().lower()
+        if re.fullmatch(r"-?[0-9]+", value.strip()):
+            out[key] = int(value)
+        elif low in ("true", "false"):
+            out[key] = low == "true"
+        elif low in ("none", "null"):
+            out[key] = None
+        else:
+            out[key] = value
+    return out
+
+
+def base_context(cfg: Any) -> dict[str, Any]:
+    """The structure-only context the toolkit renders with, from the config."""
+    return {"catalog_policy": cfg.etl.catalog_policy, "source": "table"}
+
+
+def render(cfg: Any, name: str, variables: dict[str, Any] | None = None) -> str:
+    """Render template `name` with the config's context overridden by `variables`."""
+    import jinja2
+
+    from starforge_backfill import templates
+
+    if name not in templates.template_names():
+        close = [n for n in templates.template_names() if name.split("/")[-1] in n][:5]
+        raise UsageError(
+            f"no SQL template {name!r}",
+            hint=("did you mean " + ", ".join(close) + "? " if close else "") + "`starforge-backfill sql list`",
+        )
+    context = base_context(cfg) | (variables or {})
+    try:
+        return templates.render(name, **context)
+    except jinja2.UndefinedError as exc:
+        raise UsageError(f"{name}: {exc}", hint="pass the missing value with --var KEY=VALUE") from None
+    except TypeError as exc:
+        raise UsageError(f"{name}: {exc}") from None
+
+
+def pretty(text: str) -> tuple[str, bool]:
+    """(text reformatted by sqlglot, True) for reading; (text, False) when sqlglot cannot parse it fully."""
+    import sqlglot
+    from sqlglot import exp
+
+    sqlglot_log = logging.getLogger("sqlglot")
+    previous = sqlglot_log.level
+    sqlglot_log.setLevel(logging.ERROR)  # its "falling back to Command" warnings are handled below
+    try:
+        trees = sqlglot.parse(text, read="postgres")
+    except sqlglot.errors.SqlglotError:
+        return text, False
+    finally:
+        sqlglot_log.setLevel(previous)
+    if not trees or any(t is None or isinstance(t, exp.Command) for t in trees):
+        return text, False
+    return ";\n\n".join(t.sql(dialect="postgres", pretty=True) for t in trees if t is not None) + ";\n", True
+
+
+def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
+    """The templates a `run` executes, in order, rendered with this config (placeholders left unbound)."""
+    from starforge_backfill import templates
+
+    ctx = base_context(cfg)
+    steps: list[tuple[str, dict[str, Any], str]] = [
+        ("jobs/find_resumable.sql", {}, "control connection: look for an unfinished job of the same range"),
+    ]
+    if not forced and (cfg.gates.require_preflight or cfg.gates.require_canary):
+        steps.append(("gates/latest.sql", {}, "control connection: the preflight/canary gates (without --force)"))
+    steps += [
+        ("jobs/create_job.sql", {}, "control connection: a new job row"),
+        ("jobs/create_chunks.sql", {}, "control connection: split the range into chunks"),
+        ("jobs/get_job.sql", {}, "each worker: read the job"),
+        ("jobs/job_status.sql", {}, "each worker, before each chunk: still running?"),
+        ("jobs/claim_chunk.sql", {}, "each worker: claim a chunk (FOR UPDATE SKIP LOCKED)"),
+    ]
+    if cfg.throttle.enabled:
+        steps.append(("jobs/health.sql", {}, "each worker, before a batch (at most every second): health gates"))
+    steps.append(("jobs/next_batch.sql", {}, "each worker: the next batch of snapshot ids after the checkpoint"))
+    batch = "each batch, in one transaction"
+    steps.append(("etl/stage_tables.sql", {}, f"{batch}: per-connection staging tables"))
+    if cfg.etl.fast_path:
+        steps += [
+            ("etl/stage.sql", {"source": "table"}, f"{batch}: parse the batch server-side into staging"),
+            ("etl/flag.sql", {}, f"{batch}: flag snapshots the set-based path cannot apply exactly"),
+            ("etl/unstage.sql", {}, f"{batch}: drop flagged snapshots from staging"),
+        ]
+    steps.append(("etl/fetch_raw.sql", {}, f"{batch}, per flagged snapshot: the payload for the Python reference"))
+    if cfg.etl.catalog_policy == "fail":
+        steps.append(("etl/missing_catalog_ids.sql", {}, f"{batch}, per flagged snapshot: catalog ids (policy fail)"))
+    steps += [
+        ("etl/record_error.sql", {}, f"{batch}, per failed snapshot: etl_errors row and bookkeeping"),
+        ("etl/stage.sql", {"source": "params"}, f"{batch}: stage the reference path's canonical payloads"),
+        ("etl/users.sql", {}, f"{batch}: upsert users"),
+        ("etl/usernames.sql", {}, f"{batch}: username history"),
+    ]
+    if cfg.etl.catalog_policy == "placeholder":
+        steps.append(("etl/placeholders.sql", {}, f"{batch}: placeholder catalog rows for unknown ids"))
+    steps += [
+        ("etl/merge.sql", {}, f"{batch}: merge troops, pets, artifacts, summaries; mark snapshots processed"),
+        ("etl/sync_usernames.sql", {}, f"{batch}: current usernames"),
+        ("jobs/checkpoint.sql", {}, f"{batch}: the chunk's checkpoint and counters"),
+        ("jobs/finish_chunk.sql", {}, "each worker: a chunk is done"),
+        ("jobs/finish_job.sql", {}, "the last worker: the job is done"),
+    ]
+    names = set(templates.template_names())
+    out = []
+    for name, extra, when in steps:
+        if name not in names:  # a template renamed or removed: show what exists, never fail a read-only view
+            continue
+        label = name + (f"[source={extra['source']}]" if "source" in extra else "")
+        out.append(Statement(label, templates.render(name, **(ctx | extra)), when))
+    return out
