@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from starforge_backfill import __version__
-from starforge_backfill.errors import BackfillError, ExitCode
+from starforge_backfill.errors import BackfillError, DatabaseUnavailable, ExitCode
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -198,6 +198,11 @@ def _fail(ctx: Ctx | None, exc: BaseException, code: ExitCode, message: str | No
         if where and where not in message:
             message = f"{message} (database {where})"
     hint = getattr(exc, "hint", None)
+    if hint is None and isinstance(exc, DatabaseUnavailable):
+        hint = (
+            "is PostgreSQL running and reachable from here? Check the host, port and database of the DSN "
+            "(--dsn, STARFORGE_DATABASE_URL or database.dsn)"
+        )
     if logs.current_handler() is None:
         if ctx is not None:
             ctx.setup_logging()
