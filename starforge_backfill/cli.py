@@ -104,9 +104,10 @@ class Ctx:
                 from psycopg.conninfo import conninfo_to_dict
 
                 try:
-                    logs.add_secret(conninfo_to_dict(value).get("password"))
+                    kv_password = conninfo_to_dict(value).get("password")
                 except Exception:  # an invalid DSN is reported when it is used
                     continue
+                logs.add_secret(str(kv_password) if kv_password else None)
 
     def metrics(self, *, needed: bool = False) -> Any:
         """This command's `metrics.Metrics` (started on first use) when an output is configured, else None."""
@@ -520,10 +521,14 @@ def pause_cmd(obj: Ctx, job_id: str | None, all_jobs: bool, reason: str | None) 
     from starforge_backfill import ops
 
     res = ops.pause(obj.config(), job_id=job_id, all_jobs=all_jobs, reason=reason)
-    obj.emit(
-        res.to_json(),
-        lambda: [click.echo(f"paused {j['job_id']}") for j in res.changed] or click.echo("no running job"),
-    )
+
+    def human() -> None:
+        for j in res.changed:
+            click.echo(f"paused {j['job_id']}")
+        if not res.changed:
+            click.echo("no running job")
+
+    obj.emit(res.to_json(), human)
 
 
 @main.command("resume")

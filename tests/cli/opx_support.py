@@ -78,11 +78,12 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: Sequence[str], cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a subprocess to completion."""
-    return subprocess.run(
-        [*command(), *args], env=subprocess_env(**env), cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+def run_cli(
+    args: Sequence[str], cwd: Path, timeout: float = 120, env: dict[str, str] | None = None, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess to completion (environment: `subprocess_env` plus `env` and `extra`)."""
+    full = subprocess_env(**(env or {}), **extra)
+    return subprocess.run([*command(), *args], env=full, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def start_cli(args: Sequence[str], cwd: Path, **env: str) -> subprocess.Popen[str]:

@@ -58,7 +58,7 @@ def test_no_password_in_any_output_or_file(pw_dsn: str, tmp_path: Path) -> None:
     for args, how, codes in runs:
         env = {"STARFORGE_DATABASE_URL": how["env"]} if "env" in how else {}
         full = [*common, "--dsn", how["dsn"], *args] if "dsn" in how else [*common, *args]
-        res = run_cli(full, cwd=tmp_path, **env)
+        res = run_cli(full, cwd=tmp_path, env=env)
         assert res.returncode in codes, (args, res.stderr)
         assert PASSWORD not in res.stdout, args
         assert PASSWORD not in res.stderr, args
