@@ -37,13 +37,17 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--snapshots", type=int, default=600, help="snapshots to generate (default 600)")
     parser.add_argument("--concurrency", type=int, default=1, help="`run --concurrency` (default 1)")
-    parser.add_argument("--dsn", default=None,
-                        help="admin DSN of the server to use (default $STARFORGE_BENCH_DSN, else "
-                             "127.0.0.1:5432 if it answers, else an embedded PostgreSQL)")
+    parser.add_argument(
+        "--dsn",
+        default=None,
+        help="admin DSN of the server to use (default $STARFORGE_BENCH_DSN, else "
+        "127.0.0.1:5432 if it answers, else an embedded PostgreSQL)",
+    )
     parser.add_argument("--users", type=int, default=None, help="distinct namecodes (default snapshots/6)")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help="comma-separated subset of floor,run,naive (default all)")
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help="comma-separated subset of floor,run,naive (default all)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the databases and bench/data/ afterwards")
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -56,8 +60,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def _rates(m: dict[str, Any], snapshots: int, rows: int) -> dict[str, Any]:
     seconds = m["seconds"]
-    return {**m, "seconds": round(seconds, 3), "snapshots_per_s": round(snapshots / seconds, 1),
-            "rows_per_s": round(rows / seconds)}
+    return {
+        **m,
+        "seconds": round(seconds, 3),
+        "snapshots_per_s": round(snapshots / seconds, 1),
+        "rows_per_s": round(rows / seconds),
+    }
 
 
 def _run_method(name: str, srv: Any, template: str, pid: int, body: Any) -> dict[str, Any]:
@@ -84,8 +92,9 @@ def _measure_run(dsn: str, workdir: Path, concurrency: int, states: dict[str, An
     result.update(rows_in_tables={t: v["rows"] for t, v in state.items()}, snapshots_state=done)
     if result["exit_code"] != 0 or result["report"] is None:  # not a measurement: no rates, no ratios
         last = (result.get("stderr_tail") or "").strip().splitlines()[-1:] or ["(no stderr)"]
-        result["error"] = (f"`run` exited {result['exit_code']}"
-                           f"{'' if result['report'] else ' without a JSON report'}: {last[0][:300]}")
+        result["error"] = (
+            f"`run` exited {result['exit_code']}{'' if result['report'] else ' without a JSON report'}: {last[0][:300]}"
+        )
     else:
         result["note"] = ", ".join(f"{k} {v}" for k, v in done.items())
     return result
@@ -121,19 +130,24 @@ def main(argv: list[str] | None = None) -> int:
             stats = load(conn, spec)
         with psycopg.connect(data_dsn, autocommit=True) as conn:
             conn.execute("VACUUM (FREEZE, ANALYZE)")
-        _log(f"loaded {stats.snapshots} snapshots, {stats.bytes / 1e6:.1f} MB of JSON "
-             f"in {time.perf_counter() - t0:.1f} s")
+        _log(
+            f"loaded {stats.snapshots} snapshots, {stats.bytes / 1e6:.1f} MB of JSON "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
         ok = stats.by_kind.get("ok", 0)
         if "floor" in args.methods:
             _log("floor: normalizing and writing COPY files (untimed)")
             prepared = floor.prepare(spec, workdir / "floor")
             rows = prepared.entity_rows
-            _log(f"floor: {rows:,} entity rows, {prepared.copy_bytes / 1e6:.1f} MB of COPY text "
-                 f"in {prepared.seconds:.1f} s")
+            _log(
+                f"floor: {rows:,} entity rows, {prepared.copy_bytes / 1e6:.1f} MB of COPY text "
+                f"in {prepared.seconds:.1f} s"
+            )
             methods["floor"] = _run_method("floor", srv, template, pid, lambda d: floor.measure(d, prepared))
         if "run" in args.methods:
-            methods["run"] = _run_method("run", srv, template, pid,
-                                         lambda d: _measure_run(d, workdir, args.concurrency, states))
+            methods["run"] = _run_method(
+                "run", srv, template, pid, lambda d: _measure_run(d, workdir, args.concurrency, states)
+            )
         if "naive" in args.methods:
             methods["naive"] = _run_method("naive", srv, template, pid, lambda d: _measure_naive(d, states))
         rows = rows or floor.count_rows(spec)
@@ -144,9 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         if "error" not in m:
             methods[name] = _rates(m, spec.snapshots, rows)
     result: dict[str, Any] = {
-        "schema_version": 1, "generated_at": started_at.isoformat(), "snapshots": spec.snapshots,
-        "ok_snapshots": ok, "users": spec.users, "seed": spec.seed, "rows": rows, "json_bytes": stats.bytes,
-        "snapshots_by_kind": dict(stats.by_kind), "concurrency": args.concurrency, "server": server_info,
+        "schema_version": 1,
+        "generated_at": started_at.isoformat(),
+        "snapshots": spec.snapshots,
+        "ok_snapshots": ok,
+        "users": spec.users,
+        "seed": spec.seed,
+        "rows": rows,
+        "json_bytes": stats.bytes,
+        "snapshots_by_kind": dict(stats.by_kind),
+        "concurrency": args.concurrency,
+        "server": server_info,
         "methods": methods,
     }
     result["ratios"] = report.ratios(methods)

@@ -38,13 +38,17 @@ CREATE TABLE floor_user_profile_summary (user_id uuid, namecode text, username t
 """
 COLUMNS = {
     "floor_users": "id, namecode, username",
-    "floor_user_troops": ("user_id, troop_id, amount, level, rarity, fusion_cards, traits_owned, extra, "
-                          "last_seen, source_snapshot_id"),
-    "floor_user_pets": ("user_id, pet_id, amount, level, xp, orb_fusion_cards, orbs_used, ascension_level, "
-                        "extra, last_seen, source_snapshot_id"),
+    "floor_user_troops": (
+        "user_id, troop_id, amount, level, rarity, fusion_cards, traits_owned, extra, last_seen, source_snapshot_id"
+    ),
+    "floor_user_pets": (
+        "user_id, pet_id, amount, level, xp, orb_fusion_cards, orbs_used, ascension_level, "
+        "extra, last_seen, source_snapshot_id"
+    ),
     "floor_user_artifacts": "user_id, artifact_id, level, xp, extra, last_seen, source_snapshot_id",
-    "floor_user_profile_summary": ("user_id, namecode, username, level, top_troops, equipped_pet, pvp_tier, "
-                                   "last_seen, extra, source_snapshot_id"),
+    "floor_user_profile_summary": (
+        "user_id, namecode, username, level, top_troops, equipped_pet, pvp_tier, last_seen, extra, source_snapshot_id"
+    ),
 }
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
@@ -101,18 +105,54 @@ def prepare(spec: SyntheticSpec, workdir: Path) -> Prepared:
             seen, sid = snap.created_at.isoformat(), snap.id
             out = handles["floor_user_troops"]
             for t in norm.troops:
-                out.write(_line(user_id, t.troop_id, t.amount, t.level, t.rarity, t.fusion_cards,
-                                t.traits_owned, t.extra, seen, sid))
+                out.write(
+                    _line(
+                        user_id,
+                        t.troop_id,
+                        t.amount,
+                        t.level,
+                        t.rarity,
+                        t.fusion_cards,
+                        t.traits_owned,
+                        t.extra,
+                        seen,
+                        sid,
+                    )
+                )
             out = handles["floor_user_pets"]
             for p in norm.pets:
-                out.write(_line(user_id, p.pet_id, p.amount, p.level, p.xp, p.orb_fusion_cards, p.orbs_used,
-                                p.ascension_level, p.extra, seen, sid))
+                out.write(
+                    _line(
+                        user_id,
+                        p.pet_id,
+                        p.amount,
+                        p.level,
+                        p.xp,
+                        p.orb_fusion_cards,
+                        p.orbs_used,
+                        p.ascension_level,
+                        p.extra,
+                        seen,
+                        sid,
+                    )
+                )
             out = handles["floor_user_artifacts"]
             for a in norm.artifacts:
                 out.write(_line(user_id, a.artifact_id, a.level, a.xp, a.extra, seen, sid))
-            handles["floor_user_profile_summary"].write(_line(
-                user_id, norm.namecode, users[norm.namecode][1], norm.level, norm.top_troops,
-                norm.equipped_pet, norm.pvp_tier, seen, norm.summary_extra, sid))
+            handles["floor_user_profile_summary"].write(
+                _line(
+                    user_id,
+                    norm.namecode,
+                    users[norm.namecode][1],
+                    norm.level,
+                    norm.top_troops,
+                    norm.equipped_pet,
+                    norm.pvp_tier,
+                    seen,
+                    norm.summary_extra,
+                    sid,
+                )
+            )
             prepared.rows["floor_user_troops"] += len(norm.troops)
             prepared.rows["floor_user_pets"] += len(norm.pets)
             prepared.rows["floor_user_artifacts"] += len(norm.artifacts)
@@ -148,8 +188,10 @@ def measure(dsn: str, prepared: Prepared, chunk: int = 1 << 20) -> dict[str, Any
         started = time.perf_counter()
         with conn.cursor() as cur:
             for table, cols in COLUMNS.items():
-                with prepared.files[table].open("rb") as src, cur.copy(
-                        f"COPY {table} ({cols}) FROM STDIN".encode()) as copy:
+                with (
+                    prepared.files[table].open("rb") as src,
+                    cur.copy(f"COPY {table} ({cols}) FROM STDIN".encode()) as copy,
+                ):
                     while block := src.read(chunk):
                         copy.write(block)
         conn.commit()
@@ -157,5 +199,9 @@ def measure(dsn: str, prepared: Prepared, chunk: int = 1 << 20) -> dict[str, Any
         counts = {t: conn.execute(f"SELECT count(*) FROM {t}".encode()).fetchone()[0] for t in COLUMNS}
     if counts != prepared.rows:
         raise RuntimeError(f"floor: tables hold {counts}, files held {prepared.rows}")
-    return {"seconds": seconds, "rows_by_table": counts, "copy_bytes": prepared.copy_bytes,
-            "prepare_seconds": round(prepared.seconds, 3)}
+    return {
+        "seconds": seconds,
+        "rows_by_table": counts,
+        "copy_bytes": prepared.copy_bytes,
+        "prepare_seconds": round(prepared.seconds, 3),
+    }

@@ -51,8 +51,7 @@ ON CONFLICT (user_id) DO UPDATE SET namecode = EXCLUDED.namecode, username = EXC
     extra = EXCLUDED.extra, source_snapshot_id = EXCLUDED.source_snapshot_id
 WHERE user_profile_summary.last_seen <= EXCLUDED.last_seen"""
 PLACEHOLDER = {  # the contract's placeholder policy: unknown catalog ids get a placeholder row
-    kind: f"INSERT INTO {kind}_catalog (id, meta) VALUES (%s, '{{\"placeholder\": true}}') "
-          "ON CONFLICT DO NOTHING"
+    kind: f"INSERT INTO {kind}_catalog (id, meta) VALUES (%s, '{{\"placeholder\": true}}') ON CONFLICT DO NOTHING"
     for kind in ("troop", "pet", "artifact")
 }
 FETCH = "SELECT raw::text FROM hero_snapshots WHERE id = %s"
@@ -67,28 +66,70 @@ def _apply(cur: psycopg.Cursor[Any], sid: Any, seen: Any, snap: Any, known: dict
     """Write one normalized snapshot, row by row; return the placeholder ids it inserted."""
     user_id, username = cur.execute(USER, (snap.namecode, snap.username)).fetchone()
     added: dict[str, set[int]] = {"troop": set(), "pet": set(), "artifact": set()}
-    for kind, ids in (("troop", [t.troop_id for t in snap.troops]), ("pet", [p.pet_id for p in snap.pets]),
-                      ("artifact", [a.artifact_id for a in snap.artifacts])):
+    for kind, ids in (
+        ("troop", [t.troop_id for t in snap.troops]),
+        ("pet", [p.pet_id for p in snap.pets]),
+        ("artifact", [a.artifact_id for a in snap.artifacts]),
+    ):
         for missing in sorted(set(ids) - known[kind]):
             cur.execute(PLACEHOLDER[kind], (missing,))
             added[kind].add(missing)
     for t in snap.troops:
-        cur.execute(TROOP, (user_id, t.troop_id, t.amount, t.level, t.rarity, t.fusion_cards, t.traits_owned,
-                            Jsonb(t.extra), seen, sid))
+        cur.execute(
+            TROOP,
+            (
+                user_id,
+                t.troop_id,
+                t.amount,
+                t.level,
+                t.rarity,
+                t.fusion_cards,
+                t.traits_owned,
+                Jsonb(t.extra),
+                seen,
+                sid,
+            ),
+        )
     for p in snap.pets:
-        cur.execute(PET, (user_id, p.pet_id, p.amount, p.level, p.xp, p.orb_fusion_cards, Jsonb(p.orbs_used),
-                          p.ascension_level, Jsonb(p.extra), seen, sid))
+        cur.execute(
+            PET,
+            (
+                user_id,
+                p.pet_id,
+                p.amount,
+                p.level,
+                p.xp,
+                p.orb_fusion_cards,
+                Jsonb(p.orbs_used),
+                p.ascension_level,
+                Jsonb(p.extra),
+                seen,
+                sid,
+            ),
+        )
     for a in snap.artifacts:
         cur.execute(ARTIFACT, (user_id, a.artifact_id, a.level, a.xp, Jsonb(a.extra), seen, sid))
     equipped = Jsonb(snap.equipped_pet) if snap.equipped_pet is not None else None
-    cur.execute(SUMMARY, (user_id, snap.namecode, username, snap.level, Jsonb(snap.top_troops), equipped,
-                          snap.pvp_tier, seen, Jsonb(snap.summary_extra), sid))
+    cur.execute(
+        SUMMARY,
+        (
+            user_id,
+            snap.namecode,
+            username,
+            snap.level,
+            Jsonb(snap.top_troops),
+            equipped,
+            snap.pvp_tier,
+            seen,
+            Jsonb(snap.summary_extra),
+            sid,
+        ),
+    )
     cur.execute(DONE, (user_id, sid))
     return added
 
 
-def _record_error(conn: psycopg.Connection[Any], sid: Any, error_type: str, message: str,
-                  details: dict) -> None:
+def _record_error(conn: psycopg.Connection[Any], sid: Any, error_type: str, message: str, details: dict) -> None:
     with conn.cursor() as cur:
         cur.execute(ERROR, (sid, error_type, message[:500], Jsonb(details)))
         cur.execute(FAILED, (error_type, message[:500], sid))
@@ -100,10 +141,13 @@ def measure(dsn: str) -> dict[str, Any]:
     counts = {"ok": 0, "failed": 0, "rows": 0, "placeholders": 0}
     with psycopg.connect(dsn, application_name="starforge-bench-naive") as conn:
         started = time.perf_counter()
-        known = {kind: {r[0] for r in conn.execute(f"SELECT id FROM {kind}_catalog".encode())}
-                 for kind in ("troop", "pet", "artifact")}
-        todo = conn.execute("SELECT id, namecode, created_at FROM hero_snapshots WHERE processed_at IS NULL "
-                            "ORDER BY created_at, id").fetchall()
+        known = {
+            kind: {r[0] for r in conn.execute(f"SELECT id FROM {kind}_catalog".encode())}
+            for kind in ("troop", "pet", "artifact")
+        }
+        todo = conn.execute(
+            "SELECT id, namecode, created_at FROM hero_snapshots WHERE processed_at IS NULL ORDER BY created_at, id"
+        ).fetchall()
         conn.commit()
         for sid, column_namecode, seen in todo:
             raw_text = conn.execute(FETCH, (sid,)).fetchone()[0]

@@ -13,6 +13,7 @@ MB = 1_000_000
 
 def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     """floor_time/run_time (1.0 = run as fast as the floor) and naive_time/run_time (speed-up over naive)."""
+
     def seconds(name: str) -> float | None:
         m = methods.get(name, {})
         return None if "error" in m else m.get("seconds")
@@ -30,9 +31,11 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target with its measured value and pass/fail (None when it could not be measured)."""
     r, run = result["ratios"], result["methods"].get("run", {})
     run = {} if "error" in run else run
-    wanted = [("ratio_floor", "floor_time/run_time", ">=", 0.25, r["floor_over_run"]),
-              ("ratio_naive", "naive_time/run_time", ">=", 5.0, r["naive_over_run"]),
-              ("run_peak_rss", "run peak RSS (MB)", "<", 150.0, run.get("peak_rss_mb"))]
+    wanted = [
+        ("ratio_floor", "floor_time/run_time", ">=", 0.25, r["floor_over_run"]),
+        ("ratio_naive", "naive_time/run_time", ">=", 5.0, r["naive_over_run"]),
+        ("run_peak_rss", "run peak RSS (MB)", "<", 150.0, run.get("peak_rss_mb")),
+    ]
     if result["concurrency"] == 2:
         wanted.append(("ratio_floor_c2", "floor_time/run_time at C=2", ">=", 0.40, r["floor_over_run"]))
     out = []
@@ -60,8 +63,10 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"{name:<8} {'-':>9} {'-':>12} {'-':>10} {'-':>12}  ERROR: {m['error']}")
             continue
         rss = f"{m['peak_rss_mb']:.1f}" if m.get("peak_rss_mb") is not None else "-"
-        lines.append(f"{name:<8} {m['seconds']:>9.2f} {m['snapshots_per_s']:>12.1f} "
-                     f"{m['rows_per_s']:>10,.0f} {rss:>12}  {m.get('note', '')}")
+        lines.append(
+            f"{name:<8} {m['seconds']:>9.2f} {m['snapshots_per_s']:>12.1f} "
+            f"{m['rows_per_s']:>10,.0f} {rss:>12}  {m.get('note', '')}"
+        )
     lines.append("")
     for t in result["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]

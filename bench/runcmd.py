@@ -38,9 +38,26 @@ def command(dsn: str, artifacts_dir: Path, concurrency: int, config: Path) -> li
     if not script.exists():
         raise RunUnavailable(f"{script} is missing: reinstall the package (`make install`)")
     # --json is a global option (docs CLI.md), so it goes before the subcommand
-    return [str(script), "-c", str(config), "--dsn", dsn, "--artifacts-dir", str(artifacts_dir), "--json", "run",
-            "--from", "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z",
-            "--concurrency", str(concurrency), "--force", "--reason", "bench"]
+    return [
+        str(script),
+        "-c",
+        str(config),
+        "--dsn",
+        dsn,
+        "--artifacts-dir",
+        str(artifacts_dir),
+        "--json",
+        "run",
+        "--from",
+        "2000-01-01T00:00:00Z",
+        "--to",
+        "2100-01-01T00:00:00Z",
+        "--concurrency",
+        str(concurrency),
+        "--force",
+        "--reason",
+        "bench",
+    ]
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -81,9 +98,12 @@ def measure(dsn: str, artifacts_dir: Path, concurrency: int, logdir: Path) -> di
     except ValueError:
         report = None
     result = {
-        "seconds": seconds, "exit_code": proc.returncode, "peak_rss_mb": round(peak / 2**20, 1),
+        "seconds": seconds,
+        "exit_code": proc.returncode,
+        "peak_rss_mb": round(peak / 2**20, 1),
         "ru_maxrss_mb": round(after / 1024, 1) if after > before else None,
-        "command": " ".join([*cmd[:3], "--dsn", "<dsn>", *cmd[5:]]), "config": config.read_text(),
+        "command": " ".join([*cmd[:3], "--dsn", "<dsn>", *cmd[5:]]),
+        "config": config.read_text(),
         "report": report,
     }
     if proc.returncode != 0 or report is None:

@@ -38,10 +38,17 @@ class Server:
     def info(self) -> dict[str, Any]:
         """Server version and the settings that change what the figures mean."""
         with self.admin() as conn:
-            names = ("server_version", "fsync", "synchronous_commit", "shared_buffers", "max_wal_size",
-                     "full_page_writes")
-            rows = conn.execute("SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s)",
-                                (list(names),)).fetchall()
+            names = (
+                "server_version",
+                "fsync",
+                "synchronous_commit",
+                "shared_buffers",
+                "max_wal_size",
+                "full_page_writes",
+            )
+            rows = conn.execute(
+                "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s)", (list(names),)
+            ).fetchall()
         return {"origin": self.origin, **{n: f"{s}{'' if not u else ' ' + u}" for n, s, u in rows}}
 
     def create_db(self, name: str, template: str | None = None) -> str:

@@ -36,8 +36,7 @@ def snapshot_state(dsn: str) -> dict[str, dict[str, Any]]:
     out = {}
     with psycopg.connect(dsn, application_name="starforge-bench-check") as conn:
         for table, select in CONTENT.items():
-            query = (f"SELECT count(*), md5(coalesce(string_agg(x, E'\\n' ORDER BY x), '')) "
-                     f"FROM ({select}) AS s(x)")
+            query = f"SELECT count(*), md5(coalesce(string_agg(x, E'\\n' ORDER BY x), '')) FROM ({select}) AS s(x)"
             rows, digest = conn.execute(query.encode()).fetchone()
             out[table] = {"rows": rows, "digest": digest}
     return out
@@ -59,5 +58,6 @@ def progress(dsn: str) -> dict[str, int]:
         processed, failed, untouched = conn.execute(
             "SELECT count(*) FILTER (WHERE processed_at IS NOT NULL), "
             "count(*) FILTER (WHERE error_count > 0), "
-            "count(*) FILTER (WHERE processed_at IS NULL AND error_count = 0) FROM hero_snapshots").fetchone()
+            "count(*) FILTER (WHERE processed_at IS NULL AND error_count = 0) FROM hero_snapshots"
+        ).fetchone()
     return {"processed": processed, "failed": failed, "untouched": untouched}

@@ -47,6 +47,7 @@ def _m(kind: str, **rules: Any) -> dict[str, Any]:
 @dataclass(frozen=True)
 class DatabaseConfig:
     """How to reach PostgreSQL and the per-session limits the toolkit sets."""
+
     dsn: str | None = field(default=None, metadata=_m("str", optional=True, secret=True))
     application_name: str = field(default="starforge-backfill", metadata=_m("str"))
     statement_timeout_s: float = field(default=60.0, metadata=_m("duration"))
@@ -58,6 +59,7 @@ class DatabaseConfig:
 @dataclass(frozen=True)
 class EtlConfig:
     """What the ETL writes and how it batches snapshots."""
+
     catalog_policy: str = field(default="placeholder", metadata=_m("enum", choices=("placeholder", "fail")))
     batch_size: int = field(default=250, metadata=_m("int", lo=1, hi=10000))
     batch_max_bytes: int = field(default=64 * 1024**2, metadata=_m("size", lo=1))
@@ -67,6 +69,7 @@ class EtlConfig:
 @dataclass(frozen=True)
 class RetryConfig:
     """Retries of a whole transaction on transient database errors."""
+
     max_attempts: int = field(default=5, metadata=_m("int", lo=1))
     max_delay_s: float = field(default=60.0, metadata=_m("duration"))
     wait_initial_s: float = field(default=0.05, metadata=_m("duration"))
@@ -76,6 +79,7 @@ class RetryConfig:
 @dataclass(frozen=True)
 class JobConfig:
     """Backfill jobs: who owns them, how they are split into chunks and claimed."""
+
     owner: str = field(default="data-team", metadata=_m("str"))
     concurrency: int = field(default=1, metadata=_m("int", lo=1))
     chunk_size: int = field(default=2000, metadata=_m("int", lo=1))
@@ -86,6 +90,7 @@ class JobConfig:
 @dataclass(frozen=True)
 class ThrottleConfig:
     """Health thresholds that slow down or pause a running backfill."""
+
     enabled: bool = field(default=True, metadata=_m("bool"))
     max_connections_ratio: float = field(default=0.8, metadata=_m("float", lo=0, lo_open=True, hi=1))
     failure_rate_max: float = field(default=0.01, metadata=_m("float", lo=0, hi=1))
@@ -102,6 +107,7 @@ class ThrottleConfig:
 @dataclass(frozen=True)
 class GatesConfig:
     """What must pass before a production run, and how concurrency ramps up."""
+
     require_preflight: bool = field(default=True, metadata=_m("bool"))
     require_canary: bool = field(default=True, metadata=_m("bool"))
     required_approvals: tuple[str, ...] = field(default=("engineering", "sre"), metadata=_m("strs"))
@@ -112,6 +118,7 @@ class GatesConfig:
 @dataclass(frozen=True)
 class CanaryConfig:
     """The canary: a narrow slice backfilled at low concurrency and watched."""
+
     observe_s: float = field(default=60.0, metadata=_m("duration", lo=0, lo_open=True))
     concurrency: int = field(default=1, metadata=_m("int", lo=1))
     users: int = field(default=500, metadata=_m("int", lo=1))
@@ -121,6 +128,7 @@ class CanaryConfig:
 @dataclass(frozen=True)
 class SampleConfig:
     """How the dry-run sample is picked across payload-size buckets."""
+
     buckets: tuple[int, ...] = field(default=(3, 3, 4), metadata=_m("ints", item_lo=0))
     include_bad: int = field(default=5, metadata=_m("int", lo=0))
     seed: int = field(default=42, metadata=_m("int"))
@@ -129,6 +137,7 @@ class SampleConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     """Where Prometheus metrics go and where gate queries read them."""
+
     file: str | None = field(default=None, metadata=_m("str", optional=True))
     port: int | None = field(default=None, metadata=_m("int", optional=True, lo=1, hi=65535))
     pushgateway_url: str | None = field(default=None, metadata=_m("url", optional=True, secret=True))
@@ -139,6 +148,7 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     """Human or JSON logs, and how much."""
+
     format: str = field(default="human", metadata=_m("enum", choices=("human", "json")))
     level: str = field(default="info", metadata=_m("enum", choices=("debug", "info", "warning", "error")))
 
@@ -146,6 +156,7 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class Config:
     """Every setting of the toolkit; build it with `load_config`, change it with `replace`."""
+
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     etl: EtlConfig = field(default_factory=EtlConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
@@ -189,8 +200,12 @@ class Config:
         return _build(tree, self)
 
 
-def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
     """Load and validate the config: overrides > env > file (default ./starforge-backfill.yaml) > defaults."""
     env = os.environ if env is None else env
     tree: dict[str, tuple[Any, str]] = {}
@@ -236,8 +251,13 @@ def _read_file(path: Path, shown: str) -> dict[str, tuple[Any, str]]:
             loader.dispose()
 
 
-def _walk(loader: yaml.SafeLoader, node: MappingNode, shown: str, prefix: str = "",
-          tree: dict[str, tuple[Any, str]] | None = None) -> dict[str, tuple[Any, str]]:
+def _walk(
+    loader: yaml.SafeLoader,
+    node: MappingNode,
+    shown: str,
+    prefix: str = "",
+    tree: dict[str, tuple[Any, str]] | None = None,
+) -> dict[str, tuple[Any, str]]:
     """Collect {dotted key: (value, "file:line: key")} from a mapping, refusing unknown and duplicate keys."""
     tree = {} if tree is None else tree
     loader.flatten_mapping(node)  # resolve `<<` merge keys
@@ -324,8 +344,7 @@ def _require_known(dotted: str, known: Mapping[str, Any], where: str) -> None:
     raise ConfigError(f"{where}: unknown key{hint}")
 
 
-def _apply_overrides(tree: dict[str, tuple[Any, str]], overrides: Mapping[str, Any], *,
-                     skip_none: bool) -> None:
+def _apply_overrides(tree: dict[str, tuple[Any, str]], overrides: Mapping[str, Any], *, skip_none: bool) -> None:
     """Put dotted overrides (a whole section may be given as a mapping) on top of `tree`."""
     known = _known_keys()
     for key, value in overrides.items():
@@ -381,11 +400,19 @@ class _Bad(Exception):
     """A value that breaks its key's rules; the message says how."""
 
 
-_EXPECT = MappingProxyType({
-    "bool": "a boolean (true/false)", "int": "an integer", "float": "a number", "str": "a string",
-    "enum": "a string", "url": "an http(s) URL", "path": "a path", "ints": "a list of integers",
-    "strs": "a list of strings",
-})
+_EXPECT = MappingProxyType(
+    {
+        "bool": "a boolean (true/false)",
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "enum": "a string",
+        "url": "an http(s) URL",
+        "path": "a path",
+        "ints": "a list of integers",
+        "strs": "a list of strings",
+    }
+)
 
 
 def _coerce(value: Any, meta: Mapping[str, Any]) -> Any:
@@ -469,8 +496,14 @@ def _describe(value: Any, secret: bool = False) -> str:
     """A value's YAML type for an error message, with the value itself when short and not secret."""
     if value is None:
         return "null"
-    names = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
-             ((list, tuple), "a list"), (dict, "a mapping"))
+    names = (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        ((list, tuple), "a list"),
+        (dict, "a mapping"),
+    )
     name = next((n for t, n in names if isinstance(value, t)), f"a {type(value).__name__}")
     if secret or not isinstance(value, (bool, int, float, str)):
         return name
@@ -480,10 +513,20 @@ def _describe(value: Any, secret: bool = False) -> str:
 
 _DURATION_UNITS = MappingProxyType({"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0})
 _DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)"
-_SIZE_UNITS = MappingProxyType({
-    "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-})
+_SIZE_UNITS = MappingProxyType(
+    {
+        "": 1,
+        "b": 1,
+        "kb": 10**3,
+        "mb": 10**6,
+        "gb": 10**9,
+        "tb": 10**12,
+        "kib": 2**10,
+        "mib": 2**20,
+        "gib": 2**30,
+        "tib": 2**40,
+    }
+)
 
 
 def parse_duration(value: Any) -> float:
@@ -537,7 +580,7 @@ def redact_dsn(dsn: str) -> str:
         scheme = _SCHEME.match(dsn)
         if not scheme and (_KEY_VALUE.match(dsn) or "@" not in dsn):
             return _KV_PASSWORD.sub(r"\1***", dsn)
-        head, rest = (dsn[: scheme.end()], dsn[scheme.end():]) if scheme else ("", dsn)
+        head, rest = (dsn[: scheme.end()], dsn[scheme.end() :]) if scheme else ("", dsn)
         end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
         at = rest.rfind("@", 0, end)
         if at < 0 and "@" in rest:

@@ -99,9 +99,7 @@ def connect(
         ) from None
 
 
-def connect_cfg(
-    cfg: Any, *, autocommit: bool = False, application_name: str | None = None
-) -> psycopg.Connection[Any]:
+def connect_cfg(cfg: Any, *, autocommit: bool = False, application_name: str | None = None) -> psycopg.Connection[Any]:
     """Connect with the settings of a `Config`."""
     db = cfg.database
     return connect(

@@ -160,9 +160,7 @@ class EmbeddedPostgres:
             if path is not None and self._run_as:
                 os.chown(path, self._run_as["user"], self._run_as["group"])
         if not (data / "PG_VERSION").exists():
-            self._run(
-                "initdb", "-D", str(data), *"-U postgres -A trust -E UTF8 --no-locale --no-sync".split()
-            )
+            self._run("initdb", "-D", str(data), *"-U postgres -A trust -E UTF8 --no-locale --no-sync".split())
         log = data / "server.log"
         for attempt in range(3):
             port = self._port or _free_port()

@@ -26,8 +26,18 @@ import orjson
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-__all__ = ["MALFORMED_KINDS", "SECRET_MARKER", "Catalogs", "LoadStats", "SyntheticSnapshot", "SyntheticSpec",
-           "catalogs", "generate", "load", "seed_catalogs"]
+__all__ = [
+    "MALFORMED_KINDS",
+    "SECRET_MARKER",
+    "Catalogs",
+    "LoadStats",
+    "SyntheticSnapshot",
+    "SyntheticSpec",
+    "catalogs",
+    "generate",
+    "load",
+    "seed_catalogs",
+]
 
 TROOP_ID_BASE, PET_ID_BASE, ARTIFACT_ID_BASE = 6000, 100, 1
 SECRET_MARKER = "SYNTHSECRET"
@@ -41,22 +51,64 @@ _FIELD_BREAKS = {  # malformed kind -> (section, field, bad value) set on the se
 }
 # malformed kind -> the error type the contract gives it (SNAPSHOT_CONTRACT.md, "The payload")
 MALFORMED_KINDS: dict[str, str] = {
-    **dict.fromkeys(("top_level_array", "top_level_string", "missing_profile_data",
-                     "profile_data_not_object"), "PARSE_ERROR"),
-    **dict.fromkeys(("troop_id_missing", "troops_not_array", *_FIELD_BREAKS, "no_namecode"),
-                    "VALIDATION_ERROR"),
+    **dict.fromkeys(
+        ("top_level_array", "top_level_string", "missing_profile_data", "profile_data_not_object"),
+        "PARSE_ERROR",
+    ),
+    **dict.fromkeys(("troop_id_missing", "troops_not_array", *_FIELD_BREAKS, "no_namecode"), "VALIDATION_ERROR"),
 }
 _MALFORMED = tuple(MALFORMED_KINDS)
 _SYLLABLES = ("co", "ri", "der", "ka", "zu", "mo", "la", "ven", "tor", "is", "bel", "nor", "ax", "qui", "el")
-_GUILDS = tuple(f"{a} {b}" for a in ("Knights", "Wolves", "Sons", "Heirs", "Blades") for b in
-                ("of Krystara", "of Zaejin", "of Adana", "of the Forest", "of Stormheim", "Eternal"))
-_KINGDOMS = ("Adana", "Broken Spire", "Divinion Fields", "Forest of Thorns", "Karakoth", "Stormheim",
-             "Zaejin")
-_TAGS = ("gem", "key", "scroll", "orb", "chest", "rune", "sigil", "map", "ingot", "shard", "dust", "idol",
-         "coin", "token-box", "relic", "ticket")
-_EVENTS = ("battle won", "battle lost", "chest opened", "troop crafted", "trait unlocked", "guild task",
-           "raid boss", "invasion", "pet rescue", "faction run", "bounty", "explore", "delve", "arena",
-           "weekly event", "tower of doom")
+_GUILDS = tuple(
+    f"{a} {b}"
+    for a in ("Knights", "Wolves", "Sons", "Heirs", "Blades")
+    for b in ("of Krystara", "of Zaejin", "of Adana", "of the Forest", "of Stormheim", "Eternal")
+)
+_KINGDOMS = (
+    "Adana",
+    "Broken Spire",
+    "Divinion Fields",
+    "Forest of Thorns",
+    "Karakoth",
+    "Stormheim",
+    "Zaejin",
+)
+_TAGS = (
+    "gem",
+    "key",
+    "scroll",
+    "orb",
+    "chest",
+    "rune",
+    "sigil",
+    "map",
+    "ingot",
+    "shard",
+    "dust",
+    "idol",
+    "coin",
+    "token-box",
+    "relic",
+    "ticket",
+)
+_EVENTS = (
+    "battle won",
+    "battle lost",
+    "chest opened",
+    "troop crafted",
+    "trait unlocked",
+    "guild task",
+    "raid boss",
+    "invasion",
+    "pet rescue",
+    "faction run",
+    "bounty",
+    "explore",
+    "delve",
+    "arena",
+    "weekly event",
+    "tower of doom",
+)
 _BULK = "__SYNTH_BULK_{}__"
 
 
@@ -122,9 +174,11 @@ class Catalogs:
 def catalogs(spec: SyntheticSpec) -> Catalogs:
     """The catalog ids for a spec (ids used in snapshots minus `missing_catalog_ids` left-out ones)."""
     rng = random.Random(f"starforge-synthetic:{spec.seed}:catalogs")
-    ranges = {"troop": range(TROOP_ID_BASE, TROOP_ID_BASE + spec.troop_catalog_size),
-              "pet": range(PET_ID_BASE, PET_ID_BASE + spec.pet_catalog_size),
-              "artifact": range(ARTIFACT_ID_BASE, ARTIFACT_ID_BASE + spec.artifact_catalog_size)}
+    ranges = {
+        "troop": range(TROOP_ID_BASE, TROOP_ID_BASE + spec.troop_catalog_size),
+        "pet": range(PET_ID_BASE, PET_ID_BASE + spec.pet_catalog_size),
+        "artifact": range(ARTIFACT_ID_BASE, ARTIFACT_ID_BASE + spec.artifact_catalog_size),
+    }
     missing: list[tuple[str, int]] = []
     for i in range(spec.missing_catalog_ids):
         kind = ("troop", "pet", "artifact")[i % 3]
@@ -171,8 +225,9 @@ def _class_counts(target: int) -> tuple[tuple[int, int], tuple[int, int], tuple[
     return (1200, 1500), (80, 120), (30, 60)
 
 
-def _roster(spec: SyntheticSpec, ids: tuple[int, ...], u: _User, section: str,
-            k: int) -> tuple[list[int], random.Random]:
+def _roster(
+    spec: SyntheticSpec, ids: tuple[int, ...], u: _User, section: str, k: int
+) -> tuple[list[int], random.Random]:
     """A user's first k ids of a section, and the generator of their per-position parameters."""
     urng = random.Random(f"starforge-synthetic:{spec.seed}:{u.index}:{section}")
     roster = list(ids)
@@ -180,17 +235,28 @@ def _roster(spec: SyntheticSpec, ids: tuple[int, ...], u: _User, section: str,
     return roster[:k], urng  # draws per position in roster order: an id keeps its parameters over time
 
 
-def _troops(spec: SyntheticSpec, ids: tuple[int, ...], u: _User, k: int, t: float,
-            srng: random.Random, ok: bool) -> list[dict[str, Any]]:
+def _troops(
+    spec: SyntheticSpec, ids: tuple[int, ...], u: _User, k: int, t: float, srng: random.Random, ok: bool
+) -> list[dict[str, Any]]:
     roster, urng = _roster(spec, ids, u, "troops", k)
     out = []
     for tid in roster:
-        base, grow, lvl0, lgrow, fgrow = (urng.randint(1, 4), urng.random() * 60, urng.randint(1, 8),
-                                          urng.random() * 16, urng.random() * 6)
+        base, grow, lvl0, lgrow, fgrow = (
+            urng.randint(1, 4),
+            urng.random() * 60,
+            urng.randint(1, 8),
+            urng.random() * 16,
+            urng.random() * 6,
+        )
         level = min(20, lvl0 + int(lgrow * t))
         troop: dict[str, Any] = {
-            "TroopId": tid, "Amount": base + int(grow * t), "Level": level, "Rarity": _rarity(tid),
-            "FusionCards": int(fgrow * t), "TraitsOwned": min(3, level // 6), "IsNew": srng.random() < 0.03,
+            "TroopId": tid,
+            "Amount": base + int(grow * t),
+            "Level": level,
+            "Rarity": _rarity(tid),
+            "FusionCards": int(fgrow * t),
+            "TraitsOwned": min(3, level // 6),
+            "IsNew": srng.random() < 0.03,
             "Ascension": min(4, int(t * fgrow)),
         }
         if ok and srng.random() < 0.01:  # values the contract accepts in odd shapes
@@ -207,27 +273,44 @@ def _troops(spec: SyntheticSpec, ids: tuple[int, ...], u: _User, k: int, t: floa
     return out
 
 
-def _pets(spec: SyntheticSpec, ids: tuple[int, ...], u: _User, k: int, t: float,
-          srng: random.Random) -> list[dict[str, Any]]:
+def _pets(
+    spec: SyntheticSpec, ids: tuple[int, ...], u: _User, k: int, t: float, srng: random.Random
+) -> list[dict[str, Any]]:
     roster, urng = _roster(spec, ids, u, "pets", k)
     out = []
     for pid in roster:
         lvl0, lgrow, big = urng.randint(1, 5), urng.random() * 16, urng.random() < 0.01
         level = min(20, lvl0 + int(lgrow * t))
         xp = level * level * 137 + srng.randrange(100) + (3_000_000_000 if big else 0)  # some need bigint
-        out.append({"PetId": pid, "Amount": 1 + int(t * lgrow / 4), "Level": level, "XP": xp,
-                    "OrbFusionCards": int(t * 3),
-                    "OrbsUsed": [srng.randrange(1, 9) for _ in range(level // 7)],
-                    "AscensionLevel": min(3, level // 6), "IsNew": srng.random() < 0.02})
+        out.append(
+            {
+                "PetId": pid,
+                "Amount": 1 + int(t * lgrow / 4),
+                "Level": level,
+                "XP": xp,
+                "OrbFusionCards": int(t * 3),
+                "OrbsUsed": [srng.randrange(1, 9) for _ in range(level // 7)],
+                "AscensionLevel": min(3, level // 6),
+                "IsNew": srng.random() < 0.02,
+            }
+        )
     return out
 
 
-def _artifacts(spec: SyntheticSpec, ids: tuple[int, ...], u: _User, k: int, t: float,
-               srng: random.Random) -> list[dict[str, Any]]:
+def _artifacts(
+    spec: SyntheticSpec, ids: tuple[int, ...], u: _User, k: int, t: float, srng: random.Random
+) -> list[dict[str, Any]]:
     roster, urng = _roster(spec, ids, u, "artifacts", k)
     levels = [min(10, urng.randint(0, 3) + int(urng.random() * 8 * t)) for _ in roster]
-    return [{"ArtifactId": aid, "Level": lv, "XP": lv * 900 + srng.randrange(900),
-             "Equipped": srng.random() < 0.1} for aid, lv in zip(roster, levels, strict=True)]
+    return [
+        {
+            "ArtifactId": aid,
+            "Level": lv,
+            "XP": lv * 900 + srng.randrange(900),
+            "Equipped": srng.random() < 0.1,
+        }
+        for aid, lv in zip(roster, levels, strict=True)
+    ]
 
 
 def _plant_secrets(troops: list[dict], pets: list[dict], artifacts: list[dict], srng: random.Random) -> None:
@@ -260,16 +343,20 @@ def _bulk(srng: random.Random, budget: int, day: str) -> dict[str, str]:
     parts: list[str] = []
     size, goal = 0, budget * 0.5
     while size < goal:
-        item = (f'{{"ItemId":{gb(16)},"Count":{gb(10)},"Acquired":"{day}T{gb(5) % 24:02d}:'
-                f'{gb(6) % 60:02d}:{gb(6) % 60:02d}Z","Tags":["{_TAGS[gb(4)]}","{_TAGS[gb(4)]}"],'
-                f'"Bound":{"true" if gb(1) else "false"}}}')
+        item = (
+            f'{{"ItemId":{gb(16)},"Count":{gb(10)},"Acquired":"{day}T{gb(5) % 24:02d}:'
+            f'{gb(6) % 60:02d}:{gb(6) % 60:02d}Z","Tags":["{_TAGS[gb(4)]}","{_TAGS[gb(4)]}"],'
+            f'"Bound":{"true" if gb(1) else "false"}}}'
+        )
         parts.append(item)
         size += len(item) + 1
     inventory = "[" + ",".join(parts) + "]"
     parts, size, goal = [], 0, budget * 0.35
     while size < goal:
-        line = (f'"{day}T{gb(5) % 24:02d}:{gb(6) % 60:02d}:{gb(6) % 60:02d}Z {_EVENTS[gb(4)]} '
-                f'+{gb(12)} gold +{gb(8)} souls #{gb(24):06x}"')
+        line = (
+            f'"{day}T{gb(5) % 24:02d}:{gb(6) % 60:02d}:{gb(6) % 60:02d}Z {_EVENTS[gb(4)]} '
+            f'+{gb(12)} gold +{gb(8)} souls #{gb(24):06x}"'
+        )
         parts.append(line)
         size += len(line) + 1
     log = "[" + ",".join(parts) + "]"
@@ -282,8 +369,17 @@ def _bulk(srng: random.Random, budget: int, day: str) -> dict[str, str]:
     return {"Inventory": inventory, "Log": log, "Stats": stats}
 
 
-def _payload(spec: SyntheticSpec, cat: Catalogs, u: _User, created: datetime, t: float, target: int,
-             kind: str, flags: dict[str, Any], srng: random.Random) -> bytes:
+def _payload(
+    spec: SyntheticSpec,
+    cat: Catalogs,
+    u: _User,
+    created: datetime,
+    t: float,
+    target: int,
+    kind: str,
+    flags: dict[str, Any],
+    srng: random.Random,
+) -> bytes:
     """The JSON text of one snapshot."""
     ok = kind == "ok"
     if kind == "malformed:top_level_string":
@@ -295,11 +391,31 @@ def _payload(spec: SyntheticSpec, cat: Catalogs, u: _User, created: datetime, t:
     if flags["carrier"] is not None:
         missing_kind, missing_id = flags["carrier"]
         if missing_kind == "troop":
-            troops.append({"TroopId": missing_id, "Amount": 1, "Level": 1, "Rarity": _rarity(missing_id),
-                           "FusionCards": 0, "TraitsOwned": 0, "IsNew": True, "Ascension": 0})
+            troops.append(
+                {
+                    "TroopId": missing_id,
+                    "Amount": 1,
+                    "Level": 1,
+                    "Rarity": _rarity(missing_id),
+                    "FusionCards": 0,
+                    "TraitsOwned": 0,
+                    "IsNew": True,
+                    "Ascension": 0,
+                }
+            )
         elif missing_kind == "pet":
-            pets.append({"PetId": missing_id, "Amount": 1, "Level": 1, "XP": 0, "OrbFusionCards": 0,
-                         "OrbsUsed": [], "AscensionLevel": 0, "IsNew": True})
+            pets.append(
+                {
+                    "PetId": missing_id,
+                    "Amount": 1,
+                    "Level": 1,
+                    "XP": 0,
+                    "OrbFusionCards": 0,
+                    "OrbsUsed": [],
+                    "AscensionLevel": 0,
+                    "IsNew": True,
+                }
+            )
         else:
             artifacts.append({"ArtifactId": missing_id, "Level": 0, "XP": 0, "Equipped": False})
     if flags["sensitive"]:
@@ -318,8 +434,9 @@ def _payload(spec: SyntheticSpec, cat: Catalogs, u: _User, created: datetime, t:
     profile["Troops"] = _keyed(troops, "TroopId", srng) if flags["keyed"] else troops
     profile["Inventory"] = _BULK.format("Inventory")
     profile["Pets"] = _keyed(pets, "PetId", srng) if flags["keyed"] and srng.random() < 0.7 else pets
-    profile["Artifacts"] = (_keyed(artifacts, "ArtifactId", srng) if flags["keyed"] and srng.random() < 0.7
-                            else artifacts)
+    profile["Artifacts"] = (
+        _keyed(artifacts, "ArtifactId", srng) if flags["keyed"] and srng.random() < 0.7 else artifacts
+    )
     equipped = srng.random()
     if equipped < 0.8:
         profile["EquippedPet"] = {"PetId": pets[0]["PetId"], "Level": pets[0]["Level"]}
@@ -392,9 +509,12 @@ def generate(spec: SyntheticSpec) -> Iterator[SyntheticSnapshot]:
             carrier = cat.missing[carriers % len(cat.missing)]
             carriers += 1
         duplicate = not malformed and draws[1] < spec.duplicate_id_ratio
-        flags = {"duplicate": duplicate, "carrier": carrier,
-                 "keyed": not malformed and not duplicate and draws[2] < spec.keyed_form_ratio,
-                 "sensitive": draws[3] < spec.sensitive_ratio}
+        flags = {
+            "duplicate": duplicate,
+            "carrier": carrier,
+            "keyed": not malformed and not duplicate and draws[2] < spec.keyed_form_ratio,
+            "sensitive": draws[3] < spec.sensitive_ratio,
+        }
         created = spec.start + span * frac
         raw = _payload(spec, cat, user, created, frac, target, kind, flags, random.Random(snap_seed))
         namecode = "" if kind == "malformed:no_namecode" else user.namecode
@@ -404,15 +524,27 @@ def generate(spec: SyntheticSpec) -> Iterator[SyntheticSnapshot]:
 def seed_catalogs(conn: Any, spec: SyntheticSpec) -> dict[str, int]:
     """Insert the troop/pet/artifact catalogs (minus the missing ids); idempotent. Returns rows per table."""
     cat = catalogs(spec)
-    tables = (("troop_catalog", "Troop", cat.troops), ("pet_catalog", "Pet", cat.pets),
-              ("artifact_catalog", "Artifact", cat.artifacts))
+    tables = (
+        ("troop_catalog", "Troop", cat.troops),
+        ("pet_catalog", "Pet", cat.pets),
+        ("artifact_catalog", "Artifact", cat.artifacts),
+    )
     counts = {}
     with conn.transaction(), conn.cursor() as cur:
         for table, label, ids in tables:
             stmt = sql.SQL("INSERT INTO {} (id, name, meta) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING")
-            rows = [(i, f"{label} {i}", Jsonb({"kingdom": _KINGDOMS[i % len(_KINGDOMS)], "rarity": _rarity(i)}
-                                               if label == "Troop" else {"kingdom": _KINGDOMS[i % 7]}))
-                    for i in ids]
+            rows = [
+                (
+                    i,
+                    f"{label} {i}",
+                    Jsonb(
+                        {"kingdom": _KINGDOMS[i % len(_KINGDOMS)], "rarity": _rarity(i)}
+                        if label == "Troop"
+                        else {"kingdom": _KINGDOMS[i % 7]}
+                    ),
+                )
+                for i in ids
+            ]
             cur.executemany(stmt.format(sql.Identifier(table)), rows)
             counts[table] = len(rows)
     return counts
@@ -422,12 +554,20 @@ def load(conn: Any, spec: SyntheticSpec) -> LoadStats:
     """Seed the catalogs, then COPY the snapshots into `hero_snapshots` (streaming, one transaction)."""
     started = time.perf_counter()
     stats = LoadStats(catalog_rows=seed_catalogs(conn, spec))
-    copy_sql = ("COPY hero_snapshots (id, namecode, source, raw, size_bytes, content_hash, created_at) "
-                "FROM STDIN")
+    copy_sql = "COPY hero_snapshots (id, namecode, source, raw, size_bytes, content_hash, created_at) FROM STDIN"
     with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as copy:
         for snap in generate(spec):
-            copy.write_row((snap.id, snap.namecode or None, "synthetic", snap.raw.decode(), snap.size_bytes,
-                            hashlib.sha256(snap.raw).hexdigest(), snap.created_at))
+            copy.write_row(
+                (
+                    snap.id,
+                    snap.namecode or None,
+                    "synthetic",
+                    snap.raw.decode(),
+                    snap.size_bytes,
+                    hashlib.sha256(snap.raw).hexdigest(),
+                    snap.created_at,
+                )
+            )
             stats.snapshots += 1
             stats.bytes += snap.size_bytes
             stats.by_kind[snap.kind] += 1

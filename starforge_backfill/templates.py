@@ -95,9 +95,7 @@ def _env() -> jinja2.Environment:
 
 def template_names() -> list[str]:
     """Every template under sql/, as names like `etl/apply_batch.sql`."""
-    return sorted(
-        n for n in _env().list_templates() if n.endswith(".sql") and not n.rsplit("/", 1)[-1].startswith("_")
-    )
+    return sorted(n for n in _env().list_templates() if n.endswith(".sql") and not n.rsplit("/", 1)[-1].startswith("_"))
 
 
 def render(name: str, **context: Any) -> str:

@@ -90,9 +90,7 @@ def _pg_server() -> Iterator[_Server]:
             embedded.stop()
 
 
-_pg_schema_proc = factories.postgresql_noproc(
-    dbname=f"sf_test_{_RUN_ID}", load=[_init_schema], depends_on="_pg_server"
-)
+_pg_schema_proc = factories.postgresql_noproc(dbname=f"sf_test_{_RUN_ID}", load=[_init_schema], depends_on="_pg_server")
 _pg_empty_proc = factories.postgresql_noproc(dbname=f"sf_empty_{_RUN_ID}", depends_on="_pg_server")
 _pg_schema_db = factories.postgresql("_pg_schema_proc")
 _pg_empty_db = factories.postgresql("_pg_empty_proc")

@@ -345,9 +345,7 @@ def parse_int(value: Any, *, field: str, minimum: int, maximum: int) -> int:
     try:
         return _coerce_int(value, minimum, maximum)
     except _Invalid as invalid:
-        _raise_invalid(
-            invalid, minimum=minimum, maximum=maximum, section=None, index=None, key=None, field=field
-        )
+        _raise_invalid(invalid, minimum=minimum, maximum=maximum, section=None, index=None, key=None, field=field)
 
 
 def _try_int(value: Any, minimum: int, maximum: int) -> int | None:
@@ -591,9 +589,7 @@ def _element_id(elem: dict, id_field: str, section: str, index: int | None, key:
     try:
         return _coerce_int(raw_id, 1, INT32_MAX)
     except _Invalid as invalid:
-        _raise_invalid(
-            invalid, minimum=1, maximum=INT32_MAX, section=section, index=index, key=key, field=id_field
-        )
+        _raise_invalid(invalid, minimum=1, maximum=INT32_MAX, section=section, index=index, key=key, field=id_field)
 
 
 def _element_ints(
@@ -681,9 +677,7 @@ def _pets(profile: dict) -> tuple[PetRow, ...]:
                 reason="not an array",
                 value_type=_json_type(orbs),
             )
-        rows[pet_id] = PetRow(
-            pet_id, amount, level, xp, orb_fusion, orbs_used, ascension, _extra(elem, _PET_MAPPED)
-        )
+        rows[pet_id] = PetRow(pet_id, amount, level, xp, orb_fusion, orbs_used, ascension, _extra(elem, _PET_MAPPED))
     return tuple(rows[i] for i in sorted(rows))
 
 
@@ -724,9 +718,7 @@ def _profile_int(profile: dict, field: str) -> int | None:
     try:
         return _coerce_int(value, 0, INT32_MAX)
     except _Invalid as invalid:
-        _raise_invalid(
-            invalid, minimum=0, maximum=INT32_MAX, section="ProfileData", index=None, key=None, field=field
-        )
+        _raise_invalid(invalid, minimum=0, maximum=INT32_MAX, section="ProfileData", index=None, key=None, field=field)
 
 
 def _equipped_pet(profile: dict) -> dict | None:

@@ -96,9 +96,7 @@ def _q(name: str, settings: EtlSettings, **ctx: Any) -> bytes:
     return templates.render(name, catalog_policy=settings.catalog_policy, **ctx).encode()
 
 
-def apply_in_transaction(
-    conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID], settings: EtlSettings
-) -> BatchResult:
+def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID], settings: EtlSettings) -> BatchResult:
     """Apply snapshots `ids` inside the caller's open transaction; raises on database errors."""
     result = BatchResult(snapshots=len(ids))
     if not ids:
@@ -209,9 +207,7 @@ def _dumps_exact(obj: Any) -> str:
     return _DECIMAL_MARKED.sub(r"\1", text) if seen else text
 
 
-def _check_catalogs(
-    conn: psycopg.Connection[Any], snap: contract.NormalizedSnapshot, settings: EtlSettings
-) -> None:
+def _check_catalogs(conn: psycopg.Connection[Any], snap: contract.NormalizedSnapshot, settings: EtlSettings) -> None:
     params = {
         "troop_ids": [t.troop_id for t in snap.troops],
         "pet_ids": [p.pet_id for p in snap.pets],

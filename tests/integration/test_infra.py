@@ -42,9 +42,9 @@ def test_empty_db_has_no_schema(empty_dsn: str, pg_dsn: str) -> None:
 
 def test_server_dsn_is_admin(server_dsn: str) -> None:
     with psycopg.connect(server_dsn) as conn:
-        assert conn.execute(
-            "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
-        ).fetchone() == (True,)
+        assert conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (
+            True,
+        )
 
 
 def _accepts(host: str, port: int) -> bool:

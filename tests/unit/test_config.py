@@ -130,8 +130,12 @@ def test_precedence_override_env_file_default(
 
 def test_overrides_use_yaml_names_and_ignore_none(tmp_path: Path) -> None:
     path = write(tmp_path, "etl:\n  batch_size: 100\nartifacts_dir: from-file\n")
-    overrides = {"etl.batch_size": None, "artifacts_dir": tmp_path / "out", "canary.observe": "5m",
-                 "database.dsn": None}
+    overrides = {
+        "etl.batch_size": None,
+        "artifacts_dir": tmp_path / "out",
+        "canary.observe": "5m",
+        "database.dsn": None,
+    }
     cfg = load_config(path, env={ENV_DSN: DSN}, overrides=overrides)
     assert cfg.etl.batch_size == 100
     assert cfg.artifacts_dir == tmp_path / "out"
@@ -140,7 +144,9 @@ def test_overrides_use_yaml_names_and_ignore_none(tmp_path: Path) -> None:
 
 
 def test_file_values_are_converted(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 database:
   statement_timeout: 1m30s
   lock_timeout: 500ms
@@ -153,7 +159,8 @@ gates:
   ramp: [1, 1, 8]
 canary:
   recent: 2d
-""")
+""",
+    )
     cfg = load_config(path, env={})
     assert cfg.database.statement_timeout_s == 90.0
     assert cfg.database.lock_timeout_s == 0.5
@@ -186,58 +193,73 @@ def test_config_is_frozen() -> None:
         ("etl:\n  batch_sise: 5\n", "2: etl.batch_sise: unknown key (did you mean etl.batch_size?)"),
         ("databse:\n  dsn: x\n", "1: databse: unknown key (did you mean database?)"),
         ("etl:\n  owner: me\n", "2: etl.owner: unknown key (did you mean job.owner?)"),
-        ("database:\n  statement_timeout_s: 5\n",
-         "2: database.statement_timeout_s: unknown key (did you mean database.statement_timeout?)"),
+        (
+            "database:\n  statement_timeout_s: 5\n",
+            "2: database.statement_timeout_s: unknown key (did you mean database.statement_timeout?)",
+        ),
         ("etl:\n  batch_size: true\n", "2: etl.batch_size: must be an integer, got a boolean (true)"),
         ("etl:\n  batch_size: 5.0\n", "2: etl.batch_size: must be an integer, got a number (5.0)"),
-        ("database:\n  max_connections_share: half\n",
-         "2: database.max_connections_share: must be a number, got a string ('half')"),
+        (
+            "database:\n  max_connections_share: half\n",
+            "2: database.max_connections_share: must be a number, got a string ('half')",
+        ),
         ("etl:\n  fast_path: 1\n", "2: etl.fast_path: must be a boolean (true/false), got an integer (1)"),
-        ("etl:\n  catalog_policy: skip\n",
-         "2: etl.catalog_policy: must be one of placeholder, fail; got 'skip'"),
-        ("logging:\n  level: verbose\n",
-         "2: logging.level: must be one of debug, info, warning, error; got 'verbose'"),
-        ("database:\n  statement_timeout: 5 minutes\n",
-         "2: database.statement_timeout: invalid duration '5 minutes' (use e.g. 30s, 500ms, 5m, 1h, 2d)"),
-        ("canary:\n  recent: 2024-01-01\n",
-         "2: canary.recent: must be a duration (e.g. 30s, 500ms, 5m, 1h), got a date"),
-        ("etl:\n  batch_max_bytes: 64M\n",
-         "2: etl.batch_max_bytes: invalid size '64M' (use e.g. 1048576, 512kB, 64MB, 64MiB, 1GiB)"),
+        ("etl:\n  catalog_policy: skip\n", "2: etl.catalog_policy: must be one of placeholder, fail; got 'skip'"),
+        ("logging:\n  level: verbose\n", "2: logging.level: must be one of debug, info, warning, error; got 'verbose'"),
+        (
+            "database:\n  statement_timeout: 5 minutes\n",
+            "2: database.statement_timeout: invalid duration '5 minutes' (use e.g. 30s, 500ms, 5m, 1h, 2d)",
+        ),
+        (
+            "canary:\n  recent: 2024-01-01\n",
+            "2: canary.recent: must be a duration (e.g. 30s, 500ms, 5m, 1h), got a date",
+        ),
+        (
+            "etl:\n  batch_max_bytes: 64M\n",
+            "2: etl.batch_max_bytes: invalid size '64M' (use e.g. 1048576, 512kB, 64MB, 64MiB, 1GiB)",
+        ),
         ("etl:\n  batch_size: 0\n", "2: etl.batch_size: must be >= 1 and <= 10000, got 0"),
-        ("database:\n  max_connections_share: 0\n",
-         "2: database.max_connections_share: must be > 0 and <= 1, got 0"),
+        ("database:\n  max_connections_share: 0\n", "2: database.max_connections_share: must be > 0 and <= 1, got 0"),
         ("job:\n  claim_ttl: 0s\n", "2: job.claim_ttl: must be > 0s, got 0s"),
         ("metrics:\n  port: 70000\n", "2: metrics.port: must be >= 1 and <= 65535, got 70000"),
-        ("metrics:\n  prometheus_url: localhost:9090\n",
-         "2: metrics.prometheus_url: must be an http:// or https:// URL"),
+        (
+            "metrics:\n  prometheus_url: localhost:9090\n",
+            "2: metrics.prometheus_url: must be an http:// or https:// URL",
+        ),
         ("gates:\n  ramp: []\n", "2: gates.ramp: must not be empty"),
         ("gates:\n  ramp: [1, 4, 2]\n", "2: gates.ramp: must be non-decreasing, got [1, 4, 2]"),
         ("gates:\n  ramp: [0, 1]\n", "2: gates.ramp: every item must be >= 1, got [0, 1]"),
         ("gates:\n  ramp: [1, true]\n", "2: gates.ramp: item 2 must be an integer, got a boolean (true)"),
         ("gates:\n  ramp: 4\n", "2: gates.ramp: must be a list of integers, got an integer (4)"),
-        ("gates:\n  required_approvals: [sre, sre]\n",
-         "2: gates.required_approvals: must not repeat items, got ['sre', 'sre']"),
+        (
+            "gates:\n  required_approvals: [sre, sre]\n",
+            "2: gates.required_approvals: must not repeat items, got ['sre', 'sre']",
+        ),
         ("job:\n  owner: ''\n", "2: job.owner: must not be empty"),
         ("job:\n  owner:\n", "2: job.owner: must be a string, got null"),
         ("job:\n  heartbeat: 2m\n", "2: job.heartbeat: must be < job.claim_ttl (120s)"),
-        ("throttle:\n  max_batch_size: 5\n",
-         "2: throttle.max_batch_size: must be >= throttle.min_batch_size (10)"),
+        ("throttle:\n  max_batch_size: 5\n", "2: throttle.max_batch_size: must be >= throttle.min_batch_size (10)"),
         ("etl:\n  batch_size: 5\n  batch_size: 6\n", "3: etl.batch_size: duplicate key (first on line 2)"),
         ("etl: 5\n", "1: etl: must be a mapping, got an integer"),
         ("etl:\n  1: 5\n", "2: etl.1: keys must be strings"),
         ("artifacts_dir: [a]\n", "1: artifacts_dir: must be a path, got a list"),
         ("- etl\n- job\n", "1: top level must be a mapping of sections, got a list"),
         ("etl:\n  batch_size: [1, 2\n", "3: invalid YAML: expected ',' or ']', but got '<stream end>'"),
-        ("etl:\n  batch_size: 5\n   fast_path: true\n",
-         "3: invalid YAML: mapping values are not allowed here"),
+        ("etl:\n  batch_size: 5\n   fast_path: true\n", "3: invalid YAML: mapping values are not allowed here"),
         ("etl:\n\tbatch_size: 5\n", "2: invalid YAML: found character '\\t' that cannot start any token"),
-        ("etl: {}\n---\njob: {}\n",
-         "2: invalid YAML: expected a single document in the stream, but found another document"),
-        ("etl: !!python/object/apply:os.system ['true']\n",
-         "1: invalid YAML: could not determine a constructor for the tag "
-         "'tag:yaml.org,2002:python/object/apply:os.system'"),
-        ("etl:\n  batch_size: 5\x00\n",
-         "2: invalid YAML: unacceptable character #x0000: special characters are not allowed"),
+        (
+            "etl: {}\n---\njob: {}\n",
+            "2: invalid YAML: expected a single document in the stream, but found another document",
+        ),
+        (
+            "etl: !!python/object/apply:os.system ['true']\n",
+            "1: invalid YAML: could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/object/apply:os.system'",
+        ),
+        (
+            "etl:\n  batch_size: 5\x00\n",
+            "2: invalid YAML: unacceptable character #x0000: special characters are not allowed",
+        ),
     ],
 )
 def test_file_errors_name_file_line_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -251,9 +273,7 @@ def test_missing_explicit_file_is_named(tmp_path: Path) -> None:
 
 
 def test_override_and_env_errors_name_their_source() -> None:
-    assert load_error(overrides={"etl.batch_size": 0}) == (
-        "--option etl.batch_size: must be >= 1 and <= 10000, got 0"
-    )
+    assert load_error(overrides={"etl.batch_size": 0}) == ("--option etl.batch_size: must be >= 1 and <= 10000, got 0")
     assert load_error(overrides={"etl.batchsize": 1}) == (
         "--option etl.batchsize: unknown key (did you mean etl.batch_size?)"
     )
@@ -284,15 +304,29 @@ def test_errors_never_show_the_password(tmp_path: Path, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(30, 30.0), (1.5, 1.5), (0, 0.0), ("30", 30.0), ("2.5", 2.5), ("30s", 30.0), ("500ms", 0.5),
-     ("5m", 300.0), ("1h", 3600.0), ("2d", 172800.0), (" 1h30m ", 5400.0), ("1m 30s", 90.0), (".5s", 0.5)],
+    [
+        (30, 30.0),
+        (1.5, 1.5),
+        (0, 0.0),
+        ("30", 30.0),
+        ("2.5", 2.5),
+        ("30s", 30.0),
+        ("500ms", 0.5),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("2d", 172800.0),
+        (" 1h30m ", 5400.0),
+        ("1m 30s", 90.0),
+        (".5s", 0.5),
+    ],
 )
 def test_parse_duration(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", [True, None, [1], "", "abc", "5 minutes", "-5s", -1, "5M", "1e3", "nan",
-                                   float("inf"), "s", "5s5"])
+@pytest.mark.parametrize(
+    "value", [True, None, [1], "", "abc", "5 minutes", "-5s", -1, "5M", "1e3", "nan", float("inf"), "s", "5s5"]
+)
 def test_parse_duration_rejects(value: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(value)
@@ -300,9 +334,19 @@ def test_parse_duration_rejects(value: object) -> None:
 
 @pytest.mark.parametrize(
     ("value", "size"),
-    [(1024, 1024), (1024.0, 1024), ("1024", 1024), ("512kB", 512_000), ("512KB", 512_000),
-     ("64MB", 64_000_000), ("64MiB", 64 * 2**20), ("1GiB", 2**30), ("1.5KiB", 1536), ("10 B", 10),
-     ("2TB", 2 * 10**12)],
+    [
+        (1024, 1024),
+        (1024.0, 1024),
+        ("1024", 1024),
+        ("512kB", 512_000),
+        ("512KB", 512_000),
+        ("64MB", 64_000_000),
+        ("64MiB", 64 * 2**20),
+        ("1GiB", 2**30),
+        ("1.5KiB", 1536),
+        ("10 B", 10),
+        ("2TB", 2 * 10**12),
+    ],
 )
 def test_parse_size(value: object, size: int) -> None:
     assert parse_size(value) == size
@@ -327,14 +371,21 @@ def test_fingerprint_ignores_settings_that_do_not_change_the_writes(tmp_path: Pa
     assert re.fullmatch(r"[0-9a-f]{64}", base.fingerprint())
     assert other.fingerprint() == base.fingerprint()
     assert base.replace(**{"database.dsn": "postgresql://x/y"}).fingerprint() == base.fingerprint()
-    assert base.replace(**{"gates.ramp_step": "1m"}).fingerprint() == base.replace(
-        **{"gates.ramp_step": 60}).fingerprint()
+    assert (
+        base.replace(**{"gates.ramp_step": "1m"}).fingerprint() == base.replace(**{"gates.ramp_step": 60}).fingerprint()
+    )
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"etl.catalog_policy": "fail"}, {"etl.batch_size": 50}, {"job.chunk_size": 10}, {"gates.ramp": [1, 8]},
-     {"throttle.failure_rate_max": 0.05}, {"etl.fast_path": False}],
+    [
+        {"etl.catalog_policy": "fail"},
+        {"etl.batch_size": 50},
+        {"job.chunk_size": 10},
+        {"gates.ramp": [1, 8]},
+        {"throttle.failure_rate_max": 0.05},
+        {"etl.fast_path": False},
+    ],
 )
 def test_fingerprint_changes_with_what_a_job_writes_or_its_gates(change: dict) -> None:
     assert Config().replace(**change).fingerprint() != Config().fingerprint()
@@ -377,10 +428,11 @@ def test_replace_returns_a_new_validated_config() -> None:
         ("postgresql://db/starforge", "postgresql://db/starforge"),
         ("postgresql://h1:5432,h2:5433/db", "postgresql://h1:5432,h2:5433/db"),
         ("postgresql://[::1]:5432/db", "postgresql://[::1]:5432/db"),
-        ("postgresql://h/db?user=u&password=pw&sslmode=require",
-         "postgresql://h/db?user=u&password=***&sslmode=require"),
-        ("host=db user=backfill password=pw dbname=starforge",
-         "host=db user=backfill password=*** dbname=starforge"),
+        (
+            "postgresql://h/db?user=u&password=pw&sslmode=require",
+            "postgresql://h/db?user=u&password=***&sslmode=require",
+        ),
+        ("host=db user=backfill password=pw dbname=starforge", "host=db user=backfill password=*** dbname=starforge"),
         ("host=db password = 'p w\\'x' dbname=s", "host=db password = *** dbname=s"),
         ("host=db user=backfill dbname=starforge", "host=db user=backfill dbname=starforge"),
     ],

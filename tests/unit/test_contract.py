@@ -244,9 +244,7 @@ def test_ids_must_be_positive_int32(section: str, id_field: str, value: Any, ok:
 def test_xp_is_64_bit(section: str, id_field: str) -> None:
     snap = normalize(payload({section: [{id_field: 1, "XP": INT64_MAX}]}))
     assert getattr(snap, section.lower())[0].xp == INT64_MAX
-    assert (
-        getattr(normalize(payload({section: [{id_field: 1, "XP": 2**31}]})), section.lower())[0].xp == 2**31
-    )
+    assert getattr(normalize(payload({section: [{id_field: 1, "XP": 2**31}]})), section.lower())[0].xp == 2**31
     err = raises(payload({section: [{id_field: 1, "XP": 2**63}]}), EtlError.VALIDATION_ERROR)
     assert err.details["reason"] == "above maximum"
     assert err.details["maximum"] == INT64_MAX
@@ -782,8 +780,7 @@ SNAPSHOTS = [
             "EquippedPet": {"PetId": 3, "Level": "bad"},
             "Guild": {"Name": 1},
             "Troops": [
-                {"TroopId": i, "Amount": i % 4, "Level": i % 3, "x": {"y": [{"Passwd": 1}]}}
-                for i in range(1, 40)
+                {"TroopId": i, "Amount": i % 4, "Level": i % 3, "x": {"y": [{"Passwd": 1}]}} for i in range(1, 40)
             ],
         }
     ),

@@ -22,8 +22,15 @@ from starforge_backfill.synthetic import (
 )
 
 # Small payloads, many malformed ones: cheap to generate, every malformed kind several times.
-FAST = SyntheticSpec(snapshots=240, users=12, size_mix=((1.0, 4_000),), malformed_ratio=0.2,
-                     troop_catalog_size=150, pet_catalog_size=30, artifact_catalog_size=12)
+FAST = SyntheticSpec(
+    snapshots=240,
+    users=12,
+    size_mix=((1.0, 4_000),),
+    malformed_ratio=0.2,
+    troop_catalog_size=150,
+    pet_catalog_size=30,
+    artifact_catalog_size=12,
+)
 
 
 def _digest(spec: SyntheticSpec) -> str:
@@ -98,8 +105,11 @@ def test_every_case_normalizes_as_the_contract_says(spec: SyntheticSpec) -> None
         assert snap.troops and snap.pets
         extras = orjson.dumps([r.extra for r in (*snap.troops, *snap.pets, *snap.artifacts)])
         assert SECRET_MARKER.encode() not in extras
-        for kind, rows, attr in (("troop", snap.troops, "troop_id"), ("pet", snap.pets, "pet_id"),
-                                 ("artifact", snap.artifacts, "artifact_id")):
+        for kind, rows, attr in (
+            ("troop", snap.troops, "troop_id"),
+            ("pet", snap.pets, "pet_id"),
+            ("artifact", snap.artifacts, "artifact_id"),
+        ):
             ids = [getattr(r, attr) for r in rows]
             assert len(ids) == len(set(ids))
             used_missing |= {(kind, i) for i in ids if i not in known[kind]}
