@@ -92,3 +92,17 @@ def test_every_command_has_help_text_and_is_in_the_readme(path: tuple[str, ...])
     assert f"starforge-backfill {' '.join(path)}" in README or f"`{' '.join(path)}`" in README, (
         f"`{' '.join(path)}` is not shown in README.md"
     )
+
+
+def test_the_readme_configuration_table_names_every_key_of_the_config_model() -> None:
+    import dataclasses
+
+    from starforge_backfill import config as config_module
+
+    section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    for name in config_module._sections():
+        assert f"| `{name}` |" in section, f"section {name} missing from the README's configuration table"
+        for field in dataclasses.fields(getattr(config_module.Config(), name)):
+            key = config_module._yaml_name(field)
+            assert f"`{key}`" in section, f"{name}.{key} missing from the README's configuration table"
+    assert "`artifacts_dir`" in section
