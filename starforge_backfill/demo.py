@@ -53,7 +53,11 @@ class DemoDatabase:
 
     def close(self, *, keep_server: bool = False) -> None:
         """Stop the embedded server (unless kept)."""
-        if self.server is not None and not keep_server:
+        if self.server is None:
+            return
+        if keep_server:
+            self.server.detach()
+        else:
             self.server.stop()
 
 

@@ -234,6 +234,16 @@ class EmbeddedPostgres:
         log = data / "server.log"
         self._run("pg_ctl", "-D", str(data), "-l", str(log), "-m", mode, "-w", "-t", "60", "restart")
 
+    @property
+    def pgdata(self) -> Path | None:
+        """The running server's data directory (system launcher), if known."""
+        return self._pgdata
+
+    def detach(self) -> str:
+        """Leave the server running after this process exits (`demo --keep-server`); returns its DSN."""
+        atexit.unregister(self.stop)
+        return self.dsn
+
     def stop(self) -> None:
         """Stop the server (idempotent); remove the data dir if it was a temporary one."""
         atexit.unregister(self.stop)

@@ -202,7 +202,8 @@ def command(obj: Ctx, snapshots: int, keep_server: bool, workdir: Path) -> None:
     artifacts = Path(obj.opts.get("artifacts_dir") or workdir / f"artifacts-{stamp}").resolve()
     console.rule("[bold]starforge-backfill demo")
     console.print("starting an embedded PostgreSQL…" if not obj.opts.get("dsn") else "using the given server…")
-    db = demo.open_database(obj.opts.get("dsn"), keep_server=keep_server, data_dir=workdir / "pgdata")
+    # The server lives under /tmp (initdb runs as the postgres user when we are root: it cannot enter /root).
+    db = demo.open_database(obj.opts.get("dsn"), keep_server=keep_server)
     try:
         console.print(f"database: [bold]{db.created_db}[/] ({'embedded' if db.server else 'given server'})")
         session = Session(db.dsn, artifacts, config_path, console)
@@ -224,6 +225,8 @@ def command(obj: Ctx, snapshots: int, keep_server: bool, workdir: Path) -> None:
         ]
         if keep_server and db.server is not None:
             lines.append(f"server (kept)  psql '{db.dsn}'")
+            if db.server.pgdata is not None:
+                lines.append(f"stop it with   kill -INT $(head -1 {db.server.pgdata}/postmaster.pid)")
         console.print(Panel("\n".join(lines), title="demo finished", expand=False))
         obj.emit(
             {
@@ -232,6 +235,7 @@ def command(obj: Ctx, snapshots: int, keep_server: bool, workdir: Path) -> None:
                 "artifacts": str(artifacts),
                 "elapsed_s": round(elapsed, 1),
                 "dsn": db.dsn if keep_server else None,
+                "pgdata": str(db.server.pgdata) if keep_server and db.server and db.server.pgdata else None,
                 "steps": [list(s) for s in session.steps],
             },
             lambda: None,

@@ -40,3 +40,37 @@ def test_demo_walks_the_whole_runbook_and_leaves_a_report(tmp_path: Path) -> Non
         assert code in allowed.get(name, (0,)), result["steps"]
     # the embedded server is gone: nothing listens on it any more
     assert result["dsn"] is None
+
+
+@pytest.mark.slow
+def test_demo_keep_server_leaves_the_embedded_server_running(tmp_path: Path) -> None:
+    import psycopg
+
+    workdir = tmp_path / "demo"
+    proc = subprocess.run(
+        [str(SCRIPT), "--json", "demo", "--snapshots", "40", "--keep-server", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    dsn = result["dsn"]
+    pidfile = Path(result["pgdata"]) / "postmaster.pid"
+    assert "stop it with" in proc.stderr
+    try:
+        with psycopg.connect(dsn) as conn:  # still answering after the demo process exited
+            assert conn.execute("SELECT count(*) FROM hero_snapshots").fetchone()[0] == 40
+    finally:
+        if pidfile.exists():
+            import os
+            import signal
+
+            import shutil
+            import time
+
+            os.kill(int(pidfile.read_text().splitlines()[0]), signal.SIGINT)
+            deadline = time.monotonic() + 20
+            while pidfile.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            shutil.rmtree(pidfile.parent.parent, ignore_errors=True)  # /tmp/starforge-pg-XXXX
