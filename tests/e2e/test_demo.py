@@ -64,9 +64,8 @@ def test_demo_keep_server_leaves_the_embedded_server_running(tmp_path: Path) -> 
     finally:
         if pidfile.exists():
             import os
-            import signal
-
             import shutil
+            import signal
             import time
 
             os.kill(int(pidfile.read_text().splitlines()[0]), signal.SIGINT)
