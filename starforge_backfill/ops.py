@@ -17,8 +17,10 @@ from starforge_backfill import __version__, artifacts, jobs, schema
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, is_transient, retry_kwargs, translate_errors
 from starforge_backfill.engine import EngineOptions, Worker
-from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, SchemaMissing, UsageError
+from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, UsageError
 from starforge_backfill.etl.pipeline import BatchResult, EtlSettings
+from starforge_backfill.runbook.common import check_schema as _check_schema
+from starforge_backfill.runbook.common import parse_ts as _parse_ts
 from starforge_backfill.throttle import HealthThrottle, ThrottleSettings
 
 Notify = Callable[[str], None]
@@ -117,24 +119,6 @@ class RunResult:
     def to_json(self) -> dict[str, Any]:
         """`run --json`: the job's final row (status shape) plus this invocation's summary."""
         return jobs.public_row(self.job) | {"run": self.summary()}
-
-
-def _parse_ts(value: str | dt.datetime, name: str) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        ts = value
-    else:
-        try:
-            ts = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise UsageError(f"{name}: not an ISO-8601 timestamp: {value!r}") from None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.UTC)
-
-
-def _check_schema(conn: psycopg.Connection[Any]) -> None:
-    missing = schema.missing_columns(conn)
-    if missing:
-        first = ", ".join(f"{t}({', '.join(c[:3])})" for t, c in list(missing.items())[:3])
-        raise SchemaMissing(f"the database lacks the expected schema: missing {first}")
 
 
 def _connection_budget(conn: psycopg.Connection[Any], cfg: Config, concurrency: int) -> None:

@@ -42,7 +42,8 @@ from starforge_backfill import artifacts, jobs, ops, templates
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
-from starforge_backfill.runbook._common import check_schema, jsonable, parse_ts
+from starforge_backfill.runbook.common import check_schema, jsonable
+from starforge_backfill.runbook.common import parse_optional_ts as parse_ts
 from starforge_backfill.runbook.gates import record_gate
 
 MAX_CONCURRENCY = 4

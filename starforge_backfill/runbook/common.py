@@ -6,12 +6,16 @@ import datetime as dt
 import math
 import threading
 import time
+import uuid
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from starforge_backfill import templates
-from starforge_backfill.errors import UsageError
+import psycopg
+
+from starforge_backfill import schema, templates
+from starforge_backfill.errors import SchemaMissing, UsageError
 
 MB = 1024 * 1024
 
@@ -109,3 +113,31 @@ def mb(value: float | None) -> float | None:
 def elapsed(t0: float) -> float:
     """Seconds since `t0` (a perf_counter reading), rounded to the microsecond."""
     return round(time.perf_counter() - t0, 6)
+
+
+def parse_optional_ts(value: str | dt.datetime | None, name: str) -> dt.datetime | None:
+    """parse_ts, with None passed through."""
+    return None if value is None else parse_ts(value, name)
+
+
+def check_schema(conn: psycopg.Connection[Any]) -> None:
+    """Raise SchemaMissing (exit 3) when the database lacks the tables or columns the toolkit needs."""
+    missing = schema.missing_columns(conn)
+    if missing:
+        first = ", ".join(f"{t}({', '.join(c[:3])})" for t, c in list(missing.items())[:3])
+        raise SchemaMissing(f"the database lacks the expected schema: missing {first}")
+
+
+def jsonable(value: Any) -> Any:
+    """Datetimes, UUIDs and Decimals made JSON-ready, recursively."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value

@@ -24,7 +24,7 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, redact_dsn, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.runbook import report_render
-from starforge_backfill.runbook._common import check_schema, jsonable
+from starforge_backfill.runbook.common import check_schema, jsonable
 
 FORMATS = ("md", "html", "json")
 MANIFEST = "manifest.json"

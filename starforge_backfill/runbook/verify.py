@@ -36,7 +36,8 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.runbook import parity
-from starforge_backfill.runbook._common import check_schema, jsonable, parse_ts
+from starforge_backfill.runbook.common import check_schema, jsonable
+from starforge_backfill.runbook.common import parse_optional_ts as parse_ts
 from starforge_backfill.runbook.gates import record_gate
 
 DEFAULT_SAMPLE_USERS = 20
