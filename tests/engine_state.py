@@ -1,0 +1,48 @@
+"""Reading the engine tests' database back: the normalized tables by namecode and ids, and small queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+_STATE = {
+    "users": "SELECT namecode, username FROM users ORDER BY namecode",
+    **{
+        table: (
+            f"SELECT u.namecode, to_jsonb(t) - 'id' - 'user_id' - 'updated_at' AS r FROM {table} t"
+            " JOIN users u ON u.id = t.user_id ORDER BY 1, 2"
+        )
+        for table in ("user_troops", "user_pets", "user_artifacts")
+    },
+    "user_profile_summary": (
+        "SELECT u.namecode, to_jsonb(s) - 'user_id' - 'cached_at' AS r FROM user_profile_summary s"
+        " JOIN users u ON u.id = s.user_id ORDER BY 1"
+    ),
+    "catalogs": (
+        "SELECT * FROM (SELECT 'troop' AS k, to_jsonb(c) AS r FROM troop_catalog c"
+        " UNION ALL SELECT 'pet', to_jsonb(c) FROM pet_catalog c"
+        " UNION ALL SELECT 'artifact', to_jsonb(c) FROM artifact_catalog c) AS x ORDER BY k, r"
+    ),
+    "hero_snapshots": (
+        "SELECT h.id, u.namecode, h.error_count, h.processed_at IS NOT NULL, h.last_error ->> 'error_type'"
+        " FROM hero_snapshots h LEFT JOIN users u ON u.id = h.user_id ORDER BY h.id"
+    ),
+    "etl_errors": "SELECT snapshot_id, error_type, message FROM etl_errors ORDER BY 1, 2, 3",
+    "username_seen": (
+        "SELECT u.namecode, s.seen_at, s.snapshot_id, s.username FROM backfill_username_seen s"
+        " JOIN users u ON u.id = s.user_id ORDER BY 1"
+    ),
+}
+
+
+def table_state(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The normalized tables by namecode and ids (no uuids of users, updated_at, cached_at, processed_at)."""
+    with psycopg.connect(dsn) as conn:
+        return {name: [tuple(r) for r in conn.execute(q).fetchall()] for name, q in _STATE.items()}  # type: ignore[arg-type]
+
+
+def scalar(dsn: str, query: str, params: Any = None) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        return row[0] if row else None
