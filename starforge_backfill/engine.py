@@ -70,6 +70,7 @@ class EngineOptions:
     batch_size: int
     batch_max_bytes: int
     claim_ttl_s: float = 120.0
+    heartbeat_s: float = 10.0
     retry: dict[str, Any] = dataclasses.field(default_factory=dict)
     poll_s: float = 0.5
     min_batch_size: int = 10
@@ -106,6 +107,7 @@ class Worker:
             options.target_batch_s,
         )
         self.outcome = "running"
+        self._last_beat = time.monotonic()  # when this worker last proved it is alive (claim, commit, beat)
         self.error: BaseException | None = None
 
     def run(self) -> str:
@@ -154,6 +156,7 @@ class Worker:
             if status != "running":
                 return status
             chunk = self._db(jobs.claim_chunk, self.job_id, self.name, self.options.claim_ttl_s)
+            self._last_beat = time.monotonic()
             if chunk is None:
                 if self._db(jobs.finish_job, self.job_id) is not None:
                     return "done"
@@ -206,6 +209,9 @@ class Worker:
                             "state": decision.state,
                         },
                     )
+                    if time.monotonic() - self._last_beat >= self.options.heartbeat_s:  # backing off is not dying
+                        self._db(jobs.heartbeat, self.job_id, chunk_no, self.name)
+                        self._last_beat = time.monotonic()
                     self.stop.wait(decision.sleep_s)
                     continue
             rows = self._db(jobs.next_batch, chunk, after, selector, self.sizer.size)
@@ -238,6 +244,7 @@ class Worker:
                 self._pause_after_retries(exc)
                 return "paused"
             duration = time.monotonic() - started
+            self._last_beat = time.monotonic()  # the checkpoint refreshed the heartbeat
             log.log(
                 detail_level(),
                 "batch finished: job %s, worker %s, %d snapshot(s), %d failed, %d ms",

@@ -255,6 +255,11 @@ def finish_chunk(conn: psycopg.Connection[Any], job_id: str, chunk_no: int, work
     return _one(conn, "jobs/finish_chunk.sql", {"job_id": job_id, "chunk_no": chunk_no, "worker": worker}) is not None
 
 
+def heartbeat(conn: psycopg.Connection[Any], job_id: str, chunk_no: int, worker: str) -> bool:
+    """Refresh a held chunk's heartbeat; False if this worker no longer holds it."""
+    return _one(conn, "jobs/heartbeat.sql", {"job_id": job_id, "chunk_no": chunk_no, "worker": worker}) is not None
+
+
 def release_chunk(conn: psycopg.Connection[Any], job_id: str, chunk_no: int, worker: str) -> None:
     """Give a chunk back so another worker can claim it at once."""
     conn.execute(_q("jobs/release_chunk.sql"), {"job_id": job_id, "chunk_no": chunk_no, "worker": worker})

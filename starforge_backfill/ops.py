@@ -430,6 +430,7 @@ def engine_options(cfg: Config, batch_size: int, folder: Path, job_id: str) -> E
         batch_size=batch_size,
         batch_max_bytes=cfg.etl.batch_max_bytes,
         claim_ttl_s=cfg.job.claim_ttl_s,
+        heartbeat_s=cfg.job.heartbeat_s,
         retry=retry_kwargs(cfg),
         min_batch_size=cfg.throttle.min_batch_size,
         max_batch_size=cfg.throttle.max_batch_size,

@@ -582,3 +582,26 @@ def test_the_ramp_holds_while_the_database_is_away(
     assert res.outcome == "done"
     assert calls[:2] == [1, 1]  # held at one worker, stepped up at the next step
     assert_exact(pg_dsn, res.job["job_id"])
+
+
+def test_a_throttled_worker_keeps_its_chunk_alive(pg_dsn: str, tmp_path: Path) -> None:
+    load_corpus(pg_dsn)
+    cfg = throttled_cfg(
+        pg_dsn, tmp_path, **{"throttle.long_transaction": "1s", "throttle.sleep": "0.3s", "job.heartbeat": "0.5s"}
+    )
+    with psycopg.connect(pg_dsn) as holder:  # another session's transaction, older than 1 s
+        holder.execute("SELECT txid_current()")
+        time.sleep(1.2)
+        run = Background(lambda: ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=1))
+        job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
+        wait_for(lambda: job_row(pg_dsn, job_id)["throttle_state"], what="the throttle state")
+        time.sleep(2.5)  # backing off, committing nothing
+        age = scalar(
+            pg_dsn,
+            "SELECT extract(epoch FROM now() - min(heartbeat_at)) FROM backfill_chunks"
+            " WHERE job_id = %s AND status = 'running'",
+            [job_id],
+        )
+        holder.rollback()
+    assert age is not None and float(age) < 1.5  # not left to look dead to other workers (claim_ttl)
+    assert run.result().outcome == "done"
