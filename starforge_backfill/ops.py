@@ -353,7 +353,7 @@ def _run_workers(
     interrupted = False
     try:
         while not all(ev.is_set() for ev in finished):
-            finished[0].wait(0.2) if not finished[0].is_set() else time.sleep(0.2)
+            time.sleep(0.2)
             if step + 1 < len(schedule) and time.monotonic() >= next_step_at and not stop.is_set():
                 next_step_at = time.monotonic() + cfg.gates.ramp_step_s
                 try:
