@@ -335,6 +335,7 @@ def _run_workers(
 
     workers: list[Worker] = []
     finished: list[threading.Event] = []
+    any_finished = threading.Event()  # set by each worker as it ends: the wait below wakes at once
 
     def start(n: int) -> None:
         while len(workers) < n:
@@ -342,7 +343,7 @@ def _run_workers(
             ev = threading.Event()
             workers.append(w)
             finished.append(ev)
-            threading.Thread(target=_safe_run, args=(w, ev), name=w.name, daemon=True).start()
+            threading.Thread(target=_safe_run, args=(w, ev, any_finished), name=w.name, daemon=True).start()
 
     schedule = ramp_schedule(cfg.gates.ramp, concurrency) if ramp else [concurrency]
     step = 0
@@ -353,7 +354,8 @@ def _run_workers(
     interrupted = False
     try:
         while not all(ev.is_set() for ev in finished):
-            time.sleep(0.2)
+            any_finished.wait(0.2)
+            any_finished.clear()
             if step + 1 < len(schedule) and time.monotonic() >= next_step_at and not stop.is_set():
                 next_step_at = time.monotonic() + cfg.gates.ramp_step_s
                 try:
@@ -409,13 +411,14 @@ def _ramp_allowed(cfg: Config, job_id: str, options: EngineOptions, current: int
     return True
 
 
-def _safe_run(worker: Worker, finished: threading.Event) -> None:
+def _safe_run(worker: Worker, finished: threading.Event, any_finished: threading.Event) -> None:
     try:
         worker.run()
     except BaseException:  # recorded on the worker; the main thread re-raises it
         return
     finally:
         finished.set()
+        any_finished.set()
 
 
 def engine_options(cfg: Config, batch_size: int, folder: Path, job_id: str) -> EngineOptions:
