@@ -20,13 +20,17 @@ WITH src AS MATERIALIZED (
            p."Guild" AS j_guild
     FROM hero_snapshots AS h
 {% if source == "params" %}
-    CROSS JOIN LATERAL (SELECT %(payloads)s::jsonb -> h.id::text AS raw) AS r
-    CROSS JOIN LATERAL (SELECT coalesce(jsonb_typeof(r.raw) = 'object', false) AS is_obj) AS t
-    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN t.is_obj THEN r.raw END)
+    CROSS JOIN LATERAL (SELECT %(payloads)s::jsonb -> h.id::text AS raw) AS r0
+    CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(r0.raw) = 'object' THEN r0.raw END AS obj) AS r
 {% else %}
-    CROSS JOIN LATERAL (SELECT coalesce(jsonb_typeof(h.raw) = 'object', false) AS is_obj) AS t
-    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN t.is_obj THEN h.raw END)
+    -- `raw` is de-TOASTed (decompressed) by every function that reads it: one jsonpath call both checks that
+    -- it is an object and hands on the decompressed value, instead of a jsonb_typeof() and a jsonb_to_record()
+    -- that decompressed the multi-MB value twice (OFFSET 0 keeps the planner from duplicating the call).
+    CROSS JOIN LATERAL (SELECT jsonb_path_query_first(h.raw, 'strict $ ? (@.type() == "object")') AS obj
+                        OFFSET 0) AS r
 {% endif %}
+    CROSS JOIN LATERAL (SELECT r.obj IS NOT NULL AS is_obj) AS t
+    LEFT JOIN LATERAL jsonb_to_record(r.obj)
         AS x("NameCode" jsonb, "Name" jsonb, "ProfileData" jsonb) ON true
     LEFT JOIN LATERAL jsonb_to_record(CASE WHEN jsonb_typeof(x."ProfileData") = 'object' THEN x."ProfileData" END)
         AS p("Level" jsonb, "PvpTier" jsonb, "Troops" jsonb, "Pets" jsonb, "Artifacts" jsonb,
@@ -69,8 +73,7 @@ ins_snap AS (
            AND (v.j_level IS NULL OR {{ m.in_range("v.n_level", 0, 2147483647) }})
            AND (v.j_pvp IS NULL OR {{ m.in_range("v.n_pvp", 0, 2147483647) }})
 {% for e in m.ENTITIES %}
-           AND (v.j_{{ e.name }}s IS NULL OR (jsonb_typeof(v.j_{{ e.name }}s) IN ('array', 'object')
-                AND NOT {{ m.sensitive("v.j_" ~ e.name ~ "s") }}))
+           AND (v.j_{{ e.name }}s IS NULL OR jsonb_typeof(v.j_{{ e.name }}s) IN ('array', 'object'))
 {% endfor %}
     FROM snap_v AS v
     RETURNING 1
@@ -118,11 +121,26 @@ ins_snap AS (
 {%- for jf, col, d, hi in e.ints %}, {{ sqlstr(jf) }}{% endfor %}
 {%- for jf, col in e.arrays %}, {{ sqlstr(jf) }}{% endfor %}]::text[] ELSE '{}'::jsonb END AS extra) AS x
 ),
+{% if source == "table" %}
+-- Snapshots whose {{ e.name }} rows would carry a sensitive key (in `extra`{{ " or OrbsUsed" if e.arrays else "" }}, at any depth): one
+-- case-insensitive regex per snapshot over the text of those values only (cheaper than the whole section's
+-- text, whose numbers dominate). It also matches such words in values: a false positive only sends the
+-- snapshot to the exact reference path, whose canonical payload (source `params`) is stripped already.
+{{ e.name }}_sens AS (
+    SELECT f.sid FROM {{ e.name }}_f AS f
+    GROUP BY f.sid
+    HAVING string_agg(f.extra::text
+{%- for jf, col in e.arrays %} || coalesce(f.{{ ident("j_" ~ col) }}::text, ''){% endfor %}, '') ~* {{ sqlstr(m.SENSITIVE_RE) }}
+),
+{% endif %}
 ins_{{ e.name }} AS (
     INSERT INTO {{ ident("sf_stage_" ~ e.name) }} (sid, ord, ok, {{ ident(e.id_col) }}
 {%- for jf, col, d, hi in e.ints %}, {{ ident(col) }}{% endfor %}
 {%- for jf, col in e.arrays %}, {{ ident(col) }}{% endfor %}, extra)
-    SELECT f.sid, f.ord, coalesce(f.ok AND v.id > 0, false), v.id
+    SELECT f.sid, f.ord,
+           coalesce(f.ok AND v.id > 0
+{%- if source == "table" %} AND f.sid NOT IN (SELECT b.sid FROM {{ e.name }}_sens AS b){% endif %}, false),
+           v.id
 {% for jf, col, d, hi in e.ints %}
            , CASE WHEN f.ok THEN coalesce({{ m.int_val("f." ~ ident("j_" ~ col), "bigint" if hi > 2147483647 else "integer") }}, {{ d }}) END
 {% endfor %}

@@ -713,6 +713,34 @@ def test_extra_keeps_unmapped_keys_and_drops_sensitive_ones_everywhere(
                 assert not [x for x in SECRETS if x in text and x != SECRETS[10]], path  # [10] sits under "Amount"
 
 
+def test_sensitive_words_in_values_and_quoted_keys(pg_conn: psycopg.Connection, subtests: pytest.Subtests) -> None:
+    # The fast path screens extras with a broad regex: a sensitive *word in a value* is a false positive that
+    # the reference path must apply normally (not report as a fast/reference disagreement), and a sensitive
+    # key holding a double quote after the sensitive part (a regex anchored on quotes missed it) is dropped.
+    for fast_path in (True, False):
+        with on_path(pg_conn, subtests, fast_path):
+            words = insert_snapshot(
+                pg_conn,
+                payload("SENS_WORDS", Troops=[{"TroopId": 1, "Note": "session token auth", "Kind": "Passwords"}]),
+            )
+            quoted = insert_snapshot(
+                pg_conn,
+                payload("SENS_QUOTED", Troops=[{"TroopId": 2, 'token"x': SECRETS[12], 'a"b': 1}]),
+            )
+            res = apply(pg_conn, [words, quoted], EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (2, 0)
+            extras = {
+                r["namecode"]: r["extra"]
+                for r in rows(pg_conn, "SELECT u.namecode, t.extra FROM user_troops t JOIN users u ON u.id = t.user_id")
+            }
+            assert extras == {
+                "SENS_WORDS": {"Note": "session token auth", "Kind": "Passwords"},
+                "SENS_QUOTED": {'a"b': 1},
+            }
+            assert errors(pg_conn) == []
+            assert find_text(pg_conn, [SECRETS[12]]) == []
+
+
 EXACT_EXTRA = {
     "Precise": Decimal("0.1000000000000000055511151231257827"),
     "Long": Decimal("123456789012345678901234567890.5"),

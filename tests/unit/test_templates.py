@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jinja2
 import pytest
 import sqlglot
@@ -9,6 +11,7 @@ from psycopg import sql
 from sqlglot import exp
 
 from starforge_backfill import templates
+from starforge_backfill.etl.contract import SENSITIVE_PARTS
 
 EXAMPLES = templates.render_examples()
 
@@ -106,3 +109,11 @@ def test_ident_quoting_doubles_quotes(names: tuple[str, ...], quoted: str) -> No
     assert ident.as_string() == quoted
     assert ident.as_string() == sql.Identifier(*names).as_string(None)
     assert templates._env().from_string("{{ ident(*names) }}").render(names=list(names)) == quoted
+
+
+def test_the_sql_sensitive_regex_finds_every_contract_part() -> None:
+    pattern = templates._env().get_template("etl/_macros.sql").module.SENSITIVE_RE
+    for part in SENSITIVE_PARTS:
+        for key in (part, part.upper(), f"x_{part.title()}_y"):
+            assert re.search(pattern, f'{{"{key}": 1}}', re.IGNORECASE), key
+    assert not re.search(pattern, '{"IsNew": false, "Ascension": 2}', re.IGNORECASE)
