@@ -59,7 +59,7 @@ def parse_vars(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 def base_context(cfg: Any) -> dict[str, Any]:
     """The structure-only context the toolkit renders with, from the config."""
-    return {"catalog_policy": cfg.etl.catalog_policy, "source": "table"}
+    return {"catalog_policy": cfg.etl.catalog_policy, "source": "table", "upsert_entities": False, "entity": "troop"}
 
 
 def render(cfg: Any, name: str, variables: dict[str, Any] | None = None) -> str:
@@ -142,7 +142,16 @@ def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
     if cfg.etl.catalog_policy == "placeholder":
         steps.append(("etl/placeholders.sql", {}, f"{batch}: placeholder catalog rows for unknown ids"))
     steps += [
-        ("etl/merge.sql", {}, f"{batch}: merge troops, pets, artifacts, summaries; mark snapshots processed"),
+        *(
+            ("etl/merge_entity.sql", {"entity": e}, f"{batch}: merge the staged {e}s (MERGE, in a savepoint)")
+            for e in ("troop", "pet", "artifact")
+        ),
+        ("etl/merge.sql", {"upsert_entities": False}, f"{batch}: merge summaries; mark snapshots processed"),
+        (
+            "etl/merge.sql",
+            {"upsert_entities": True},
+            f"{batch}, only when another worker inserted the same rows meanwhile: the same writes as upserts",
+        ),
         ("etl/sync_usernames.sql", {}, f"{batch}: current usernames"),
         ("jobs/checkpoint.sql", {}, f"{batch}: the chunk's checkpoint and counters"),
         ("jobs/finish_chunk.sql", {}, "each worker: a chunk is done"),
@@ -153,6 +162,6 @@ def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
     for name, extra, when in steps:
         if name not in names:  # a template renamed or removed: show what exists, never fail a read-only view
             continue
-        label = name + (f"[source={extra['source']}]" if "source" in extra else "")
+        label = name + "".join(f"[{k}={str(v).lower()}]" for k, v in extra.items())
         out.append(Statement(label, templates.render(name, **(ctx | extra)), when))
     return out

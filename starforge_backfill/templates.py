@@ -130,4 +130,9 @@ _VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "table": {"source": "table"},
         "params": {"source": "params"},
     },
+    "etl/merge.sql": {
+        "upsert": {"upsert_entities": True},
+        "summary": {"upsert_entities": False},
+    },
+    "etl/merge_entity.sql": {e: {"entity": e} for e in ("troop", "pet", "artifact")},
 }

@@ -2,9 +2,11 @@
 -- when (observed_at, snapshot id) >= the row's (last_seen, source_snapshot_id), and only when something
 -- differs, so a re-run writes nothing. Within the batch, DISTINCT ON keeps the newest snapshot's row and,
 -- inside one snapshot, the last occurrence of an id. Marks the snapshots processed. Returns rows written
--- per table. Binds no parameters.
+-- per table. Binds no parameters. With upsert_entities false the entity tables are left to merge_entity.sql
+-- (MERGE, run first); this statement then writes the summary and marks the snapshots.
 {% import "etl/_macros.sql" as m %}
 WITH
+{% if upsert_entities %}
 {% for e in m.ENTITIES %}
 {% set cols = [e.id_col] + e.ints|map(attribute=1)|list + e.arrays|map(attribute=1)|list + ["extra"] %}
 {% set vals = e.ints|map(attribute=1)|list + e.arrays|map(attribute=1)|list + ["extra"] %}
@@ -31,6 +33,7 @@ WITH
     RETURNING 1
 ),
 {% endfor %}
+{% endif %}
 newest AS (
     SELECT DISTINCT ON (user_id) sid, obs, user_id, namecode, level, pvp_tier, equipped_pet, extra
     FROM sf_stage_snap
@@ -93,8 +96,10 @@ m_snapshots AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM sf_stage_snap WHERE ok) AS applied
+{% if upsert_entities %}
 {% for e in m.ENTITIES %}
      , (SELECT count(*) FROM {{ ident("m_" ~ e.name) }}) AS {{ ident(e.table) }}
 {% endfor %}
+{% endif %}
      , (SELECT count(*) FROM m_summary) AS user_profile_summary
      , (SELECT count(*) FROM m_snapshots) AS hero_snapshots

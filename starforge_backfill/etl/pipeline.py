@@ -35,6 +35,7 @@ from starforge_backfill.logs import detail_level
 log = logging.getLogger("starforge_backfill.pipeline")
 
 TABLES = ("users", "user_troops", "user_pets", "user_artifacts", "user_profile_summary")
+ENTITY_TABLES = (("troop", "user_troops"), ("pet", "user_pets"), ("artifact", "user_artifacts"))
 _DETAILS_MAX = 8000
 
 
@@ -118,15 +119,33 @@ def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID]
     conn.execute(_q("etl/usernames.sql", settings))
     if settings.catalog_policy == "placeholder":
         result.placeholders.extend((k, int(i)) for k, i in conn.execute(_q("etl/placeholders.sql", settings)))
-    cur = conn.execute(_q("etl/merge.sql", settings))
+    entity_rows = _merge_entities(conn, settings)
+    cur = conn.execute(_q("etl/merge.sql", settings, upsert_entities=entity_rows is None))
     row = cur.fetchone()
     assert row is not None and cur.description is not None
     counts = dict(zip([c.name for c in cur.description], row, strict=True))
     result.applied = int(counts.pop("applied"))
     counts.pop("hero_snapshots", None)
     result.rows_written.update({k: int(v) for k, v in counts.items()})
+    result.rows_written.update(entity_rows or {})
     conn.execute(_q("etl/sync_usernames.sql", settings))
     return result
+
+
+def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dict[str, int] | None:
+    """Write the staged entity rows with MERGE (rows written per table), in a savepoint. None when another
+    worker inserted one of the same rows meanwhile (MERGE has no ON CONFLICT): the savepoint is rolled back
+    and merge.sql writes them as upserts instead."""
+    written: dict[str, int] = {}
+    try:
+        with conn.transaction():
+            for entity, table in ENTITY_TABLES:
+                cur = conn.execute(_q("etl/merge_entity.sql", settings, entity=entity))
+                written[table] = max(cur.rowcount, 0)
+    except psycopg.errors.UniqueViolation:
+        log.debug("MERGE met a row inserted concurrently: upserting this batch instead")
+        return None
+    return written
 
 
 def _reference_path(

@@ -141,7 +141,10 @@ def test_run_print_sql_needs_no_database(tmp_path: Path, monkeypatch: pytest.Mon
     names = [line.split(":")[0][3:] for line in res.stdout.splitlines() if line.startswith("-- ") and ".sql" in line]
     assert names[0] == "jobs/find_resumable.sql" and "gates/latest.sql" in names
     assert (
-        names.index("etl/stage.sql[source=table]") < names.index("etl/merge.sql") < names.index("jobs/checkpoint.sql")
+        names.index("etl/stage.sql[source=table]")
+        < names.index("etl/merge_entity.sql[entity=troop]")
+        < names.index("etl/merge.sql[upsert_entities=false]")
+        < names.index("jobs/checkpoint.sql")
     )
     assert "etl/placeholders.sql" in names and "etl/missing_catalog_ids.sql" not in names
 

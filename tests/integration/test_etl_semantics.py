@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,19 @@ from helpers import (
     one,
     payload,
     rows,
+    seed_catalog,
     snapshot_rows,
     state,
     xmins,
 )
 
-from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, process_batch
+from starforge_backfill.etl.pipeline import (
+    BatchResult,
+    ConnectionHolder,
+    EtlSettings,
+    apply_in_transaction,
+    process_batch,
+)
 
 PATHS = pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "reference"])
 
@@ -408,3 +416,47 @@ def test_a_transient_error_that_outlasts_the_retries_is_raised_and_writes_nothin
         "processed_at": None,
         "error_count": 0,
     }
+
+
+def test_a_row_inserted_concurrently_falls_back_to_upserts(pg_conn: psycopg.Connection, pg_dsn: str) -> None:
+    # The entity writes use MERGE, which has no ON CONFLICT: when another worker inserts the same
+    # (user, troop) row between this MERGE's snapshot and its insert, the insert fails with unique_violation.
+    # The batch must then apply through the upsert path in the same transaction, newest observation winning.
+    known = insert_snapshot(pg_conn, payload("RACE_USER", Troops=[{"TroopId": 9, "Amount": 1}]), created_at=at(1))
+    apply(pg_conn, [known])  # the user exists and is committed: the two workers below do not meet on users
+    seed_catalog(pg_conn, troops=[1])  # nor on a placeholder catalog row: they first meet in the MERGE
+    older = insert_snapshot(pg_conn, payload("RACE_USER", Troops=[{"TroopId": 1, "Amount": 10}]), created_at=at(2))
+    newer = insert_snapshot(pg_conn, payload("RACE_USER", Troops=[{"TroopId": 1, "Amount": 20}]), created_at=at(3))
+
+    outcome: dict[str, Any] = {}
+    with psycopg.connect(pg_dsn, autocommit=True) as other:
+        tx = other.transaction()
+        tx.__enter__()
+        first = apply_in_transaction(other, [older], EtlSettings())  # MERGE inserted (RACE_USER, 1), uncommitted
+
+        def second() -> None:
+            try:
+                outcome["result"] = apply(pg_conn, [newer])  # its MERGE waits on the uncommitted row
+            except BaseException as exc:  # re-raised below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        lock_waits = (
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        for _ in range(200):  # until the second worker blocks on the uncommitted row
+            waited = one(other, lock_waits)
+            if waited["n"]:
+                break
+            thread.join(0.05)
+        assert waited["n"] == 1, "the second worker never waited on the first one's row"
+        tx.__exit__(None, None, None)  # commit: the waiting MERGE now meets a duplicate key
+        thread.join(10)
+
+    assert "error" not in outcome, outcome.get("error")
+    assert (first.applied, outcome["result"].applied, outcome["result"].failed) == (1, 1, 0)
+    assert outcome["result"].rows_written["user_troops"] == 1
+    troop = one(pg_conn, "SELECT amount, source_snapshot_id FROM user_troops WHERE troop_id = 1")
+    assert (troop["amount"], troop["source_snapshot_id"]) == (20, newer)
+    assert errors(pg_conn) == []
