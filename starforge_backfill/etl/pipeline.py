@@ -48,6 +48,7 @@ class EtlSettings:
     quarantine_dir: Path | None = None
     job_id: str | None = None
     work_mem: str = "64MB"
+    temp_buffers: str = "128MB"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +103,7 @@ def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID]
     result = BatchResult(snapshots=len(ids))
     if not ids:
         return result
-    conn.execute("SELECT set_config('work_mem', %s, true)", [settings.work_mem])
+    _session_settings(conn, settings)
     conn.execute(_q("etl/stage_tables.sql", settings))
     id_list = list(ids)
     if settings.fast_path:
@@ -146,6 +147,23 @@ def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dic
         log.debug("MERGE met a row inserted concurrently: upserting this batch instead")
         return None
     return written
+
+
+def _session_settings(conn: psycopg.Connection[Any], settings: EtlSettings) -> None:
+    """work_mem for this transaction; and, on a session's first batch, room for its staging tables in memory.
+
+    temp_buffers (default 8MB) caps a session's buffers for temporary tables: a batch stages more than that,
+    and the overflow went through the kernel (pwrite, then pread in the merge). It can only change before
+    the session first touches a temporary table, hence the savepoint: if something else did, keep going."""
+    row = conn.execute(
+        "SELECT set_config('work_mem', %s, true), to_regclass('pg_temp.sf_stage_snap') IS NULL", [settings.work_mem]
+    ).fetchone()
+    if row is not None and row[1]:
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('temp_buffers', %s, false)", [settings.temp_buffers])
+        except psycopg.errors.InvalidParameterValue:
+            log.debug("temp_buffers left as is: this session used temporary tables already")
 
 
 def _reference_path(

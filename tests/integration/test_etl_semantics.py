@@ -460,3 +460,19 @@ def test_a_row_inserted_concurrently_falls_back_to_upserts(pg_conn: psycopg.Conn
     troop = one(pg_conn, "SELECT amount, source_snapshot_id FROM user_troops WHERE troop_id = 1")
     assert (troop["amount"], troop["source_snapshot_id"]) == (20, newer)
     assert errors(pg_conn) == []
+
+
+def test_staging_gets_its_temp_buffers_unless_the_session_used_temp_tables(pg_dsn: str) -> None:
+    # temp_buffers can only change before a session first uses a temporary table: a fresh session gets the
+    # room for its staging tables; one that used a temp table already keeps its setting and still applies.
+    with psycopg.connect(pg_dsn, autocommit=True) as fresh, psycopg.connect(pg_dsn, autocommit=True) as used:
+        used.execute("CREATE TEMP TABLE scratch (a int)")
+        used.execute("INSERT INTO scratch VALUES (1)")
+        before = used.execute("SHOW temp_buffers").fetchone()
+        for conn, namecode in ((fresh, "TB_FRESH"), (used, "TB_USED")):
+            sid = insert_snapshot(conn, payload(namecode, Troops=[{"TroopId": 1, "Amount": 3}]))
+            assert apply(conn, [sid]).applied == 1
+        assert fresh.execute("SHOW temp_buffers").fetchone() == ("128MB",)
+        assert used.execute("SHOW temp_buffers").fetchone() == before
+        got = rows(fresh, "SELECT u.namecode, t.amount FROM user_troops t JOIN users u ON u.id = t.user_id ORDER BY 1")
+        assert [(r["namecode"], r["amount"]) for r in got] == [("TB_FRESH", 3), ("TB_USED", 3)]
