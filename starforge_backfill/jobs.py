@@ -238,10 +238,12 @@ def next_batch(
     selector: Selector,
     limit: int,
 ) -> list[tuple[uuid.UUID, dt.datetime, int]]:
-    """The next snapshots of a chunk after `after` = (created_at, id): (id, created_at, size)."""
+    """The next snapshots of a chunk below `after` = (created_at, id), newest first: (id, created_at, size)."""
     params = {
         "after_ts": after[0],
         "after_id": after[1],
+        "lo_ts": chunk["lo_created_at"],
+        "lo_id": chunk["lo_id"],
         "hi_ts": chunk["hi_created_at"],
         "hi_id": chunk["hi_id"],
         "limit": limit,

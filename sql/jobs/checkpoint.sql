@@ -1,7 +1,7 @@
 -- Count a committed batch in the same transaction as its writes: the chunk's checkpoint and counters, the
 -- job's counters, and a backfill_batches row. Returns the job status, or no row when this worker no longer
--- owns the chunk or the checkpoint would not move forward (a retried commit whose first attempt did commit,
--- its reply lost in a server restart); the caller then rolls the batch back, so nothing is counted twice.
+-- owns the chunk or the checkpoint would not move on (down: a chunk is worked newest first) as in a retried
+-- commit whose first attempt did commit, its reply lost in a server restart; the caller then rolls the batch back, so nothing is counted twice.
 -- Binds: job_id, chunk_no, worker, ck_ts, ck_id, processed, errors, placeholders, rows (jsonb),
 -- errors_by_type (jsonb), bytes, rows_total, duration_ms.
 WITH c AS (
@@ -10,7 +10,7 @@ WITH c AS (
         processed_count = processed_count + %(processed)s, error_count = error_count + %(errors)s,
         heartbeat_at = now()
     WHERE job_id = %(job_id)s AND chunk_no = %(chunk_no)s AND worker = %(worker)s AND status = 'running'
-      AND (checkpoint_created_at, checkpoint_id) < (%(ck_ts)s::timestamptz, %(ck_id)s::uuid)
+      AND (checkpoint_created_at, checkpoint_id) > (%(ck_ts)s::timestamptz, %(ck_id)s::uuid)
     RETURNING 1
 ),
 b AS (

@@ -1,8 +1,8 @@
 -- Claim the next chunk of a job: a pending one, or a running one whose worker stopped heartbeating (older
 -- than claim_ttl_s) or is known dead, or one this very worker holds already (its claim or commit committed
 -- but the reply was lost, e.g. in a server restart: worker names are unique per process).
--- SKIP LOCKED: concurrent workers never claim the same chunk. Binds: job_id, worker, claim_ttl_s,
--- dead_workers (text[]).
+-- Newest chunk first (see next_batch.sql). SKIP LOCKED: concurrent workers never claim the same chunk.
+-- Binds: job_id, worker, claim_ttl_s, dead_workers (text[]).
 UPDATE backfill_chunks AS c
 SET status = 'running', worker = %(worker)s, claimed_at = now(), heartbeat_at = now()
 FROM (
@@ -12,7 +12,7 @@ FROM (
       AND (status = 'pending'
            OR (status = 'running' AND (heartbeat_at < now() - make_interval(secs => %(claim_ttl_s)s)
                                        OR worker = %(worker)s OR worker = ANY(%(dead_workers)s::text[]))))
-    ORDER BY chunk_no
+    ORDER BY chunk_no DESC
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 ) AS pick

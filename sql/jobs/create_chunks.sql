@@ -1,5 +1,6 @@
 -- Split a job's range into chunks of about chunk_size wanted snapshots, as contiguous keyset ranges over
 -- (created_at, id): chunk k covers (previous chunk's hi, its own hi]; the last one reaches to_ts.
+-- Workers go through a chunk newest first, so its checkpoint starts just above its upper bound.
 -- Returns the number of wanted snapshots. Binds: job_id, chunk_size and the selector's parameters.
 WITH wanted AS (
     SELECT h.created_at, h.id, (row_number() OVER (ORDER BY h.created_at, h.id) - 1) / %(chunk_size)s AS chunk_no,
@@ -25,7 +26,8 @@ chained AS (
 ins AS (
     INSERT INTO backfill_chunks (job_id, chunk_no, lo_created_at, lo_id, hi_created_at, hi_id,
                                  checkpoint_created_at, checkpoint_id)
-    SELECT %(job_id)s, chunk_no, lo_created_at, lo_id, hi_created_at, hi_id, lo_created_at, lo_id
+    SELECT %(job_id)s, chunk_no, lo_created_at, lo_id, hi_created_at, hi_id,
+           hi_created_at + interval '1 microsecond', '00000000-0000-0000-0000-000000000000'::uuid
     FROM chained
     RETURNING 1
 ),

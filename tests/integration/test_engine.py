@@ -7,6 +7,7 @@ tables must be equal (by namecode and ids) and every snapshot counted exactly on
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import socket
@@ -160,6 +161,32 @@ def test_c4_gives_the_same_tables_as_c1(pg_dsn: str, tmp_path: Path, clean_state
     again = ops.run(make_cfg(pg_dsn, tmp_path), from_ts=FROM, to_ts=TO, concurrency=2)
     assert again.outcome == "done" and again.job["total_count"] == 0
     assert table_state(pg_dsn) == clean_state
+
+
+def test_a_job_goes_newest_first(pg_dsn: str, tmp_path: Path, clean_state: dict) -> None:
+    # Chunks are taken newest first and each chunk is worked newest first: a user's newest snapshot writes
+    # its rows, the older ones mostly lose the newest-wins comparison. The tables are the same as ever.
+    load_corpus(pg_dsn)
+    res = ops.run(make_cfg(pg_dsn, tmp_path), from_ts=FROM, to_ts=TO, concurrency=1)
+    assert res.outcome == "done"
+    assert table_state(pg_dsn) == clean_state
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        batches = [
+            r[0]
+            for r in conn.execute(
+                "SELECT array_agg(created_at) FROM hero_snapshots WHERE processed_at IS NOT NULL"
+                " GROUP BY processed_at ORDER BY processed_at"  # processed_at is its batch's transaction time
+            )
+        ]
+        checkpoints = conn.execute(
+            "SELECT count(*) FILTER (WHERE (checkpoint_created_at, checkpoint_id) > (lo_created_at, lo_id)"
+            " AND (checkpoint_created_at, checkpoint_id) <= (hi_created_at, hi_id)),"
+            " count(*) FROM backfill_chunks"
+        ).fetchone()
+    assert sum(map(len, batches)) > 250 and len(batches) > 20
+    # each committed batch holds only snapshots older than every snapshot of the batches before it
+    assert all(min(a) > max(b) for a, b in itertools.pairwise(batches))
+    assert checkpoints[0] == checkpoints[1] > 1  # every chunk's checkpoint came down from above into its range
 
 
 def test_a_connection_lost_between_batches_is_reopened(pg_dsn: str, tmp_path: Path, clean_state: dict) -> None:
