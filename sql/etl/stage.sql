@@ -2,6 +2,8 @@
 -- element, each flagged `ok` when it satisfies the snapshot contract (flag.sql finishes the verdict).
 -- The payload never leaves the server. Binds: ids uuid[]; with source == 'params' also
 -- payloads jsonb, an object {snapshot id: canonical payload} produced by the reference path.
+-- The inserts return nothing (PostgreSQL runs every data-modifying CTE to completion anyway): a RETURNING
+-- clause would collect a row per staged element only to be counted.
 {% import "etl/_macros.sql" as m %}
 WITH src AS MATERIALIZED (
     SELECT h.id AS sid,
@@ -76,7 +78,6 @@ ins_snap AS (
            AND (v.j_{{ e.name }}s IS NULL OR jsonb_typeof(v.j_{{ e.name }}s) IN ('array', 'object'))
 {% endfor %}
     FROM snap_v AS v
-    RETURNING 1
 ){% for e in m.ENTITIES %},
 {{ e.name }}_el AS (
     SELECT s.sid, el.ord, el.elem, coalesce(jsonb_typeof(el.elem) = 'object', false) AS is_obj,
@@ -150,10 +151,6 @@ ins_{{ e.name }} AS (
            , f.extra
     FROM {{ e.name }}_f AS f
     CROSS JOIN LATERAL (SELECT CASE WHEN f.ok THEN {{ m.int_val("f.j_id", "integer") }} END AS id) AS v
-    RETURNING 1
 ){% endfor %}
 
-SELECT (SELECT count(*) FROM ins_snap) AS snapshots
-{% for e in m.ENTITIES %}
-     , (SELECT count(*) FROM ins_{{ e.name }}) AS {{ ident(e.name ~ "s") }}
-{% endfor %}
+SELECT 1 AS staged
