@@ -32,8 +32,10 @@ CASE jsonb_typeof({{ v }}) WHEN 'number' THEN ({{ v }})::numeric WHEN 'string' T
 
 {#- Case-insensitive regex for the sensitive parts of a key (contract: token, password, passwd, secret, session,
     auth; "passw" covers both password forms). Matched anywhere in a value's text, so it finds every sensitive
-    key plus some harmless words: a test checks it against etl.contract.SENSITIVE_PARTS. -#}
-{% set SENSITIVE_RE = "(token|passw|secret|session|auth)" %}
+    key plus some harmless words. Any non-ASCII character matches too: Python's str.lower() folds e.g. the
+    Kelvin sign into "k" ("TO\u212aEN" is sensitive) where PostgreSQL's ~* does not, so only ASCII text is
+    judged here; the rest goes to the exact reference. A test checks it against etl.contract.SENSITIVE_PARTS. -#}
+{% set SENSITIVE_RE = "(token|passw|secret|session|auth)|[^\\x01-\\x7f]" %}
 
 {#- Fast-path integer check on a field extracted as text (jsonb_to_record with a text column): a JSON
     integer, a float with an all-zero fraction, or a string of digits, non-negative and within the column

@@ -727,8 +727,13 @@ def test_sensitive_words_in_values_and_quoted_keys(pg_conn: psycopg.Connection, 
                 pg_conn,
                 payload("SENS_QUOTED", Troops=[{"TroopId": 2, 'token"x': SECRETS[12], 'a"b': 1}]),
             )
-            res = apply(pg_conn, [words, quoted], EtlSettings(fast_path=fast_path))
-            assert (res.applied, res.failed) == (2, 0)
+            # "TO\u212aEN".lower() == "token" (Kelvin sign): sensitive, though PostgreSQL's ~* does not match it
+            kelvin = insert_snapshot(
+                pg_conn,
+                payload("SENS_KELVIN", Troops=[{"TroopId": 3, "Meta": {"TO\u212aEN": SECRETS[13], "Café": "crème"}}]),
+            )
+            res = apply(pg_conn, [words, quoted, kelvin], EtlSettings(fast_path=fast_path))
+            assert (res.applied, res.failed) == (3, 0)
             extras = {
                 r["namecode"]: r["extra"]
                 for r in rows(pg_conn, "SELECT u.namecode, t.extra FROM user_troops t JOIN users u ON u.id = t.user_id")
@@ -736,9 +741,10 @@ def test_sensitive_words_in_values_and_quoted_keys(pg_conn: psycopg.Connection, 
             assert extras == {
                 "SENS_WORDS": {"Note": "session token auth", "Kind": "Passwords"},
                 "SENS_QUOTED": {'a"b': 1},
+                "SENS_KELVIN": {"Meta": {"Café": "crème"}},
             }
             assert errors(pg_conn) == []
-            assert find_text(pg_conn, [SECRETS[12]]) == []
+            assert find_text(pg_conn, [SECRETS[12], SECRETS[13]]) == []
 
 
 EXACT_EXTRA = {

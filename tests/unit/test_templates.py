@@ -117,3 +117,5 @@ def test_the_sql_sensitive_regex_finds_every_contract_part() -> None:
         for key in (part, part.upper(), f"x_{part.title()}_y"):
             assert re.search(pattern, f'{{"{key}": 1}}', re.IGNORECASE), key
     assert not re.search(pattern, '{"IsNew": false, "Ascension": 2}', re.IGNORECASE)
+    # str.lower() folds the Kelvin sign into "k": a key PostgreSQL's ~* would not match must still be caught
+    assert "TO\u212aEN".lower() == "token" and re.search(pattern, '{"TO\u212aEN": 1}')
