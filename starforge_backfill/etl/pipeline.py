@@ -150,15 +150,20 @@ def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dic
 
 
 def _session_settings(conn: psycopg.Connection[Any], settings: EtlSettings) -> None:
-    """work_mem for this transaction; and, on a session's first batch, room for its staging tables in memory.
+    """work_mem and no JIT for this transaction; on a session's first batch, room for its staging tables.
+
+    JIT: the statements are large and their row estimates (jsonb functions, recursive CTEs) are guesses; once
+    an estimate crossed jit_above_cost, compiling took seconds for a statement that runs in a fraction of one.
 
     temp_buffers (default 8MB) caps a session's buffers for temporary tables: a batch stages more than that,
     and the overflow went through the kernel (pwrite, then pread in the merge). It can only change before
     the session first touches a temporary table, hence the savepoint: if something else did, keep going."""
     row = conn.execute(
-        "SELECT set_config('work_mem', %s, true), to_regclass('pg_temp.sf_stage_snap') IS NULL", [settings.work_mem]
+        "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true),"
+        " to_regclass('pg_temp.sf_stage_snap') IS NULL",
+        [settings.work_mem],
     ).fetchone()
-    if row is not None and row[1]:
+    if row is not None and row[2]:
         try:
             with conn.transaction():
                 conn.execute("SELECT set_config('temp_buffers', %s, false)", [settings.temp_buffers])

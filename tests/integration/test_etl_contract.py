@@ -696,6 +696,9 @@ def test_extra_keeps_unmapped_keys_and_drops_sensitive_ones_everywhere(
                 EtlSettings(fast_path=fast_path, quarantine_dir=tmp_path / str(fast_path)),
             )
             assert (res.applied, res.failed) == (2, 3)
+            # the fast path strips the plain snapshot's keys itself: only the double-encoded and failing ones
+            # (whose errors the reference reports) take the reference path
+            assert res.reference_path == (4 if fast_path else 5)
             s = state(pg_conn)
             for namecode in ("SENS_DOUBLE", "SENS_PLAIN"):
                 assert [r[7] for r in s["user_troops"] if r[0] == namecode] == [EXPECTED_TROOP_EXTRA]
@@ -734,6 +737,7 @@ def test_sensitive_words_in_values_and_quoted_keys(pg_conn: psycopg.Connection, 
             )
             res = apply(pg_conn, [words, quoted, kelvin], EtlSettings(fast_path=fast_path))
             assert (res.applied, res.failed) == (3, 0)
+            assert res.reference_path == (0 if fast_path else 3)  # the fast path strips keys itself
             extras = {
                 r["namecode"]: r["extra"]
                 for r in rows(pg_conn, "SELECT u.namecode, t.extra FROM user_troops t JOIN users u ON u.id = t.user_id")

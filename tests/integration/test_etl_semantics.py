@@ -476,3 +476,15 @@ def test_staging_gets_its_temp_buffers_unless_the_session_used_temp_tables(pg_ds
         assert used.execute("SHOW temp_buffers").fetchone() == before
         got = rows(fresh, "SELECT u.namecode, t.amount FROM user_troops t JOIN users u ON u.id = t.user_id ORDER BY 1")
         assert [(r["namecode"], r["amount"]) for r in got] == [("TB_FRESH", 3), ("TB_USED", 3)]
+
+
+def test_a_batch_runs_without_jit(pg_conn: psycopg.Connection) -> None:
+    # The staging statement's row estimates (jsonb functions, recursive CTEs) are guesses that can cross
+    # jit_above_cost: compiling then took seconds for a statement that runs in a fraction of one.
+    pg_conn.execute("SET jit_above_cost = 0")  # a server that would JIT everything
+    sid = insert_snapshot(pg_conn, payload("JIT_OFF", Troops=[{"TroopId": 1, "Meta": {"token": "x"}}]))
+    with pg_conn.transaction():
+        res = apply_in_transaction(pg_conn, [sid], EtlSettings())
+        assert pg_conn.execute("SELECT current_setting('jit')").fetchone() == ("off",)
+    assert res.applied == 1
+    assert one(pg_conn, "SELECT extra FROM user_troops")["extra"] == {"Meta": {}}
