@@ -35,7 +35,12 @@ class ProgressReporter:
         self.every_s = plain_every_s() if every_s is None else every_s
         self.console: Any = None
         self.interactive = False
-        if enabled and bar:
+        # rich only when a bar could show (its import is a tenth of a short run's startup)
+        if (
+            enabled
+            and bar
+            and (sys.stderr.isatty() or os.environ.get("FORCE_COLOR") or os.environ.get("TTY_INTERACTIVE"))
+        ):
             from rich.console import Console
 
             self.console = Console(stderr=True)

@@ -129,3 +129,13 @@ def test_the_sql_sensitive_regex_is_python_lower_substring_match() -> None:
         assert re.search(pattern, key) and any(p in key.lower() for p in SENSITIVE_PARTS), key
     for key in ("IsNew", "passwage", "Ascension", "TOKE N", "sessi\u0130on"):
         assert not re.search(pattern, key) and not any(p in key.lower() for p in SENSITIVE_PARTS), key
+
+
+def test_renders_are_cached_per_structural_context() -> None:
+    one = templates.render("etl/merge.sql", catalog_policy="placeholder", upsert_entities=True)
+    assert templates.render("etl/merge.sql", catalog_policy="placeholder", upsert_entities=True) is one
+    other = templates.render("etl/merge.sql", catalog_policy="placeholder", upsert_entities=False)
+    assert other != one and 'INSERT INTO "user_troops"' in one and 'INSERT INTO "user_troops"' not in other
+    # a bool and an int are equal as dict keys but not the same context
+    assert templates.render("etl/merge.sql", catalog_policy="placeholder", upsert_entities=0) == other
+    assert templates.Ident("a", "b") == templates.Ident("a", "b") != templates.Ident("a")
