@@ -34,11 +34,18 @@ WITH
 ),
 {% endfor %}
 {% endif %}
-newest AS (
-    SELECT DISTINCT ON (user_id) sid, obs, user_id, namecode, level, pvp_tier, equipped_pet, extra
-    FROM sf_stage_snap
-    WHERE ok
-    ORDER BY user_id, obs DESC, sid DESC
+newest AS (  -- each user's newest staged snapshot, unless the summary already holds a newer one (the upsert
+             -- below would not write it; skipping it here spares its top-troops sort, most of the time when
+             -- a job goes newest first)
+    SELECT n.*
+    FROM (
+        SELECT DISTINCT ON (user_id) sid, obs, user_id, namecode, level, pvp_tier, equipped_pet, extra
+        FROM sf_stage_snap
+        WHERE ok
+        ORDER BY user_id, obs DESC, sid DESC
+    ) AS n
+    WHERE NOT EXISTS (SELECT 1 FROM user_profile_summary AS t
+                      WHERE t.user_id = n.user_id AND (t.last_seen, t.source_snapshot_id) > (n.obs, n.sid))
 ),
 top_troops AS (
     SELECT r.sid,
