@@ -15,7 +15,7 @@ import psycopg
 
 from starforge_backfill import __version__, artifacts, jobs, schema
 from starforge_backfill.config import Config
-from starforge_backfill.db import connect_cfg, is_transient, retry_kwargs, translate_errors
+from starforge_backfill.db import connect_cfg, is_transient, retry_kwargs, retrying, translate_errors
 from starforge_backfill.engine import EngineOptions, Worker
 from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, UsageError
 from starforge_backfill.etl.pipeline import BatchResult, EtlSettings
@@ -200,10 +200,16 @@ def run(
             done_before=int(job["processed_count"]) + int(job["error_count"]),
         )
     outcome = _run_workers(cfg, job_id, concurrency, batch_size, state, progress, stop, folder, ramp=mode == "run")
-    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
-        final = jobs.get_job(conn, job_id) or job
-        if outcome == "stopped":
-            jobs.record_event(conn, job_id, "interrupted", "run interrupted; checkpoint saved", {})
+
+    def final_read() -> dict[str, Any]:
+        with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+            row = jobs.get_job(conn, job_id) or job
+            if outcome == "stopped":
+                jobs.record_event(conn, job_id, "interrupted", "run interrupted; checkpoint saved", {})
+            return row
+
+    # the work is committed: a database blip now must not turn a finished run into an error
+    final = retrying(final_read, **retry_kwargs(cfg))
     elapsed = time.monotonic() - started
     result = RunResult(job=final, outcome=outcome, resumed=resumed, elapsed_s=elapsed, totals=state.totals)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")

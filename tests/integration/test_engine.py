@@ -213,6 +213,35 @@ def test_a_connection_lost_between_batches_is_reopened(pg_dsn: str, tmp_path: Pa
     assert table_state(pg_dsn) == clean_state
 
 
+def test_a_database_blip_after_the_last_batch_does_not_fail_the_run(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The work is committed when the workers finish; reading the final job row is retried like any
+    # transaction, so a connection lost at that moment does not turn a finished run into an error.
+    load_corpus(pg_dsn)
+    real_get_job, real_run_workers = jobs.get_job, ops._run_workers
+    after_workers: list[bool] = []
+    failures: list[int] = []
+
+    def run_workers(*args: Any, **kwargs: Any) -> str:
+        outcome = real_run_workers(*args, **kwargs)
+        after_workers.append(True)
+        return outcome
+
+    def get_job(conn: psycopg.Connection, job_id: str) -> dict[str, Any] | None:
+        if after_workers and len(failures) < 2:
+            failures.append(1)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")  # no SQLSTATE
+        return real_get_job(conn, job_id)
+
+    monkeypatch.setattr(ops, "_run_workers", run_workers)
+    monkeypatch.setattr(ops.jobs, "get_job", get_job)
+    res = ops.run(make_cfg(pg_dsn, tmp_path, **{"retry.wait_max": "100ms"}), from_ts=FROM, to_ts=TO)
+    assert res.outcome == "done" and res.exit_code == ExitCode.OK
+    assert len(failures) == 2 and res.job["status"] == "done"
+    assert_exact(pg_dsn, res.job["job_id"])
+
+
 # ---- pause / resume --------------------------------------------------------------------------------------
 
 
