@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from starforge_backfill import schema
 
 _STATE = {
     "users": "SELECT namecode, username FROM users ORDER BY namecode",
@@ -46,3 +54,18 @@ def scalar(dsn: str, query: str, params: Any = None) -> Any:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
         return row[0] if row else None
+
+
+@contextlib.contextmanager
+def scratch_database(server_dsn: str, prefix: str) -> Iterator[str]:
+    """A database of its own with the full schema, for a module-scoped fixture; dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        dsn = make_conninfo(server_dsn, dbname=name)
+        schema.init_db(dsn)
+        yield dsn
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

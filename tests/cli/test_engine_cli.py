@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import os
 import random
-import secrets
 import signal
 import subprocess
 import sys
@@ -22,9 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from engine_state import scalar, table_state
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from engine_state import scalar, scratch_database, table_state
 
 from starforge_backfill import jobs, ops, schema
 from starforge_backfill.config import load_config
@@ -173,12 +170,7 @@ def load_corpus(dsn: str) -> None:
 @pytest.fixture(scope="module")
 def clean_state(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[tuple]]]:
     """The tables after one clean in-process C=1 run of SPEC, in a database of its own (dropped afterwards)."""
-    name = f"sf_engine_cli_clean_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(server_dsn, dbname=name)
-    try:
-        schema.init_db(dsn)
+    with scratch_database(server_dsn, "sf_engine_cli_clean") as dsn:
         load_corpus(dsn)
         folder = tmp_path_factory.mktemp("clean")
         cfg = load_config(write_config(folder), overrides={"database.dsn": dsn, "artifacts_dir": str(folder)})
@@ -186,9 +178,6 @@ def clean_state(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> It
         assert res.outcome == "done"
         assert_exact(dsn, res.job["job_id"])
         yield table_state(dsn)
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 # ---- crashes ---------------------------------------------------------------------------------------------------

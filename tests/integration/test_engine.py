@@ -8,8 +8,6 @@ tables must be equal (by namecode and ids) and every snapshot counted exactly on
 from __future__ import annotations
 
 import itertools
-import os
-import secrets
 import socket
 import subprocess
 import threading
@@ -20,11 +18,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from engine_state import scalar, table_state
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from engine_state import scalar, scratch_database, table_state
 
-from starforge_backfill import jobs, ops, schema, throttle
+from starforge_backfill import jobs, ops, throttle
 from starforge_backfill.config import Config, load_config
 from starforge_backfill.engine import ThrottleDecision
 from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, UsageError
@@ -89,12 +85,7 @@ def load_corpus(dsn: str, spec: SyntheticSpec = SPEC) -> None:
 @pytest.fixture(scope="module")
 def clean_state(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[tuple]]]:
     """The tables after one clean C=1 run of SPEC, in a database of its own (dropped afterwards)."""
-    name = f"sf_engine_clean_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(server_dsn, dbname=name)
-    try:
-        schema.init_db(dsn)
+    with scratch_database(server_dsn, "sf_engine_clean") as dsn:
         load_corpus(dsn)
         res = ops.run(make_cfg(dsn, tmp_path_factory.mktemp("clean")), from_ts=FROM, to_ts=TO, concurrency=1)
         assert res.outcome == "done"
@@ -102,9 +93,6 @@ def clean_state(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> It
         state = table_state(dsn)
         assert len(state["users"]) == 30 and state["etl_errors"]  # the corpus has failures to compare too
         yield state
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 class Background:
