@@ -47,7 +47,7 @@ CASE jsonb_typeof({{ v }}) WHEN 'number' THEN ({{ v }})::numeric WHEN 'string' T
     goes to the exact per-snapshot reference, which accepts or rejects it per the contract. -#}
 {% macro int_ok(v, hi, raw, field) -%}
 CASE WHEN {{ v }} IS NULL THEN true
-     WHEN length({{ v }}) BETWEEN 1 AND 9 AND translate({{ v }}, '0123456789', '') = '' THEN true
+     WHEN octet_length({{ v }}) BETWEEN 1 AND 9 AND translate({{ v }}, '0123456789', '') = '' THEN true
      WHEN {{ v }} ~ '^[0-9]{1,{{ 19 if hi > 2147483647 else 10 }}}(\.0+)?$'
      THEN ({{ v }})::numeric <= {{ hi }}
           AND (strpos({{ v }}, '.') = 0 OR jsonb_typeof({{ raw }} -> {{ sqlstr(field) }}) = 'number')
