@@ -12,7 +12,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from starforge_backfill import schema
+from starforge_backfill import jobs, schema
+from starforge_backfill.synthetic import SyntheticSpec, load
+
+# The engine tests' corpus: a few malformed snapshots (one of them a DB_ERROR, which sends its batch down the
+# per-snapshot path).
+SPEC = SyntheticSpec(snapshots=300, users=30, size_mix=((1.0, 8000),), malformed_ratio=0.02)
 
 _STATE = {
     "users": "SELECT namecode, username FROM users ORDER BY namecode",
@@ -69,3 +74,31 @@ def scratch_database(server_dsn: str, prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(server_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def load_corpus(dsn: str, spec: SyntheticSpec = SPEC) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        load(conn, spec)
+
+
+def job_row(dsn: str, job_id: str) -> dict[str, Any]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = jobs.get_job(conn, job_id)
+    assert row is not None
+    return row
+
+
+def assert_exact(dsn: str, job_id: str, total: int = 300) -> dict[str, Any]:
+    """The job is done and counted every snapshot exactly once (counters and batch log agree)."""
+    job = job_row(dsn, job_id)
+    assert job["status"] == "done", job
+    assert job["total_count"] == total
+    assert job["processed_count"] + job["error_count"] == total
+    assert scalar(dsn, "SELECT sum(snapshots) FROM backfill_batches WHERE job_id = %s", [job_id]) == total
+    assert scalar(dsn, "SELECT count(*) FROM backfill_chunks WHERE job_id = %s AND status <> 'done'", [job_id]) == 0
+    untouched = (
+        "SELECT count(*) FROM hero_snapshots WHERE created_at >= %s AND created_at < %s"
+        " AND processed_at IS NULL AND error_count = 0"
+    )
+    assert scalar(dsn, untouched, [job["from_ts"], job["to_ts"]]) == 0  # nothing in the job's range left behind
+    return job

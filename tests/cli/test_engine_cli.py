@@ -21,15 +21,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from engine_state import scalar, scratch_database, table_state
+from engine_state import assert_exact, job_row, load_corpus, scalar, scratch_database, table_state
 
 from starforge_backfill import jobs, ops, schema
 from starforge_backfill.config import load_config
 from starforge_backfill.embedded import EmbeddedPostgres
 from starforge_backfill.errors import DatabaseUnavailable
-from starforge_backfill.synthetic import SyntheticSpec, load
 
-SPEC = SyntheticSpec(snapshots=300, users=30, size_mix=((1.0, 8000),), malformed_ratio=0.02)
 FROM, TO = "2024-01-01T00:00:00Z", "2024-07-01T00:00:00Z"
 RANGE = ("--from", FROM, "--to", TO)
 BIN = Path(sys.executable).with_name("starforge-backfill")
@@ -110,13 +108,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str,
 # ---- reading the database back: tests/engine_state.py ---------------------------------------------------
 
 
-def job_row(dsn: str, job_id: str) -> dict[str, Any]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = jobs.get_job(conn, job_id)
-    assert row is not None
-    return row
-
-
 def newest(dsn: str) -> tuple[str, int] | None:
     """(job id, snapshots handled) of the newest job, or None (also while the server is away)."""
     try:
@@ -151,22 +142,6 @@ def wait_progress(dsn: str, at_least: int, proc: subprocess.Popen[str] | None = 
     return wait_for(ready, what=f"{at_least} snapshots handled")
 
 
-def assert_exact(dsn: str, job_id: str, total: int = 300) -> dict[str, Any]:
-    """The job is done and counted every snapshot exactly once (counters and batch log agree)."""
-    job = job_row(dsn, job_id)
-    assert job["status"] == "done", job
-    assert job["total_count"] == total
-    assert job["processed_count"] + job["error_count"] == total
-    assert scalar(dsn, "SELECT sum(snapshots) FROM backfill_batches WHERE job_id = %s", [job_id]) == total
-    assert scalar(dsn, "SELECT count(*) FROM backfill_chunks WHERE job_id = %s AND status <> 'done'", [job_id]) == 0
-    return job
-
-
-def load_corpus(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        load(conn, SPEC)
-
-
 @pytest.fixture(scope="module")
 def clean_state(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[tuple]]]:
     """The tables after one clean in-process C=1 run of SPEC, in a database of its own (dropped afterwards)."""
@@ -190,8 +165,10 @@ def test_kill_9_at_random_moments_then_run_again(pg_dsn: str, tmp_path: Path, cl
     job_id = None
     for _ in range(3):
         proc = start(pg_dsn, tmp_path, "run", *RANGE, "--concurrency", "2")
-        job_id, handled = wait_progress(pg_dsn, handled + rnd.randint(10, 40), proc)
-        time.sleep(rnd.uniform(0.0, 0.3))  # mid-batch, between batches, mid-commit: wherever it lands
+        job_id, handled = wait_progress(pg_dsn, handled + rnd.randint(5, 25), proc)
+        # mid-batch, between batches, mid-commit: wherever it lands (a batch of 10 takes tens of ms: a longer
+        # sleep let the whole run finish before the kill)
+        time.sleep(rnd.uniform(0.0, 0.08))
         assert proc.poll() is None, "the run finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
         assert finish(proc)[0] == -signal.SIGKILL

@@ -18,16 +18,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from engine_state import scalar, scratch_database, table_state
+from engine_state import assert_exact, job_row, load_corpus, scalar, scratch_database, table_state
 
 from starforge_backfill import jobs, ops, throttle
 from starforge_backfill.config import Config, load_config
 from starforge_backfill.engine import ThrottleDecision
 from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, UsageError
-from starforge_backfill.synthetic import SyntheticSpec, load
+from starforge_backfill.synthetic import SyntheticSpec
 
-# A few malformed snapshots (one of them a DB_ERROR, which sends its batch down the per-snapshot path).
-SPEC = SyntheticSpec(snapshots=300, users=30, size_mix=((1.0, 8000),), malformed_ratio=0.02)
+# engine_state.SPEC with more malformed snapshots.
 BAD_SPEC = SyntheticSpec(snapshots=300, users=30, size_mix=((1.0, 8000),), malformed_ratio=0.05)
 FROM, TO = "2024-01-01T00:00:00Z", "2024-07-01T00:00:00Z"
 
@@ -48,13 +47,6 @@ def make_cfg(dsn: str, folder: Path, **overrides: Any) -> Config:
 # ---- reading the database back: tests/engine_state.py ---------------------------------------------------
 
 
-def job_row(dsn: str, job_id: str) -> dict[str, Any]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = jobs.get_job(conn, job_id)
-    assert row is not None
-    return row
-
-
 def events(dsn: str, job_id: str) -> list[tuple[str, str]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return [
@@ -63,23 +55,6 @@ def events(dsn: str, job_id: str) -> list[tuple[str, str]]:
                 "SELECT kind, message FROM backfill_events WHERE job_id = %s ORDER BY id", [job_id]
             ).fetchall()
         ]
-
-
-def assert_exact(dsn: str, job_id: str, total: int = 300) -> dict[str, Any]:
-    """The job is done and counted every snapshot exactly once (counters and batch log agree)."""
-    job = job_row(dsn, job_id)
-    assert job["status"] == "done", job
-    assert job["total_count"] == total
-    assert job["processed_count"] + job["error_count"] == total
-    assert scalar(dsn, "SELECT sum(snapshots) FROM backfill_batches WHERE job_id = %s", [job_id]) == total
-    assert scalar(dsn, "SELECT count(*) FROM backfill_chunks WHERE job_id = %s AND status <> 'done'", [job_id]) == 0
-    assert scalar(dsn, "SELECT count(*) FROM hero_snapshots WHERE processed_at IS NULL AND error_count = 0") == 0
-    return job
-
-
-def load_corpus(dsn: str, spec: SyntheticSpec = SPEC) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        load(conn, spec)
 
 
 @pytest.fixture(scope="module")
