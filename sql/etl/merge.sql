@@ -13,11 +13,16 @@ WITH
 {{ ident("m_" ~ e.name) }} AS (
     INSERT INTO {{ ident(e.table) }} AS t (user_id
 {%- for c in cols %}, {{ ident(c) }}{% endfor %}, last_seen, source_snapshot_id, updated_at)
-    SELECT DISTINCT ON (s.user_id, st.{{ ident(e.id_col) }}) s.user_id
-{%- for c in cols %}, st.{{ ident(c) }}{% endfor %}, s.obs, s.sid, now()
-    FROM {{ ident("sf_stage_" ~ e.name) }} AS st
-    JOIN sf_stage_snap AS s ON s.sid = st.sid AND s.ok
-    ORDER BY s.user_id, st.{{ ident(e.id_col) }}, s.obs DESC, s.sid DESC, st.ord DESC
+    SELECT d.user_id
+{%- for c in cols %}, d.{{ ident(c) }}{% endfor %}, d.obs, d.sid, now()
+    FROM (  -- the sort keys lead the row: see merge_entity.sql
+        SELECT DISTINCT ON (s.user_id, st.{{ ident(e.id_col) }}) s.user_id, st.{{ ident(e.id_col) }}, s.obs, s.sid,
+               st.ord{% for c in vals %}, st.{{ ident(c) }}{% endfor %}
+
+        FROM {{ ident("sf_stage_" ~ e.name) }} AS st
+        JOIN sf_stage_snap AS s ON s.sid = st.sid AND s.ok
+        ORDER BY s.user_id, st.{{ ident(e.id_col) }}, s.obs DESC, s.sid DESC, st.ord DESC
+    ) AS d
     ON CONFLICT (user_id, {{ ident(e.id_col) }}) DO UPDATE SET
 {% for c in vals %}
         {{ ident(c) }} = EXCLUDED.{{ ident(c) }},

@@ -12,8 +12,11 @@
 {% set cols = [e.id_col] + vals %}
 MERGE INTO {{ ident(e.table) }} AS t
 USING (
-    SELECT DISTINCT ON (s.user_id, st.{{ ident(e.id_col) }}) s.user_id
-{%- for c in cols %}, st.{{ ident(c) }}{% endfor %}, s.obs, s.sid
+    -- the sort keys lead the row (st.ord too, though the merge does not read it): past the first key, a sort
+    -- reads each key with heap_getattr(), which walks every variable-width column before it (extra, arrays)
+    SELECT DISTINCT ON (s.user_id, st.{{ ident(e.id_col) }}) s.user_id, st.{{ ident(e.id_col) }}, s.obs, s.sid, st.ord
+{%- for c in vals %}, st.{{ ident(c) }}{% endfor %}
+
     FROM {{ ident("sf_stage_" ~ e.name) }} AS st
     JOIN sf_stage_snap AS s ON s.sid = st.sid AND s.ok
     ORDER BY s.user_id, st.{{ ident(e.id_col) }}, s.obs DESC, s.sid DESC, st.ord DESC
