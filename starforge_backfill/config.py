@@ -5,7 +5,7 @@ drops that suffix in YAML and accepts a duration: ``30``, ``1.5`` (seconds), ``"
 ``"5m"``, ``"1h"``, ``"2d"``, ``"1h30m"``. So YAML ``database.statement_timeout`` sets
 ``DatabaseConfig.statement_timeout_s``; likewise database ``lock_timeout``, ``connect_timeout``; retry
 ``max_delay``, ``wait_initial``, ``wait_max``; job ``claim_ttl``, ``heartbeat``; throttle ``failure_window``,
-``long_transaction``, ``replica_lag_max``, ``sleep``, ``target_batch``; gates ``ramp_step``; canary
+``long_transaction``, ``replica_lag_max``, ``sleep``, ``check_every``, ``target_batch``; gates ``ramp_step``; canary
 ``observe``, ``recent``. ``examples/starforge-backfill.yaml`` documents every key.
 ``etl.batch_max_bytes`` takes a size: bytes, or ``"512kB"``/``"64MB"`` (powers of 10), ``"64MiB"`` (of 2).
 Precedence: overrides (dotted YAML keys, from command-line options) > environment
@@ -99,6 +99,7 @@ class ThrottleConfig:
     long_transaction_s: float = field(default=60.0, metadata=_m("duration", lo=0, lo_open=True))
     replica_lag_max_s: float = field(default=30.0, metadata=_m("duration", lo=0, lo_open=True))
     sleep_s: float = field(default=1.0, metadata=_m("duration"))
+    check_every_s: float = field(default=1.0, metadata=_m("duration"))
     target_batch_s: float = field(default=2.0, metadata=_m("duration", lo=0, lo_open=True))
     min_batch_size: int = field(default=10, metadata=_m("int", lo=1, hi=10000))
     max_batch_size: int = field(default=500, metadata=_m("int", lo=1, hi=10000))

@@ -45,6 +45,7 @@ class ThrottleSettings:
             long_transaction_s=t.long_transaction_s,
             replica_lag_max_s=t.replica_lag_max_s,
             sleep_s=t.sleep_s,
+            check_every_s=t.check_every_s,
             app_prefix=cfg.database.application_name,
         )
 
