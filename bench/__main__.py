@@ -48,13 +48,20 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--methods", default=",".join(METHODS), help="comma-separated subset of floor,run,naive (default all)"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="measure floor and run this many times each, alternately (default 3): each is reported by its "
+        "median, and floor/run by the median of the adjacent pairs' ratios",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the databases and bench/data/ afterwards")
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if unknown := set(args.methods) - set(METHODS):
         parser.error(f"unknown method(s): {', '.join(sorted(unknown))}")
-    if args.snapshots < 1 or args.concurrency < 1:
-        parser.error("--snapshots and --concurrency must be >= 1")
+    if args.snapshots < 1 or args.concurrency < 1 or args.repeat < 1:
+        parser.error("--snapshots, --concurrency and --repeat must be >= 1")
     return args
 
 
@@ -68,14 +75,14 @@ def _rates(m: dict[str, Any], snapshots: int, rows: int) -> dict[str, Any]:
     }
 
 
-def _run_method(name: str, srv: Any, template: str, pid: int, body: Any) -> dict[str, Any]:
+def _run_method(name: str, srv: Any, template: str, pid: int, body: Any, tag: str = "") -> dict[str, Any]:
     """Fresh database from the template, a checkpoint, then the measurement; errors become a result."""
     try:
         dsn = srv.create_db(f"bench_{name}_{pid}", template)
         srv.checkpoint()
-        _log(f"{name}: measuring")
+        _log(f"{name}{tag}: measuring")
         result = body(dsn)
-        _log(f"{name}: {result['seconds']:.2f} s")
+        _log(f"{name}{tag}: {result['seconds']:.2f} s")
         return result
     except runcmd.RunUnavailable as exc:
         _log(f"{name}: ERROR {exc}")
@@ -83,6 +90,14 @@ def _run_method(name: str, srv: Any, template: str, pid: int, body: Any) -> dict
     except Exception as exc:
         _log(f"{name}: CRASHED\n{traceback.format_exc()}")
         return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The measurement with the median time (the first error if any failed), with every time it took."""
+    if errors := [r for r in results if "error" in r]:
+        return errors[0]
+    ordered = sorted(results, key=lambda r: r["seconds"])
+    return {**ordered[(len(ordered) - 1) // 2], "seconds_each": [round(r["seconds"], 3) for r in results]}
 
 
 def _measure_run(dsn: str, workdir: Path, concurrency: int, states: dict[str, Any]) -> dict[str, Any]:
@@ -143,11 +158,24 @@ def main(argv: list[str] | None = None) -> int:
                 f"floor: {rows:,} entity rows, {prepared.copy_bytes / 1e6:.1f} MB of COPY text "
                 f"in {prepared.seconds:.1f} s"
             )
-            methods["floor"] = _run_method("floor", srv, template, pid, lambda d: floor.measure(d, prepared))
-        if "run" in args.methods:
-            methods["run"] = _run_method(
-                "run", srv, template, pid, lambda d: _measure_run(d, workdir, args.concurrency, states)
-            )
+        # floor and run alternate, so that a drift of the machine's speed (20-30% within minutes on a shared
+        # VM) hits both alike; each adjacent pair gives one floor/run ratio
+        measured: dict[str, list[dict[str, Any]]] = {"floor": [], "run": []}
+        for i in range(args.repeat):
+            tag = f" ({i + 1}/{args.repeat})" if args.repeat > 1 else ""
+            if "floor" in args.methods:
+                measured["floor"].append(
+                    _run_method("floor", srv, template, pid, lambda d: floor.measure(d, prepared), tag)
+                )
+            if "run" in args.methods:
+                measured["run"].append(
+                    _run_method(
+                        "run", srv, template, pid, lambda d: _measure_run(d, workdir, args.concurrency, states), tag
+                    )
+                )
+        for name, results in measured.items():
+            if results:
+                methods[name] = _median(results)
         if "naive" in args.methods:
             methods["naive"] = _run_method("naive", srv, template, pid, lambda d: _measure_naive(d, states))
         rows = rows or floor.count_rows(spec)

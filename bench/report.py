@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MB = 1_000_000
 
 
-def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """floor_time/run_time (1.0 = run as fast as the floor) and naive_time/run_time (speed-up over naive)."""
 
     def seconds(name: str) -> float | None:
@@ -24,7 +25,21 @@ def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         other = seconds(name)
         return round(other / run, 3) if run and other else None
 
-    return {"floor_over_run": over_run("floor"), "naive_over_run": over_run("naive")}
+    out: dict[str, Any] = {"floor_over_run": over_run("floor"), "naive_over_run": over_run("naive")}
+    pairs = pair_ratios(methods)
+    if pairs:  # floor and run alternated: the median of the adjacent pairs, each measured minutes apart at most
+        out["floor_over_run"] = round(statistics.median(pairs), 3)
+        out["floor_over_run_pairs"] = pairs
+    return out
+
+
+def pair_ratios(methods: dict[str, dict[str, Any]]) -> list[float]:
+    """floor_i/run_i for each alternated pair (empty unless both were measured the same number of times)."""
+    floor_s = methods.get("floor", {}).get("seconds_each") or []
+    run_s = methods.get("run", {}).get("seconds_each") or []
+    if "error" in methods.get("floor", {}) or "error" in methods.get("run", {}) or len(floor_s) != len(run_s):
+        return []
+    return [round(f / r, 3) for f, r in zip(floor_s, run_s, strict=True)]
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -68,6 +83,15 @@ def table(result: dict[str, Any]) -> str:
             f"{m['rows_per_s']:>10,.0f} {rss:>12}  {m.get('note', '')}"
         )
     lines.append("")
+    for name in ("floor", "run"):
+        each = result["methods"].get(name, {}).get("seconds_each")
+        if each and len(each) > 1:
+            lines.append(f"{name} each time (s): {', '.join(f'{s:.2f}' for s in each)} (the row above is the median)")
+    if pairs := result["ratios"].get("floor_over_run_pairs"):
+        shown = ", ".join(f"{p:.3f}" for p in pairs)
+        lines.append(f"floor/run per alternated pair: {shown} (the target uses the median)")
+    if lines[-1] != "":
+        lines.append("")
     for t in result["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
         value = "-" if t["value"] is None else t["value"]
