@@ -62,6 +62,13 @@ class Server:
         self.created.append(name)
         return self.db_dsn(name)
 
+    def drop(self, name: str) -> None:
+        """Drop one database this run created (its autovacuum must not run into the next measurement)."""
+        with self.admin() as conn:
+            conn.execute(_DROP.format(sql.Identifier(name)))
+        if name in self.created:
+            self.created.remove(name)
+
     def checkpoint(self) -> None:
         """Flush dirty buffers so one method's writes are not paid for by the next (needs privilege)."""
         with contextlib.suppress(psycopg.Error), self.admin() as conn:
