@@ -126,7 +126,16 @@ def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
     steps.append(("etl/stage_tables.sql", {}, f"{batch}: per-connection staging tables"))
     if cfg.etl.fast_path:
         steps += [
-            ("etl/stage.sql", {"source": "table"}, f"{batch}: parse the batch server-side into staging"),
+            (
+                "etl/stage.sql",
+                {"source": "table", "elements": "recordset"},
+                f"{batch}: parse the batch server-side into staging (one jsonb_populate_recordset per section)",
+            ),
+            (
+                "etl/stage.sql",
+                {"source": "table", "elements": "each"},
+                f"{batch}, when a section holds a non-object element: the same, element by element",
+            ),
             ("etl/flag.sql", {}, f"{batch}: flag snapshots the set-based path cannot apply exactly"),
             ("etl/unstage.sql", {}, f"{batch}: drop flagged snapshots from staging"),
         ]
@@ -135,7 +144,11 @@ def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
         steps.append(("etl/missing_catalog_ids.sql", {}, f"{batch}, per flagged snapshot: catalog ids (policy fail)"))
     steps += [
         ("etl/record_error.sql", {}, f"{batch}, per failed snapshot: etl_errors row and bookkeeping"),
-        ("etl/stage.sql", {"source": "params"}, f"{batch}: stage the reference path's canonical payloads"),
+        (
+            "etl/stage.sql",
+            {"source": "params", "elements": "each"},
+            f"{batch}: stage the reference path's canonical payloads",
+        ),
         ("etl/users.sql", {}, f"{batch}: upsert users"),
         ("etl/usernames.sql", {}, f"{batch}: username history"),
     ]

@@ -155,8 +155,9 @@ _VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "fail": {"catalog_policy": "fail"},
     },
     "etl/stage.sql": {
-        "table": {"source": "table"},
-        "params": {"source": "params"},
+        "table": {"source": "table", "elements": "recordset"},
+        "table-each": {"source": "table", "elements": "each"},
+        "params": {"source": "params", "elements": "each"},
     },
     "etl/merge.sql": {
         "upsert": {"upsert_entities": True},

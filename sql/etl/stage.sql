@@ -4,7 +4,13 @@
 -- payloads jsonb, an object {snapshot id: canonical payload} produced by the reference path.
 -- The inserts return nothing (PostgreSQL runs every data-modifying CTE to completion anyway): a RETURNING
 -- clause would collect a row per staged element only to be counted.
+-- elements == 'recordset' reads an array section with one jsonb_populate_recordset call per snapshot (row
+-- type: stage_tables.sql's sf_fields_*), about a third cheaper than a jsonb_array_elements + jsonb_to_record
+-- per element; the element itself (for its extra) is then looked up by position. That function raises
+-- invalid_parameter_value on an array that holds a non-object, so the caller stages that batch again with elements == 'each' (the default), element by
+-- element, which never raises.
 {% import "etl/_macros.sql" as m %}
+{% set read_elements = elements | default("each") %}
 WITH RECURSIVE src AS MATERIALIZED (
     SELECT h.id AS sid,
            h.created_at AS obs,
@@ -79,45 +85,64 @@ ins_snap AS (
 {% endfor %}
     FROM snap_v AS v
 ){% for e in m.ENTITIES %},
+{% set coldefs %}{{ ident(e.id_field) }} text{% for jf, col, d, hi in e.ints %}, {{ ident(jf) }} text{% endfor %}{% for jf, col in e.arrays %}, {{ ident(jf) }} jsonb{% endfor %}{% endset %}
+{% set colnames %}{{ ident(e.id_field) }}{% for jf, col, d, hi in e.ints %}, {{ ident(jf) }}{% endfor %}{% for jf, col in e.arrays %}, {{ ident(jf) }}{% endfor %}{% endset %}
+-- Each element of the section (an array, or an object keyed by id) with its fields as text: its position,
+-- whether it is an object, the id its key gives (object form) and the element itself.
 {{ e.name }}_el AS (
-    SELECT s.sid, el.ord, el.elem, coalesce(jsonb_typeof(el.elem) = 'object', false) AS is_obj,
-           CASE WHEN el.k ~ '^[0-9]+$' THEN el.k END AS k_id
+{% if read_elements == "recordset" %}
+    -- one jsonb_populate_recordset call per snapshot reads every element's fields (cheaper than a
+    -- jsonb_to_record per element); the element itself is then looked up by position, for its extra
+    SELECT s.sid, r.ord, s.j_{{ e.name }}s -> (r.ord - 1)::integer AS elem, true AS is_obj, NULL::text AS k_id,
+           {% for c in colnames.split(", ") %}{{ "r." ~ c }}{{ ", " if not loop.last else "" }}{% endfor %}
+
     FROM src AS s
-    CROSS JOIN LATERAL (
-        SELECT a.ord, NULL::text AS k, a.elem
-        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(s.j_{{ e.name }}s) = 'array'
-                                       THEN s.j_{{ e.name }}s END) WITH ORDINALITY AS a(elem, ord)
-        UNION ALL
-        SELECT o.ord, o.k, o.elem
-        FROM jsonb_each(CASE WHEN jsonb_typeof(s.j_{{ e.name }}s) = 'object'
-                             THEN s.j_{{ e.name }}s END) WITH ORDINALITY AS o(k, elem, ord)
-    ) AS el
+    CROSS JOIN LATERAL jsonb_populate_recordset(NULL::{{ ident("sf_fields_" ~ e.name) }},
+                                                CASE WHEN jsonb_typeof(s.j_{{ e.name }}s) = 'array'
+                                                     THEN s.j_{{ e.name }}s END)
+        WITH ORDINALITY AS r({{ colnames }}, ord)
+{% else %}
+    SELECT s.sid, a.ord, a.elem, coalesce(jsonb_typeof(a.elem) = 'object', false) AS is_obj, NULL::text AS k_id,
+           {% for c in colnames.split(", ") %}{{ "f." ~ c }}{{ ", " if not loop.last else "" }}{% endfor %}
+
+    FROM src AS s
+    CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(s.j_{{ e.name }}s) = 'array'
+                                                 THEN s.j_{{ e.name }}s END) WITH ORDINALITY AS a(elem, ord)
+    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN jsonb_typeof(a.elem) = 'object' THEN a.elem END)
+        AS f({{ coldefs }}) ON true
+{% endif %}
+    UNION ALL
+    SELECT s.sid, o.ord, o.elem, coalesce(jsonb_typeof(o.elem) = 'object', false),
+           CASE WHEN o.k ~ '^[0-9]+$' THEN o.k END,
+           {% for c in colnames.split(", ") %}{{ "f." ~ c }}{{ ", " if not loop.last else "" }}{% endfor %}
+
+    FROM src AS s
+    CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(s.j_{{ e.name }}s) = 'object'
+                                       THEN s.j_{{ e.name }}s END) WITH ORDINALITY AS o(k, elem, ord)
+    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN jsonb_typeof(o.elem) = 'object' THEN o.elem END)
+        AS f({{ coldefs }}) ON true
 ),
 {{ e.name }}_f AS MATERIALIZED (
     SELECT el.sid, el.ord, x.extra,
            el.is_obj
-           AND coalesce(f.{{ ident(e.id_field) }}, el.k_id) IS NOT NULL
-           AND {{ m.int_ok("coalesce(f." ~ ident(e.id_field) ~ ", el.k_id)", 2147483647, "el.elem", e.id_field) }}
+           AND coalesce(el.{{ ident(e.id_field) }}, el.k_id) IS NOT NULL
+           AND {{ m.int_ok("coalesce(el." ~ ident(e.id_field) ~ ", el.k_id)", 2147483647, "el.elem", e.id_field) }}
 {% for jf, col, d, hi in e.ints %}
-           AND {{ m.int_ok("f." ~ ident(jf), hi, "el.elem", jf) }}
+           AND {{ m.int_ok("el." ~ ident(jf), hi, "el.elem", jf) }}
 {% endfor %}
 {% for jf, col in e.arrays %}
-           AND (f.{{ ident(jf) }} IS NULL
-                OR jsonb_typeof(f.{{ ident(jf) }}) = 'array')
+           AND (el.{{ ident(jf) }} IS NULL
+                OR jsonb_typeof(el.{{ ident(jf) }}) = 'array')
 {% endfor %}
            AS ok,
-           coalesce(f.{{ ident(e.id_field) }}, el.k_id) AS j_id
+           coalesce(el.{{ ident(e.id_field) }}, el.k_id) AS j_id
 {% for jf, col, d, hi in e.ints %}
-           , f.{{ ident(jf) }} AS {{ ident("j_" ~ col) }}
+           , el.{{ ident(jf) }} AS {{ ident("j_" ~ col) }}
 {% endfor %}
 {% for jf, col in e.arrays %}
-           , f.{{ ident(jf) }} AS {{ ident("j_" ~ col) }}
+           , el.{{ ident(jf) }} AS {{ ident("j_" ~ col) }}
 {% endfor %}
     FROM {{ e.name }}_el AS el
-    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN el.is_obj THEN el.elem END)
-        AS f({{ ident(e.id_field) }} text
-{%- for jf, col, d, hi in e.ints %}, {{ ident(jf) }} text{% endfor %}
-{%- for jf, col in e.arrays %}, {{ ident(jf) }} jsonb{% endfor %}) ON true
     CROSS JOIN LATERAL (SELECT CASE WHEN el.is_obj THEN el.elem - ARRAY[{{ sqlstr(e.id_field) }}
 {%- for jf, col, d, hi in e.ints %}, {{ sqlstr(jf) }}{% endfor %}
 {%- for jf, col in e.arrays %}, {{ sqlstr(jf) }}{% endfor %}]::text[] ELSE '{}'::jsonb END AS extra) AS x

@@ -29,3 +29,17 @@ CREATE TEMPORARY TABLE IF NOT EXISTS {{ ident("sf_stage_" ~ e.name) }} (
     extra jsonb
 ) ON COMMIT DELETE ROWS;
 {% endfor %}
+-- Row types for stage.sql's jsonb_populate_recordset (one call per section reads every element's fields as
+-- text): these tables never hold a row.
+{% for e in m.ENTITIES %}
+CREATE TEMPORARY TABLE IF NOT EXISTS {{ ident("sf_fields_" ~ e.name) }} (
+    {{ ident(e.id_field) }} text
+{%- for jf, col, d, hi in e.ints %},
+    {{ ident(jf) }} text
+{%- endfor %}
+{%- for jf, col in e.arrays %},
+    {{ ident(jf) }} jsonb
+{%- endfor %}
+
+);
+{% endfor %}

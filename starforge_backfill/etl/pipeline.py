@@ -49,6 +49,9 @@ class EtlSettings:
     job_id: str | None = None
     work_mem: str = "64MB"
     temp_buffers: str = "128MB"
+    # How stage.sql reads the array sections: "recordset" (one jsonb_populate_recordset each, falling back
+    # to "each" for a batch where one holds a non-object element) or "each" (element by element) only.
+    read_sections: str = "recordset"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +73,7 @@ class BatchResult:
     failed: int = 0
     reference_path: int = 0
     fallback: bool = False
+    element_by_element: int = 0  # batches staged element by element after jsonb_populate_recordset refused
     errors_by_type: Counter[str] = dataclasses.field(default_factory=Counter)
     rows_written: Counter[str] = dataclasses.field(default_factory=Counter)
     placeholders: list[tuple[str, int]] = dataclasses.field(default_factory=list)
@@ -81,6 +85,7 @@ class BatchResult:
         self.applied += other.applied
         self.failed += other.failed
         self.reference_path += other.reference_path
+        self.element_by_element += other.element_by_element
         self.fallback = self.fallback or other.fallback
         self.errors_by_type.update(other.errors_by_type)
         self.rows_written.update(other.rows_written)
@@ -107,7 +112,7 @@ def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID]
     conn.execute(_q("etl/stage_tables.sql", settings))
     id_list = list(ids)
     if settings.fast_path:
-        conn.execute(_q("etl/stage.sql", settings, source="table"), {"ids": id_list})
+        _stage(conn, id_list, settings, result)
         flagged = {row[0] for row in conn.execute(_q("etl/flag.sql", settings))}
         if flagged:
             conn.execute(_q("etl/unstage.sql", settings), {"ids": list(flagged)})
@@ -131,6 +136,22 @@ def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID]
     result.rows_written.update(entity_rows or {})
     conn.execute(_q("etl/sync_usernames.sql", settings))
     return result
+
+
+def _stage(conn: psycopg.Connection[Any], ids: list[uuid.UUID], settings: EtlSettings, result: BatchResult) -> None:
+    """Stage the batch from the table, reading each array section with one jsonb_populate_recordset call
+    (cheaper than a jsonb_to_record per element), in a savepoint: that function raises
+    invalid_parameter_value when an array holds a non-object element, and the batch is then staged element
+    by element, which never raises (and flags that snapshot, as the contract rejects such an element)."""
+    if settings.read_sections == "recordset":
+        try:
+            with conn.transaction():
+                conn.execute(_q("etl/stage.sql", settings, source="table", elements="recordset"), {"ids": ids})
+            return
+        except psycopg.errors.InvalidParameterValue:
+            log.debug("an array section holds a non-object element: staging this batch element by element")
+            result.element_by_element += 1
+    conn.execute(_q("etl/stage.sql", settings, source="table", elements="each"), {"ids": ids})
 
 
 def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dict[str, int] | None:
@@ -194,7 +215,7 @@ def _reference_path(
         return
     staged = [uuid.UUID(k) for k in payloads]
     conn.execute(
-        _q("etl/stage.sql", settings, source="params"),
+        _q("etl/stage.sql", settings, source="params", elements="each"),
         {"ids": staged, "payloads": Jsonb(payloads, dumps=_dumps_exact)},
     )
     disagree = [row[0] for row in conn.execute(_q("etl/flag.sql", settings))]

@@ -141,7 +141,7 @@ def test_run_print_sql_needs_no_database(tmp_path: Path, monkeypatch: pytest.Mon
     names = [line.split(":")[0][3:] for line in res.stdout.splitlines() if line.startswith("-- ") and ".sql" in line]
     assert names[0] == "jobs/find_resumable.sql" and "gates/latest.sql" in names
     assert (
-        names.index("etl/stage.sql[source=table]")
+        names.index("etl/stage.sql[source=table][elements=recordset]")
         < names.index("etl/merge_entity.sql[entity=troop]")
         < names.index("etl/merge.sql[upsert_entities=false]")
         < names.index("jobs/checkpoint.sql")

@@ -331,6 +331,9 @@ def test_fast_path_and_reference_write_the_same_tables(pg_conn: psycopg.Connecti
     assert fast.snapshots == ref.snapshots == SNAPSHOTS
     assert ref.reference_path == SNAPSHOTS
     assert fast.reference_path < SNAPSHOTS * 0.5, fast.reference_path
+    # both ways of reading the sections ran: one call per section, and element by element for the batches
+    # where an array holds a non-object
+    assert 0 < fast.element_by_element < SNAPSHOTS // BATCH, fast.element_by_element
     assert fast.errors_by_type["PARSE_ERROR"] >= 5 and fast.errors_by_type["VALIDATION_ERROR"] >= 20
     assert fast.applied >= SNAPSHOTS // 3
     assert len(fast_state["user_troops"]) > 100 and fast.placeholders

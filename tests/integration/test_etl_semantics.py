@@ -488,3 +488,34 @@ def test_a_batch_runs_without_jit(pg_conn: psycopg.Connection) -> None:
         assert pg_conn.execute("SELECT current_setting('jit')").fetchone() == ("off",)
     assert res.applied == 1
     assert one(pg_conn, "SELECT extra FROM user_troops")["extra"] == {"Meta": {}}
+
+
+def test_a_non_object_element_fails_only_its_snapshot_and_the_batch_is_read_element_by_element(
+    pg_conn: psycopg.Connection,
+) -> None:
+    # jsonb_populate_recordset refuses an array holding a non-object: the batch is staged again element by
+    # element, the snapshot with such an element fails validation, and its neighbour in the batch is applied
+    good = insert_snapshot(
+        pg_conn,
+        payload("SECTIONS_GOOD", Troops=[{"TroopId": 1, "Amount": 3, "X": {"y": 1}}], Pets=[{"PetId": 2}]),
+        created_at=at(1),
+    )
+    bad = insert_snapshot(
+        pg_conn, payload("SECTIONS_BAD", Troops=[{"TroopId": 1, "Amount": 4}], Pets=[{"PetId": 2}, 7]), created_at=at(2)
+    )
+    res = apply(pg_conn, [good, bad])
+    assert (res.applied, res.failed, res.element_by_element) == (1, 1, 1)
+    assert error_set(pg_conn) == {(bad, "VALIDATION_ERROR")}
+    s = state(pg_conn)
+    assert s["users"] == [("SECTIONS_GOOD", None)]
+    assert [(r[0], r[1], r[2]) for r in s["user_troops"]] == [("SECTIONS_GOOD", 1, 3)]
+    assert one(pg_conn, "SELECT extra FROM user_troops")["extra"] == {"X": {"y": 1}}
+    assert [r[:2] for r in s["user_pets"]] == [("SECTIONS_GOOD", 2)]
+
+    # a batch without such an element is read with one call per section, and to the same rows
+    again = insert_snapshot(
+        pg_conn, payload("SECTIONS_GOOD", Troops=[{"TroopId": 1, "Amount": 5, "X": {"y": 2}}]), created_at=at(3)
+    )
+    res = apply(pg_conn, [again])
+    assert (res.applied, res.element_by_element) == (1, 0)
+    assert one(pg_conn, "SELECT amount, extra FROM user_troops")["extra"] == {"X": {"y": 2}}

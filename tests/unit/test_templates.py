@@ -42,6 +42,8 @@ def test_every_template_is_rendered() -> None:
     )
     assert EXAMPLES["etl/flag.sql[placeholder]"] != EXAMPLES["etl/flag.sql[fail]"]
     assert EXAMPLES["etl/stage.sql[table]"] != EXAMPLES["etl/stage.sql[params]"]
+    assert "jsonb_populate_recordset(" in EXAMPLES["etl/stage.sql[table]"]
+    assert "jsonb_populate_recordset(" not in EXAMPLES["etl/stage.sql[table-each]"]
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
