@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +85,52 @@ def _sqlstr(text: str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
+class _QuietBytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Jinja's on-disk cache of compiled templates, which never fails a render: a cache it cannot write
+    (read-only home, full disk) only means compiling again next time."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
+# The environment's options shape the compiled code, and jinja keys a cached template by its name and source
+# only: the options are part of the directory name, so other options never load this code.
+_ENV_OPTIONS = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True, "autoescape": False}
+
+
+def cache_dir() -> Path:
+    """Where compiled templates are kept: $XDG_CACHE_HOME (else ~/.cache)/starforge-backfill/."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    options = hashlib.sha256(repr((jinja2.__version__, sorted(_ENV_OPTIONS.items()))).encode()).hexdigest()[:12]
+    return Path(base) / "starforge-backfill" / f"sql-templates-{options}"
+
+
+def _bytecode_cache(directory: Path) -> jinja2.BytecodeCache | None:
+    """Compiling the ~20 templates a run uses costs ~60 ms per process; loading them compiled, ~3 ms. Jinja
+    checks each entry against the template's source, so an edited template is compiled again."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return _QuietBytecodeCache(str(directory))
+
+
 @functools.cache
 def _env() -> jinja2.Environment:
+    return make_env(cache_dir())
+
+
+def make_env(bytecode_dir: Path | None) -> jinja2.Environment:
+    """The template environment (`bytecode_dir` None: compile in memory only)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(sql_dir())),
+        bytecode_cache=_bytecode_cache(bytecode_dir) if bytecode_dir is not None else None,
         undefined=jinja2.StrictUndefined,
-        autoescape=False,
         finalize=_finalize,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
+        **_ENV_OPTIONS,
     )
     env.globals["ident"] = lambda *names: Ident(*names)
     env.globals["sqlstr"] = _sqlstr

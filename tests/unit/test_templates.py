@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import jinja2
 import pytest
@@ -141,3 +142,29 @@ def test_renders_are_cached_per_structural_context() -> None:
     # a bool and an int are equal as dict keys but not the same context
     assert templates.render("etl/merge.sql", catalog_policy="placeholder", upsert_entities=0) == other
     assert templates.Ident("a", "b") == templates.Ident("a", "b") != templates.Ident("a")
+
+
+def test_compiled_templates_are_kept_on_disk_and_render_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = {"source": "table", "elements": "recordset", "catalog_policy": "placeholder"}
+    fresh = templates.make_env(None).get_template("etl/stage.sql").render(**ctx)
+    first = templates.make_env(tmp_path / "cache").get_template("etl/stage.sql").render(**ctx)
+    assert first == fresh and list((tmp_path / "cache").iterdir())
+    # a second process loads the compiled code: it compiles nothing
+    second = templates.make_env(tmp_path / "cache")
+    monkeypatch.setattr(second, "compile", lambda *a, **k: pytest.fail("compiled again"))
+    assert second.get_template("etl/stage.sql").render(**ctx) == fresh
+
+
+def test_a_cache_that_cannot_be_written_never_fails_a_render(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert templates.make_env(blocker / "cache").get_template("etl/flag.sql").render(catalog_policy="fail")
+
+    def refuse(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(templates.jinja2.FileSystemBytecodeCache, "dump_bytecode", refuse)
+    env = templates.make_env(tmp_path / "full")
+    assert env.get_template("etl/flag.sql").render(catalog_policy="fail")
