@@ -136,6 +136,7 @@ def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
                 {"source": "table", "elements": "each"},
                 f"{batch}, when a section holds a non-object element: the same, element by element",
             ),
+            ("etl/screen.sql", {}, f"{batch}: remove sensitive keys from the staged rows"),
             ("etl/flag.sql", {}, f"{batch}: flag snapshots the set-based path cannot apply exactly"),
             ("etl/unstage.sql", {}, f"{batch}: drop flagged snapshots from staging"),
         ]

@@ -58,12 +58,3 @@ CASE WHEN {{ v }} IS NULL THEN true
 {% macro int_val(v, type) -%}
 CASE WHEN strpos({{ v }}, '.') > 0 THEN ({{ v }})::numeric::{{ type }} ELSE ({{ v }})::{{ type }} END
 {%- endmacro %}
-
-{#- A staged value with its sensitive keys removed (stage.sql's <entity>_clean), or as it is: the lookup only runs
-    for the few snapshots whose text mentions a sensitive word (a hashed IN decides), never as a join over all. -#}
-{% macro cleaned(entity, col, value) -%}
-CASE WHEN f.sid IN (SELECT s.sid FROM {{ entity }}_scan AS s)
-     THEN coalesce((SELECT c.v FROM {{ entity }}_clean AS c
-                    WHERE c.sid = f.sid AND c.ord = f.ord AND c.col = {{ sqlstr(col) }}), {{ value }})
-     ELSE {{ value }} END
-{%- endmacro %}

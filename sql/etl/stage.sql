@@ -3,7 +3,8 @@
 -- The payload never leaves the server. Binds: ids uuid[]; with source == 'params' also
 -- payloads jsonb, an object {snapshot id: canonical payload} produced by the reference path.
 -- The inserts return nothing (PostgreSQL runs every data-modifying CTE to completion anyway): a RETURNING
--- clause would collect a row per staged element only to be counted.
+-- clause would collect a row per staged element only to be counted. Sensitive keys are removed afterwards,
+-- from the staged rows, by screen.sql (source 'table'; the reference path's payloads are clean already).
 -- elements == 'recordset' reads an array section with one jsonb_populate_recordset call per snapshot (row
 -- type: stage_tables.sql's sf_fields_*), about a third cheaper than a jsonb_array_elements + jsonb_to_record
 -- per element; the element itself (for its extra) is then looked up by position. That function raises
@@ -147,62 +148,6 @@ ins_snap AS (
 {%- for jf, col, d, hi in e.ints %}, {{ sqlstr(jf) }}{% endfor %}
 {%- for jf, col in e.arrays %}, {{ sqlstr(jf) }}{% endfor %}]::text[] ELSE '{}'::jsonb END AS extra) AS x
 ),
-{% if source == "table" %}
--- Sensitive keys (contract: any object key containing token, password, passwd, secret, session or auth,
--- any case, at any depth) are removed here as the reference path would. One regex per snapshot over the
--- text of its {{ e.name }} extras{{ " and OrbsUsed" if e.arrays else "" }} finds the snapshots that mention such a word at all.
-{{ e.name }}_scan AS MATERIALIZED (
-    SELECT f.sid
-    FROM {{ e.name }}_f AS f
-    GROUP BY f.sid
-    HAVING string_agg(f.extra::text
-{%- for jf, col in e.arrays %} || coalesce(f.{{ ident("j_" ~ col) }}::text, ''){% endfor %}, '') ~ {{ sqlstr(m.SENSITIVE_RE) }}
-),
--- Every key and array item below the values that mention a sensitive word, with its path (recursive).
-{{ e.name }}_walk (sid, ord, col, path, v) AS (
-    SELECT f.sid, f.ord, 'extra', ARRAY[]::text[], f.extra
-    FROM {{ e.name }}_f AS f
-    WHERE CASE WHEN f.sid IN (SELECT s.sid FROM {{ e.name }}_scan AS s)  -- CASE: the regex only for those
-               THEN f.extra::text ~ {{ sqlstr(m.SENSITIVE_RE) }} ELSE false END
-{% for jf, col in e.arrays %}
-    UNION ALL
-    SELECT f.sid, f.ord, {{ sqlstr(col) }}, ARRAY[]::text[], f.{{ ident("j_" ~ col) }}
-    FROM {{ e.name }}_f AS f
-    WHERE CASE WHEN f.sid IN (SELECT s.sid FROM {{ e.name }}_scan AS s)
-               THEN f.{{ ident("j_" ~ col) }}::text ~ {{ sqlstr(m.SENSITIVE_RE) }} ELSE false END
-{% endfor %}
-    UNION ALL
-    SELECT w.sid, w.ord, w.col, w.path || c.k, c.v
-    FROM {{ e.name }}_walk AS w
-    CROSS JOIN LATERAL (
-        SELECT o.key, o.value FROM jsonb_each(CASE WHEN jsonb_typeof(w.v) = 'object' THEN w.v END) AS o
-        UNION ALL
-        SELECT (a.n - 1)::text, a.value
-        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(w.v) = 'array' THEN w.v END) WITH ORDINALITY AS a(value, n)
-    ) AS c(k, v)
-),
--- The sensitive keys' paths (an array index is digits only, so it never matches), numbered per value.
-{{ e.name }}_del AS MATERIALIZED (
-    SELECT w.sid, w.ord, w.col, w.path,
-           row_number() OVER (PARTITION BY w.sid, w.ord, w.col ORDER BY w.path) AS n
-    FROM {{ e.name }}_walk AS w
-    WHERE cardinality(w.path) > 0 AND w.path[cardinality(w.path)] ~ {{ sqlstr(m.SENSITIVE_RE) }}
-),
--- Remove them one path at a time (removing a key never moves an array item; a path below a removed key
--- is then absent, and #- leaves the value as it is).
-{{ e.name }}_fold (sid, ord, col, n, v) AS (
-    SELECT w.sid, w.ord, w.col, 0::bigint, w.v FROM {{ e.name }}_walk AS w WHERE cardinality(w.path) = 0
-    UNION ALL
-    SELECT x.sid, x.ord, x.col, d.n, x.v #- d.path
-    FROM {{ e.name }}_fold AS x
-    JOIN {{ e.name }}_del AS d ON d.sid = x.sid AND d.ord = x.ord AND d.col = x.col AND d.n = x.n + 1
-),
-{{ e.name }}_clean AS MATERIALIZED (
-    SELECT DISTINCT ON (x.sid, x.ord, x.col) x.sid, x.ord, x.col, x.v
-    FROM {{ e.name }}_fold AS x
-    ORDER BY x.sid, x.ord, x.col, x.n DESC
-),
-{% endif %}
 ins_{{ e.name }} AS (
     INSERT INTO {{ ident("sf_stage_" ~ e.name) }} (sid, ord, ok, {{ ident(e.id_col) }}
 {%- for jf, col, d, hi in e.ints %}, {{ ident(col) }}{% endfor %}
@@ -214,9 +159,9 @@ ins_{{ e.name }} AS (
            , CASE WHEN f.ok THEN coalesce({{ m.int_val("f." ~ ident("j_" ~ col), "bigint" if hi > 2147483647 else "integer") }}, {{ d }}) END
 {% endfor %}
 {% for jf, col in e.arrays %}
-           , coalesce({% if source == "table" %}{{ m.cleaned(e.name, col, "f." ~ ident("j_" ~ col)) }}{% else %}f.{{ ident("j_" ~ col) }}{% endif %}, '[]'::jsonb)
+           , coalesce(f.{{ ident("j_" ~ col) }}, '[]'::jsonb)
 {% endfor %}
-           , {% if source == "table" %}{{ m.cleaned(e.name, "extra", "f.extra") }}{% else %}f.extra{% endif %}
+           , f.extra
     FROM {{ e.name }}_f AS f
     CROSS JOIN LATERAL (SELECT CASE WHEN f.ok THEN {{ m.int_val("f.j_id", "integer") }} END AS id) AS v
 

@@ -113,6 +113,7 @@ def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID]
     id_list = list(ids)
     if settings.fast_path:
         _stage(conn, id_list, settings, result)
+        conn.execute(_q("etl/screen.sql", settings))
         flagged = {row[0] for row in conn.execute(_q("etl/flag.sql", settings))}
         if flagged:
             conn.execute(_q("etl/unstage.sql", settings), {"ids": list(flagged)})
