@@ -6,10 +6,10 @@
 -- clause would collect a row per staged element only to be counted. Sensitive keys are removed afterwards,
 -- from the staged rows, by screen.sql (source 'table'; the reference path's payloads are clean already).
 -- elements == 'recordset' reads an array section with one jsonb_populate_recordset call per snapshot (row
--- type: stage_tables.sql's sf_fields_*), about a third cheaper than a jsonb_array_elements + jsonb_to_record
--- per element; the element itself (for its extra) is then looked up by position. That function raises
--- invalid_parameter_value on an array that holds a non-object, so the caller stages that batch again with elements == 'each' (the default), element by
--- element, which never raises.
+-- type: stage_tables.sql's sf_fields_*) instead of a jsonb_array_elements + jsonb_to_record per element (-6%
+-- of this statement's instructions); the element itself (for its extra) is then looked up by position. That
+-- function raises invalid_parameter_value on an array that holds a non-object, so the caller stages that
+-- batch again with elements == 'each' (the default), element by element, which never raises.
 {% import "etl/_macros.sql" as m %}
 {% set read_elements = elements | default("each") %}
 WITH RECURSIVE src AS MATERIALIZED (

@@ -49,9 +49,6 @@ class EtlSettings:
     job_id: str | None = None
     work_mem: str = "64MB"
     temp_buffers: str = "128MB"
-    # How stage.sql reads the array sections: "recordset" (one jsonb_populate_recordset each, falling back
-    # to "each" for a batch where one holds a non-object element) or "each" (element by element) only.
-    read_sections: str = "recordset"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,14 +141,13 @@ def _stage(conn: psycopg.Connection[Any], ids: list[uuid.UUID], settings: EtlSet
     (cheaper than a jsonb_to_record per element), in a savepoint: that function raises
     invalid_parameter_value when an array holds a non-object element, and the batch is then staged element
     by element, which never raises (and flags that snapshot, as the contract rejects such an element)."""
-    if settings.read_sections == "recordset":
-        try:
-            with conn.transaction():
-                conn.execute(_q("etl/stage.sql", settings, source="table", elements="recordset"), {"ids": ids})
-            return
-        except psycopg.errors.InvalidParameterValue:
-            log.debug("an array section holds a non-object element: staging this batch element by element")
-            result.element_by_element += 1
+    try:
+        with conn.transaction():
+            conn.execute(_q("etl/stage.sql", settings, source="table", elements="recordset"), {"ids": ids})
+        return
+    except psycopg.errors.InvalidParameterValue:
+        log.debug("an array section holds a non-object element: staging this batch element by element")
+        result.element_by_element += 1
     conn.execute(_q("etl/stage.sql", settings, source="table", elements="each"), {"ids": ids})
 
 
