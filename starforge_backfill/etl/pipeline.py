@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -70,7 +71,7 @@ class BatchResult:
     failed: int = 0
     reference_path: int = 0
     fallback: bool = False
-    element_by_element: int = 0  # batches staged element by element after jsonb_populate_recordset refused
+    element_by_element: int = 0  # batches staged element by element (see _stage)
     errors_by_type: Counter[str] = dataclasses.field(default_factory=Counter)
     rows_written: Counter[str] = dataclasses.field(default_factory=Counter)
     placeholders: list[tuple[str, int]] = dataclasses.field(default_factory=list)
@@ -136,18 +137,30 @@ def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID]
     return result
 
 
+# After a batch had to be staged again element by element, a connection stages this many batches element by
+# element before it tries jsonb_populate_recordset again: where such elements are common, a failed attempt
+# (up to a whole stage statement of work) is paid once per this many batches, not for every batch.
+RECORDSET_BACKOFF = 8
+_recordset_skips: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weakref.WeakKeyDictionary()
+
+
 def _stage(conn: psycopg.Connection[Any], ids: list[uuid.UUID], settings: EtlSettings, result: BatchResult) -> None:
     """Stage the batch from the table, reading each array section with one jsonb_populate_recordset call
     (cheaper than a jsonb_to_record per element), in a savepoint: that function raises
     invalid_parameter_value when an array holds a non-object element, and the batch is then staged element
     by element, which never raises (and flags that snapshot, as the contract rejects such an element)."""
-    try:
-        with conn.transaction():
-            conn.execute(_q("etl/stage.sql", settings, source="table", elements="recordset"), {"ids": ids})
-        return
-    except psycopg.errors.InvalidParameterValue:
-        log.debug("an array section holds a non-object element: staging this batch element by element")
-        result.element_by_element += 1
+    skips = _recordset_skips.get(conn, 0)
+    if skips:
+        _recordset_skips[conn] = skips - 1
+    else:
+        try:
+            with conn.transaction():
+                conn.execute(_q("etl/stage.sql", settings, source="table", elements="recordset"), {"ids": ids})
+            return
+        except psycopg.errors.InvalidParameterValue:
+            log.debug("an array section holds a non-object element: staging this batch element by element")
+            _recordset_skips[conn] = RECORDSET_BACKOFF
+    result.element_by_element += 1
     conn.execute(_q("etl/stage.sql", settings, source="table", elements="each"), {"ids": ids})
 
 

@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.types.json import set_json_loads
 
+from starforge_backfill.etl import pipeline as pipeline_module
 from starforge_backfill.etl.pipeline import BatchResult, EtlSettings, apply_in_transaction
 from starforge_backfill.schema import init_db
 
@@ -316,7 +317,10 @@ def _exact_json(conn: psycopg.Connection) -> None:
     set_json_loads(lambda text: json.loads(text, parse_float=Decimal), conn)
 
 
-def test_fast_path_and_reference_write_the_same_tables(pg_conn: psycopg.Connection, second_dsn: str) -> None:
+def test_fast_path_and_reference_write_the_same_tables(
+    pg_conn: psycopg.Connection, second_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_module, "RECORDSET_BACKOFF", 0)  # every batch tries the one-call reader
     data = snapshots()
     _exact_json(pg_conn)
     fast = _run(pg_conn, data, EtlSettings(fast_path=True))

@@ -28,6 +28,7 @@ from helpers import (
     xmins,
 )
 
+from starforge_backfill.etl import pipeline as pipeline_module
 from starforge_backfill.etl.pipeline import (
     BatchResult,
     ConnectionHolder,
@@ -491,10 +492,11 @@ def test_a_batch_runs_without_jit(pg_conn: psycopg.Connection) -> None:
 
 
 def test_a_non_object_element_fails_only_its_snapshot_and_the_batch_is_read_element_by_element(
-    pg_conn: psycopg.Connection,
+    pg_conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # jsonb_populate_recordset refuses an array holding a non-object: the batch is staged again element by
     # element, the snapshot with such an element fails validation, and its neighbour in the batch is applied
+    monkeypatch.setattr(pipeline_module, "RECORDSET_BACKOFF", 0)
     good = insert_snapshot(
         pg_conn,
         payload("SECTIONS_GOOD", Troops=[{"TroopId": 1, "Amount": 3, "X": {"y": 1}}], Pets=[{"PetId": 2}]),
@@ -519,3 +521,19 @@ def test_a_non_object_element_fails_only_its_snapshot_and_the_batch_is_read_elem
     res = apply(pg_conn, [again])
     assert (res.applied, res.element_by_element) == (1, 0)
     assert one(pg_conn, "SELECT amount, extra FROM user_troops")["extra"] == {"X": {"y": 2}}
+
+
+def test_after_a_fallback_a_connection_reads_element_by_element_for_a_while(
+    pg_conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_module, "RECORDSET_BACKOFF", 2)
+    dirty = insert_snapshot(pg_conn, payload("BACKOFF_A", Troops=[{"TroopId": 1}, None]), created_at=at(1))
+    clean = [
+        insert_snapshot(pg_conn, payload("BACKOFF_B", Troops=[{"TroopId": 2, "Amount": i}]), created_at=at(2 + i))
+        for i in range(4)
+    ]
+    assert apply(pg_conn, [dirty]).element_by_element == 1  # tried, refused, staged element by element
+    # the next two batches skip the attempt; the one after tries again, and succeeds
+    assert [apply(pg_conn, [sid]).element_by_element for sid in clean] == [1, 1, 0, 0]
+    assert one(pg_conn, "SELECT amount FROM user_troops WHERE troop_id = 2")["amount"] == 3
+    assert error_set(pg_conn) == {(dirty, "VALIDATION_ERROR")}
