@@ -80,7 +80,7 @@ def _run_method(
 ) -> dict[str, Any]:
     """Fresh database from the template, a checkpoint, then the measurement; errors become a result. The
     database is dropped right after (unless `keep`): autovacuum of the rows a method wrote would otherwise
-    take CPU from the next method's measurement (seen: floors 0.65 s alone, 1.1 s after a run)."""
+    take CPU from the next method's measurement (seen once: a 0.65 s floor, then 1.1 s after runs)."""
     try:
         db = f"bench_{name}_{pid}"
         dsn = srv.create_db(db, template)
