@@ -5,7 +5,8 @@
 -- parameters; returns the number of staged rows rewritten.
 -- Run as its own statement after the stage: inside stage.sql these steps were a third pass over the
 -- validated elements plus a lookup per staged row, about 20% of that statement's instructions; here they
--- read the staging tables once, and write only the few rows they clean.
+-- are a scan of the staging tables (text and regex) and two cheap passes (a hashed sid check per row), and
+-- they write only the few rows they clean.
 {% import "etl/_macros.sql" as m %}
 WITH RECURSIVE
 {% for e in m.ENTITIES %}

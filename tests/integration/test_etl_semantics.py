@@ -520,7 +520,7 @@ def test_a_non_object_element_fails_only_its_snapshot_and_the_batch_is_read_elem
     )
     res = apply(pg_conn, [again])
     assert (res.applied, res.element_by_element) == (1, 0)
-    assert one(pg_conn, "SELECT amount, extra FROM user_troops")["extra"] == {"X": {"y": 2}}
+    assert one(pg_conn, "SELECT amount, extra FROM user_troops") == {"amount": 5, "extra": {"X": {"y": 2}}}
 
 
 def test_after_a_fallback_a_connection_reads_element_by_element_for_a_while(
