@@ -10,15 +10,18 @@
 -- of this statement's instructions); the element itself (for its extra) is then looked up by position. That
 -- function raises invalid_parameter_value on an array that holds a non-object, so the caller stages that
 -- batch again with elements == 'each' (the default), element by element, which never raises.
+-- Superseded elements are validated but not staged: in a snapshot older than its user's summary, a valid
+-- element whose row already holds a newer observation (and whose id is in its catalog) would lose the merge's
+-- comparison. A newest-first job meets mostly such elements; staging, screening and sorting them for the
+-- merges to skip them was about half of a run's time. Nothing reads them: flag.sql needs the invalid ones
+-- (always staged), merge.sql's top troops only snapshots newer than the summary.
 {% import "etl/_macros.sql" as m %}
 {% set read_elements = elements | default("each") %}
 WITH RECURSIVE src AS MATERIALIZED (
     SELECT h.id AS sid,
            h.created_at AS obs,
-           h.namecode AS col_namecode,
            t.is_obj,
            jsonb_typeof(x."ProfileData") = 'object' AS pd_is_obj,
-           x."NameCode" AS j_namecode,
            x."Name" AS j_name,
            p."Level" AS j_level,
            p."PvpTier" AS j_pvp,
@@ -26,7 +29,9 @@ WITH RECURSIVE src AS MATERIALIZED (
            p."Pets" AS j_pets,
            p."Artifacts" AS j_artifacts,
            p."EquippedPet" AS j_equipped,
-           p."Guild" AS j_guild
+           p."Guild" AS j_guild,
+           CASE WHEN jsonb_typeof(x."NameCode") = 'string' AND x."NameCode" #>> '{}' <> ''
+                THEN x."NameCode" #>> '{}' ELSE nullif(h.namecode, '') END AS namecode
     FROM hero_snapshots AS h
 {% if source == "params" %}
     CROSS JOIN LATERAL (SELECT %(payloads)s::jsonb -> h.id::text AS raw) AS r0
@@ -48,8 +53,6 @@ WITH RECURSIVE src AS MATERIALIZED (
 ),
 snap_n AS (
     SELECT s.*,
-           CASE WHEN jsonb_typeof(s.j_namecode) = 'string' AND s.j_namecode #>> '{}' <> ''
-                THEN s.j_namecode #>> '{}' ELSE nullif(s.col_namecode, '') END AS namecode,
            CASE WHEN jsonb_typeof(s.j_name) = 'string' AND s.j_name #>> '{}' <> ''
                 THEN s.j_name #>> '{}' END AS username,
            {{ m.num("s.j_level") }} AS n_level,
@@ -85,6 +88,20 @@ ins_snap AS (
            AND (v.j_{{ e.name }}s IS NULL OR jsonb_typeof(v.j_{{ e.name }}s) IN ('array', 'object'))
 {% endfor %}
     FROM snap_v AS v
+),
+-- The batch's snapshots whose user's summary already holds a newer snapshot ((last_seen, id) greater): the
+-- only ones whose elements may be left unstaged (below). merge.sql's top troops never read such a snapshot.
+cand AS MATERIALIZED (
+    SELECT s.sid, s.obs, u.id AS user_id
+    FROM src AS s
+    JOIN users AS u ON u.namecode = s.namecode
+    WHERE EXISTS (SELECT 1 FROM user_profile_summary AS p
+                  WHERE p.user_id = u.id AND (p.last_seen, p.source_snapshot_id) > (s.obs, s.sid))
+),
+cand_user AS MATERIALIZED (  -- each of their users with its newest of them
+    SELECT DISTINCT ON (c.user_id) c.user_id, c.obs, c.sid
+    FROM cand AS c
+    ORDER BY c.user_id, c.obs DESC, c.sid DESC
 ){% for e in m.ENTITIES %},
 {% set coldefs %}{{ ident(e.id_field) }} text{% for jf, col, d, hi in e.ints %}, {{ ident(jf) }} text{% endfor %}{% for jf, col in e.arrays %}, {{ ident(jf) }} jsonb{% endfor %}{% endset %}
 {% set colnames %}{{ ident(e.id_field) }}{% for jf, col, d, hi in e.ints %}, {{ ident(jf) }}{% endfor %}{% for jf, col in e.arrays %}, {{ ident(jf) }}{% endfor %}{% endset %}
@@ -123,8 +140,18 @@ ins_snap AS (
     LEFT JOIN LATERAL jsonb_to_record(CASE WHEN jsonb_typeof(o.elem) = 'object' THEN o.elem END)
         AS f({{ coldefs }}) ON true
 ),
+-- The rows of those users, newer than each user's newest such snapshot in the batch, whose catalog id exists
+-- (ids as text, as an element gives them): an element of one of those snapshots that finds its row here
+-- would lose the merge's comparison, and its id passed the catalog check when that row was written.
+{{ e.name }}_known AS MATERIALIZED (
+    SELECT t.user_id, t.{{ ident(e.id_col) }}::text AS k
+    FROM cand_user AS cu
+    JOIN {{ ident(e.table) }} AS t
+      ON t.user_id = cu.user_id AND (t.last_seen, t.source_snapshot_id) > (cu.obs, cu.sid)
+    JOIN {{ ident(e.catalog) }} AS cat ON cat.id = t.{{ ident(e.id_col) }}
+),
 {{ e.name }}_f AS MATERIALIZED (
-    SELECT el.sid, el.ord, x.extra,
+    SELECT el.sid, el.ord, x.extra, el.loses,
            el.is_obj
            AND coalesce(el.{{ ident(e.id_field) }}, el.k_id) IS NOT NULL
            AND {{ m.int_ok("coalesce(el." ~ ident(e.id_field) ~ ", el.k_id)", 2147483647, "el.elem", e.id_field) }}
@@ -143,8 +170,17 @@ ins_snap AS (
 {% for jf, col in e.arrays %}
            , el.{{ ident(jf) }} AS {{ ident("j_" ~ col) }}
 {% endfor %}
-    FROM {{ e.name }}_el AS el
-    CROSS JOIN LATERAL (SELECT CASE WHEN el.is_obj THEN el.elem - ARRAY[{{ sqlstr(e.id_field) }}
+    FROM (  -- OFFSET 0: `loses` is computed once per element, not once per reference
+        SELECT el0.*,
+               CASE WHEN c.user_id IS NOT NULL  -- a NULL in a hashed IN would scan the whole hash table
+                    THEN (c.user_id, coalesce(el0.{{ ident(e.id_field) }}, el0.k_id, ''))
+                         IN (SELECT k.user_id, k.k FROM {{ e.name }}_known AS k)
+                    ELSE false END AS loses
+        FROM {{ e.name }}_el AS el0
+        LEFT JOIN cand AS c ON c.sid = el0.sid
+        OFFSET 0
+    ) AS el
+    CROSS JOIN LATERAL (SELECT CASE WHEN el.is_obj AND NOT el.loses THEN el.elem - ARRAY[{{ sqlstr(e.id_field) }}
 {%- for jf, col, d, hi in e.ints %}, {{ sqlstr(jf) }}{% endfor %}
 {%- for jf, col in e.arrays %}, {{ sqlstr(jf) }}{% endfor %}]::text[] ELSE '{}'::jsonb END AS extra) AS x
 ),
@@ -164,6 +200,7 @@ ins_{{ e.name }} AS (
            , f.extra
     FROM {{ e.name }}_f AS f
     CROSS JOIN LATERAL (SELECT CASE WHEN f.ok THEN {{ m.int_val("f.j_id", "integer") }} END AS id) AS v
+    WHERE NOT coalesce(f.ok AND f.loses, false)  -- a valid element that loses is not staged
 
 ){% endfor %}
 
