@@ -4,7 +4,7 @@
 -- snapshots that mention such a word at all; only their values that do are walked and rewritten. Binds no
 -- parameters; returns the number of staged rows rewritten.
 -- Run as its own statement after the stage: inside stage.sql these steps were a third pass over the
--- validated elements plus a lookup per staged row, about 20% of that statement's instructions; here they
+-- validated elements plus a lookup per staged row, about a fifth of that statement's instructions; here they
 -- are a scan of the staging tables (text and regex) and two cheap passes (a hashed sid check per row), and
 -- they write only the few rows they clean.
 {% import "etl/_macros.sql" as m %}

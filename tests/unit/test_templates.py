@@ -52,6 +52,22 @@ def test_template_parses_as_postgres(name: str) -> None:
     assert sql_problems(EXAMPLES[name]) == []
 
 
+# psycopg reads every `%` of a query that takes parameters: `%(name)s`, `%s`, `%b`, `%t` or `%%` (a literal %).
+# A bare one, even in a comment ("48% of ..."), fails the statement at run time with "incomplete placeholder".
+_BARE_PERCENT = re.compile(r"%(?!\(\w+\)[sbt]|[sbt%])")
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_template_has_no_bare_percent_sign(name: str) -> None:
+    text = EXAMPLES[name].replace("%%", "")
+    assert [text[max(m.start() - 40, 0) : m.end() + 10] for m in _BARE_PERCENT.finditer(text)] == []
+
+
+def test_the_percent_check_fails_on_a_bare_percent() -> None:
+    assert _BARE_PERCENT.search("-- 48% of it\nSELECT %(ids)s") is not None
+    assert _BARE_PERCENT.search("SELECT %(ids)s, %s, 'a' LIKE 'b%%'".replace("%%", "")) is None
+
+
 def test_multi_statement_templates_parse_every_statement() -> None:
     text = EXAMPLES["etl/users.sql"]
     assert len([s for s in sqlglot.parse(text, read="postgres") if s is not None]) == 2
