@@ -27,6 +27,7 @@ import psycopg
 
 from bench.server import init_schema
 from starforge_backfill import templates
+from starforge_backfill.etl.pipeline import EtlSettings, apply_in_transaction
 from starforge_backfill.synthetic import SyntheticSpec, load
 
 # Each variant: the statements a batch runs, in one transaction (the staging tables empty at commit).
@@ -56,8 +57,9 @@ def _as_owner(cmd: str, owner: str | None) -> list[str]:
     return ["su", owner, "-c", cmd] if owner else ["sh", "-c", cmd]
 
 
-def _cluster(workdir: Path, bindir: Path, owner: str | None, snapshots: int, port: int) -> list[str]:
-    """initdb, start, load the bench corpus, stop. Returns the ids, newest first (as jobs go)."""
+def _cluster(workdir: Path, bindir: Path, owner: str | None, snapshots: int, port: int, applied: int) -> list[str]:
+    """initdb, start, load the bench corpus, apply its newest `applied` snapshots with the ETL core (as a
+    newest-first job's earlier batches would have), stop. Returns the other ids, newest first (as jobs go)."""
     data = workdir / "data"
     run = lambda cmd: subprocess.run(_as_owner(cmd, owner), check=True, capture_output=True)  # noqa: E731
     run(f"{bindir}/initdb -D {data} -A trust -U postgres")
@@ -71,8 +73,12 @@ def _cluster(workdir: Path, bindir: Path, owner: str | None, snapshots: int, por
         with psycopg.connect(dsn) as conn:
             load(conn, SyntheticSpec(snapshots=snapshots, users=max(10, snapshots // 6)))
         with psycopg.connect(dsn, autocommit=True) as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM hero_snapshots ORDER BY created_at DESC, id DESC")]
+            for i in range(0, applied, 150):
+                with conn.transaction():
+                    apply_in_transaction(conn, ids[i : min(i + 150, applied)], EtlSettings())
             conn.execute("VACUUM (FREEZE, ANALYZE)")
-            return [str(r[0]) for r in conn.execute("SELECT id FROM hero_snapshots ORDER BY created_at DESC, id DESC")]
+        return [str(i) for i in ids[applied:]]
     finally:
         run(f"{bindir}/pg_ctl -D {data} stop -w")
 
@@ -104,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=150, help="snapshots per statement (default 150)")
     parser.add_argument("--batches", type=int, default=1, help="how many batches to run, newest first (default 1)")
     parser.add_argument("--sql", action="append", default=[], help="also measure this SQL file (binds ids)")
+    parser.add_argument(
+        "--applied",
+        type=int,
+        default=0,
+        help="apply the newest N snapshots first, untimed (default 0): the measured batches then meet rows "
+        "that already hold newer observations, as a newest-first job's later batches do",
+    )
     parser.add_argument("--port", type=int, default=5499, help="port of the scratch cluster while loading")
     args = parser.parse_args(argv)
     if not shutil.which("valgrind"):
@@ -115,13 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         if owner:
             uid = pwd.getpwnam(owner)
             os.chown(workdir, uid.pw_uid, uid.pw_gid)
-        ids = _cluster(workdir, bindir, owner, args.snapshots, args.port)
+        ids = _cluster(workdir, bindir, owner, args.snapshots, args.port, args.applied)
         batches = [ids[i : i + args.batch] for i in range(0, len(ids), args.batch)][: args.batches]
         setup = ["SET work_mem = '64MB'", templates.render("etl/stage_tables.sql")]
         variants = {name: [templates.render(t, **ctx) for t, ctx in steps] for name, steps in VARIANTS.items()}
         variants.update({Path(f).name: [Path(f).read_text()] for f in args.sql})
         base = _count(workdir, bindir, owner, setup)
-        print(f"{len(batches)} batch(es) of {args.batch} snapshots; instructions beyond the setup's {base:,}:")
+        print(
+            f"{len(batches)} batch(es) of {args.batch} snapshots after {args.applied} applied; "
+            f"instructions beyond the setup's {base:,}:"
+        )
         for name, texts in variants.items():
             stmts = []
             for b in batches:
