@@ -31,8 +31,8 @@ WITH RECURSIVE src AS MATERIALIZED (
            p."Artifacts" AS j_artifacts,
            p."EquippedPet" AS j_equipped,
            p."Guild" AS j_guild,
-           CASE WHEN jsonb_typeof(x."NameCode") = 'string' AND x."NameCode" #>> '{}' <> ''
-                THEN x."NameCode" #>> '{}' ELSE nullif(h.namecode, '') END AS namecode
+           nc.namecode,
+           cu.user_id AS cand_user
     FROM hero_snapshots AS h
 {% if source == "params" %}
     CROSS JOIN LATERAL (SELECT %(payloads)s::jsonb -> h.id::text AS raw) AS r0
@@ -50,6 +50,15 @@ WITH RECURSIVE src AS MATERIALIZED (
     LEFT JOIN LATERAL jsonb_to_record(CASE WHEN jsonb_typeof(x."ProfileData") = 'object' THEN x."ProfileData" END)
         AS p("Level" jsonb, "PvpTier" jsonb, "Troops" jsonb, "Pets" jsonb, "Artifacts" jsonb,
              "EquippedPet" jsonb, "Guild" jsonb) ON true
+    CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(x."NameCode") = 'string' AND x."NameCode" #>> '{}' <> ''
+                                    THEN x."NameCode" #>> '{}' ELSE nullif(h.namecode, '') END AS namecode) AS nc
+    -- the snapshot's user when its summary already holds a newer snapshot ((last_seen, id) greater): only
+    -- such a snapshot's elements may be left unstaged (below); merge.sql's top troops never read it
+    LEFT JOIN LATERAL (SELECT u.id AS user_id
+                       FROM users AS u
+                       JOIN user_profile_summary AS ps ON ps.user_id = u.id
+                       WHERE u.namecode = nc.namecode
+                         AND (ps.last_seen, ps.source_snapshot_id) > (h.created_at, h.id)) AS cu ON true
     WHERE h.id = ANY(%(ids)s::uuid[])
 ),
 snap_n AS (
@@ -90,19 +99,11 @@ ins_snap AS (
 {% endfor %}
     FROM snap_v AS v
 ),
--- The batch's snapshots whose user's summary already holds a newer snapshot ((last_seen, id) greater): the
--- only ones whose elements may be left unstaged (below). merge.sql's top troops never read such a snapshot.
-cand AS MATERIALIZED (
-    SELECT s.sid, s.obs, u.id AS user_id
+cand_user AS MATERIALIZED (  -- each user of those snapshots, with the newest of them
+    SELECT DISTINCT ON (s.cand_user) s.cand_user AS user_id, s.obs, s.sid
     FROM src AS s
-    JOIN users AS u ON u.namecode = s.namecode
-    WHERE EXISTS (SELECT 1 FROM user_profile_summary AS p
-                  WHERE p.user_id = u.id AND (p.last_seen, p.source_snapshot_id) > (s.obs, s.sid))
-),
-cand_user AS MATERIALIZED (  -- each of their users with its newest of them
-    SELECT DISTINCT ON (c.user_id) c.user_id, c.obs, c.sid
-    FROM cand AS c
-    ORDER BY c.user_id, c.obs DESC, c.sid DESC
+    WHERE s.cand_user IS NOT NULL
+    ORDER BY s.cand_user, s.obs DESC, s.sid DESC
 ){% for e in m.ENTITIES %},
 {% set coldefs %}{{ ident(e.id_field) }} text{% for jf, col, d, hi in e.ints %}, {{ ident(jf) }} text{% endfor %}{% for jf, col in e.arrays %}, {{ ident(jf) }} jsonb{% endfor %}{% endset %}
 {% set colnames %}{{ ident(e.id_field) }}{% for jf, col, d, hi in e.ints %}, {{ ident(jf) }}{% endfor %}{% for jf, col in e.arrays %}, {{ ident(jf) }}{% endfor %}{% endset %}
@@ -112,7 +113,8 @@ cand_user AS MATERIALIZED (  -- each of their users with its newest of them
 {% if read_elements == "recordset" %}
     -- one jsonb_populate_recordset call per snapshot reads every element's fields (cheaper than a
     -- jsonb_to_record per element); the element itself is then looked up by position, for its extra
-    SELECT s.sid, r.ord, s.j_{{ e.name }}s -> (r.ord - 1)::integer AS elem, true AS is_obj, NULL::text AS k_id,
+    SELECT s.sid, s.cand_user, r.ord, s.j_{{ e.name }}s -> (r.ord - 1)::integer AS elem, true AS is_obj,
+           NULL::text AS k_id,
            {% for c in colnames.split(", ") %}{{ "r." ~ c }}{{ ", " if not loop.last else "" }}{% endfor %}
 
     FROM src AS s
@@ -121,7 +123,8 @@ cand_user AS MATERIALIZED (  -- each of their users with its newest of them
                                                      THEN s.j_{{ e.name }}s END)
         WITH ORDINALITY AS r({{ colnames }}, ord)
 {% else %}
-    SELECT s.sid, a.ord, a.elem, coalesce(jsonb_typeof(a.elem) = 'object', false) AS is_obj, NULL::text AS k_id,
+    SELECT s.sid, s.cand_user, a.ord, a.elem, coalesce(jsonb_typeof(a.elem) = 'object', false) AS is_obj,
+           NULL::text AS k_id,
            {% for c in colnames.split(", ") %}{{ "f." ~ c }}{{ ", " if not loop.last else "" }}{% endfor %}
 
     FROM src AS s
@@ -131,7 +134,7 @@ cand_user AS MATERIALIZED (  -- each of their users with its newest of them
         AS f({{ coldefs }}) ON true
 {% endif %}
     UNION ALL
-    SELECT s.sid, o.ord, o.elem, coalesce(jsonb_typeof(o.elem) = 'object', false),
+    SELECT s.sid, s.cand_user, o.ord, o.elem, coalesce(jsonb_typeof(o.elem) = 'object', false),
            CASE WHEN o.k ~ '^[0-9]+$' THEN o.k END,
            {% for c in colnames.split(", ") %}{{ "f." ~ c }}{{ ", " if not loop.last else "" }}{% endfor %}
 
@@ -173,12 +176,11 @@ cand_user AS MATERIALIZED (  -- each of their users with its newest of them
 {% endfor %}
     FROM (  -- OFFSET 0: `loses` is computed once per element, not once per reference
         SELECT el0.*,
-               CASE WHEN c.user_id IS NOT NULL  -- a NULL in a hashed IN would scan the whole hash table
-                    THEN (c.user_id, coalesce(el0.{{ ident(e.id_field) }}, el0.k_id, ''))
+               CASE WHEN el0.cand_user IS NOT NULL  -- a NULL in a hashed IN would scan the whole hash table
+                    THEN (el0.cand_user, coalesce(el0.{{ ident(e.id_field) }}, el0.k_id, ''))
                          IN (SELECT k.user_id, k.k FROM {{ e.name }}_known AS k)
                     ELSE false END AS loses
         FROM {{ e.name }}_el AS el0
-        LEFT JOIN cand AS c ON c.sid = el0.sid
         OFFSET 0
     ) AS el
     CROSS JOIN LATERAL (SELECT CASE WHEN el.is_obj AND NOT el.loses THEN el.elem - ARRAY[{{ sqlstr(e.id_field) }}
