@@ -112,8 +112,9 @@ cand_user AS MATERIALIZED (  -- each user of those snapshots, with the newest of
 {{ e.name }}_el AS (
 {% if read_elements == "recordset" %}
     -- one jsonb_populate_recordset call per snapshot reads every element's fields (cheaper than a
-    -- jsonb_to_record per element); the element itself is then looked up by position, for its extra
-    SELECT s.sid, s.cand_user, r.ord, s.j_{{ e.name }}s -> (r.ord - 1)::integer AS elem, true AS is_obj,
+    -- jsonb_to_record per element); the element itself is looked up by position in its section (`sec`) only
+    -- where it is needed (its extra, unless it loses; a rare integer form)
+    SELECT s.sid, s.cand_user, r.ord, NULL::jsonb AS elem, s.j_{{ e.name }}s AS sec, true AS is_obj,
            NULL::text AS k_id,
            {% for c in colnames.split(", ") %}{{ "r." ~ c }}{{ ", " if not loop.last else "" }}{% endfor %}
 
@@ -123,7 +124,8 @@ cand_user AS MATERIALIZED (  -- each user of those snapshots, with the newest of
                                                      THEN s.j_{{ e.name }}s END)
         WITH ORDINALITY AS r({{ colnames }}, ord)
 {% else %}
-    SELECT s.sid, s.cand_user, a.ord, a.elem, coalesce(jsonb_typeof(a.elem) = 'object', false) AS is_obj,
+    SELECT s.sid, s.cand_user, a.ord, a.elem, NULL::jsonb AS sec,
+           coalesce(jsonb_typeof(a.elem) = 'object', false) AS is_obj,
            NULL::text AS k_id,
            {% for c in colnames.split(", ") %}{{ "f." ~ c }}{{ ", " if not loop.last else "" }}{% endfor %}
 
@@ -134,7 +136,7 @@ cand_user AS MATERIALIZED (  -- each user of those snapshots, with the newest of
         AS f({{ coldefs }}) ON true
 {% endif %}
     UNION ALL
-    SELECT s.sid, s.cand_user, o.ord, o.elem, coalesce(jsonb_typeof(o.elem) = 'object', false),
+    SELECT s.sid, s.cand_user, o.ord, o.elem, NULL::jsonb, coalesce(jsonb_typeof(o.elem) = 'object', false),
            CASE WHEN o.k ~ '^[0-9]+$' THEN o.k END,
            {% for c in colnames.split(", ") %}{{ "f." ~ c }}{{ ", " if not loop.last else "" }}{% endfor %}
 
@@ -154,13 +156,14 @@ cand_user AS MATERIALIZED (  -- each user of those snapshots, with the newest of
       ON t.user_id = cu.user_id AND (t.last_seen, t.source_snapshot_id) > (cu.obs, cu.sid)
     JOIN {{ ident(e.catalog) }} AS cat ON cat.id = t.{{ ident(e.id_col) }}
 ),
+{% set elem = "coalesce(el.elem, el.sec -> (el.ord - 1)::integer)" %}
 {{ e.name }}_f AS (
     SELECT el.sid, el.ord, x.extra, el.loses,
            el.is_obj
            AND coalesce(el.{{ ident(e.id_field) }}, el.k_id) IS NOT NULL
-           AND {{ m.int_ok("coalesce(el." ~ ident(e.id_field) ~ ", el.k_id)", 2147483647, "el.elem", e.id_field) }}
+           AND {{ m.int_ok("coalesce(el." ~ ident(e.id_field) ~ ", el.k_id)", 2147483647, elem, e.id_field) }}
 {% for jf, col, d, hi in e.ints %}
-           AND {{ m.int_ok("el." ~ ident(jf), hi, "el.elem", jf) }}
+           AND {{ m.int_ok("el." ~ ident(jf), hi, elem, jf) }}
 {% endfor %}
 {% for jf, col in e.arrays %}
            AND (el.{{ ident(jf) }} IS NULL
@@ -183,7 +186,7 @@ cand_user AS MATERIALIZED (  -- each user of those snapshots, with the newest of
         FROM {{ e.name }}_el AS el0
         OFFSET 0
     ) AS el
-    CROSS JOIN LATERAL (SELECT CASE WHEN el.is_obj AND NOT el.loses THEN el.elem - ARRAY[{{ sqlstr(e.id_field) }}
+    CROSS JOIN LATERAL (SELECT CASE WHEN el.is_obj AND NOT el.loses THEN {{ elem }} - ARRAY[{{ sqlstr(e.id_field) }}
 {%- for jf, col, d, hi in e.ints %}, {{ sqlstr(jf) }}{% endfor %}
 {%- for jf, col in e.arrays %}, {{ sqlstr(jf) }}{% endfor %}]::text[] ELSE '{}'::jsonb END AS extra) AS x
     -- OFFSET 0 keeps this a subquery, evaluated once per element as the insert reads it: flattened, `ok` (read
