@@ -15,18 +15,19 @@ CREATE TEMPORARY TABLE IF NOT EXISTS sf_stage_snap (
     user_id      uuid
 ) ON COMMIT DELETE ROWS;
 {% for e in m.ENTITIES %}
+-- extra (and the arrays) right after the keys: screen.sql reads only sid, ord and those, and deforming a row
+-- walks every column before the one it reads (-0.7 percent instructions for stage + screen)
 CREATE TEMPORARY TABLE IF NOT EXISTS {{ ident("sf_stage_" ~ e.name) }} (
     sid   uuid,
     ord   bigint,
     ok    boolean,
-    {{ ident(e.id_col) }} integer,
-{% for jf, col, d, hi in e.ints %}
-    {{ ident(col) }} {{ "bigint" if hi > 2147483647 else "integer" }},
-{% endfor %}
+    extra jsonb,
 {% for jf, col in e.arrays %}
     {{ ident(col) }} jsonb,
 {% endfor %}
-    extra jsonb
+    {{ ident(e.id_col) }} integer{% for jf, col, d, hi in e.ints %},
+    {{ ident(col) }} {{ "bigint" if hi > 2147483647 else "integer" }}{% endfor %}
+
 ) ON COMMIT DELETE ROWS;
 {% endfor %}
 -- Row types for stage.sql's jsonb_populate_recordset (one call per section reads every element's fields as
