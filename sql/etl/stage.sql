@@ -6,16 +6,16 @@
 -- clause would collect a row per staged element only to be counted. Sensitive keys are removed afterwards,
 -- from the staged rows, by screen.sql (source 'table'; the reference path's payloads are clean already).
 -- elements == 'recordset' reads an array section with one jsonb_populate_recordset call per snapshot (row
--- type: stage_tables.sql's sf_fields_*) instead of a jsonb_array_elements + jsonb_to_record per element (6 percent
--- fewer instructions in this statement); the element itself (for its extra) is then looked up by position. That
+-- type: stage_tables.sql's sf_fields_*) instead of a jsonb_array_elements + jsonb_to_record per element
+-- (6 percent fewer instructions); an element itself is looked up by position where it is needed. That
 -- function raises invalid_parameter_value on an array that holds a non-object, so the caller stages that
 -- batch again with elements == 'each' (the default), element by element, which never raises.
 -- Superseded elements are validated but not staged: in a snapshot older than its user's summary, a valid
--- element whose row already holds a newer observation (and whose id is in its catalog) would lose the merge's
--- comparison. A newest-first job meets many (nearly half of the bench's, most with a longer history); staging, screening and
--- sorting them only for the merges to skip them was a quarter of the bench's SQL time. Nothing else reads
--- them: flag.sql needs the invalid ones (always staged), merge.sql's top troops only snapshots newer than the
--- summary.
+-- element whose row already holds a newer observation (and whose id is in its catalog) would lose the
+-- merge's comparison. A newest-first job meets many (nearly half of the bench's; most, with a longer
+-- history); staging, screening and sorting them only for the merges to skip them was a quarter of the
+-- bench's SQL time. Nothing else reads them: flag.sql needs the invalid ones (always staged), merge.sql's
+-- top troops only snapshots newer than the summary. docs/DESIGN.md says why each condition is needed.
 {% import "etl/_macros.sql" as m %}
 {% set read_elements = elements | default("each") %}
 WITH RECURSIVE src AS MATERIALIZED (
