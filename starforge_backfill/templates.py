@@ -195,6 +195,7 @@ _VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "etl/stage.sql": {
         "table": {"source": "table", "elements": "recordset"},
         "table-each": {"source": "table", "elements": "each"},
+        "table-all": {"source": "table", "elements": "recordset", "superseded": False},
         "params": {"source": "params", "elements": "each"},
     },
     "etl/merge.sql": {

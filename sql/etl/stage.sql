@@ -18,6 +18,7 @@
 -- top troops only snapshots newer than the summary. docs/DESIGN.md says why each condition is needed.
 {% import "etl/_macros.sql" as m %}
 {% set read_elements = elements | default("each") %}
+{% set skip_superseded = superseded | default(true) %}
 WITH RECURSIVE src AS MATERIALIZED (
     SELECT h.id AS sid,
            h.created_at AS obs,
@@ -32,7 +33,11 @@ WITH RECURSIVE src AS MATERIALIZED (
            p."EquippedPet" AS j_equipped,
            p."Guild" AS j_guild,
            nc.namecode,
+{% if skip_superseded %}
            cu.user_id AS cand_user
+{% else %}
+           NULL::uuid AS cand_user
+{% endif %}
     FROM hero_snapshots AS h
 {% if source == "params" %}
     CROSS JOIN LATERAL (SELECT %(payloads)s::jsonb -> h.id::text AS raw) AS r0
@@ -52,6 +57,7 @@ WITH RECURSIVE src AS MATERIALIZED (
              "EquippedPet" jsonb, "Guild" jsonb) ON true
     CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(x."NameCode") = 'string' AND x."NameCode" #>> '{}' <> ''
                                     THEN x."NameCode" #>> '{}' ELSE nullif(h.namecode, '') END AS namecode) AS nc
+{% if skip_superseded %}
     -- the snapshot's user when its summary already holds a newer snapshot ((last_seen, id) greater): only
     -- such a snapshot's elements may be left unstaged (below); merge.sql's top troops never read it
     LEFT JOIN LATERAL (SELECT u.id AS user_id
@@ -59,6 +65,7 @@ WITH RECURSIVE src AS MATERIALIZED (
                        JOIN user_profile_summary AS ps ON ps.user_id = u.id
                        WHERE u.namecode = nc.namecode
                          AND (ps.last_seen, ps.source_snapshot_id) > (h.created_at, h.id)) AS cu ON true
+{% endif %}
     WHERE h.id = ANY(%(ids)s::uuid[])
 ),
 snap_n AS (
@@ -98,12 +105,14 @@ ins_snap AS (
            AND (v.j_{{ e.name }}s IS NULL OR jsonb_typeof(v.j_{{ e.name }}s) IN ('array', 'object'))
 {% endfor %}
     FROM snap_v AS v
+{% if skip_superseded %}
 ),
 cand_user AS MATERIALIZED (  -- each user of those snapshots, with the newest of them
     SELECT DISTINCT ON (s.cand_user) s.cand_user AS user_id, s.obs, s.sid
     FROM src AS s
     WHERE s.cand_user IS NOT NULL
     ORDER BY s.cand_user, s.obs DESC, s.sid DESC
+{% endif %}
 ){% for e in m.ENTITIES %},
 {% set coldefs %}{{ ident(e.id_field) }} text{% for jf, col, d, hi in e.ints %}, {{ ident(jf) }} text{% endfor %}{% for jf, col in e.arrays %}, {{ ident(jf) }} jsonb{% endfor %}{% endset %}
 {% set colnames %}{{ ident(e.id_field) }}{% for jf, col, d, hi in e.ints %}, {{ ident(jf) }}{% endfor %}{% for jf, col in e.arrays %}, {{ ident(jf) }}{% endfor %}{% endset %}
@@ -146,6 +155,7 @@ cand_user AS MATERIALIZED (  -- each user of those snapshots, with the newest of
     LEFT JOIN LATERAL jsonb_to_record(CASE WHEN jsonb_typeof(o.elem) = 'object' THEN o.elem END)
         AS f({{ coldefs }}) ON true
 ),
+{% if skip_superseded %}
 -- The rows of those users, newer than each user's newest such snapshot in the batch, whose catalog id exists
 -- (ids as text, as an element gives them): an element of one of those snapshots that finds its row here
 -- would lose the merge's comparison, and its id passed the catalog check when that row was written.
@@ -156,6 +166,7 @@ cand_user AS MATERIALIZED (  -- each user of those snapshots, with the newest of
       ON t.user_id = cu.user_id AND (t.last_seen, t.source_snapshot_id) > (cu.obs, cu.sid)
     JOIN {{ ident(e.catalog) }} AS cat ON cat.id = t.{{ ident(e.id_col) }}
 ),
+{% endif %}
 {% set elem = "coalesce(el.elem, el.sec -> (el.ord - 1)::integer)" %}
 {{ e.name }}_f AS (
     SELECT el.sid, el.ord, x.extra, el.loses,
@@ -179,10 +190,14 @@ cand_user AS MATERIALIZED (  -- each user of those snapshots, with the newest of
 {% endfor %}
     FROM (  -- OFFSET 0: `loses` is computed once per element, not once per reference
         SELECT el0.*,
+{% if skip_superseded %}
                CASE WHEN el0.cand_user IS NOT NULL  -- a NULL in a hashed IN would scan the whole hash table
                     THEN (el0.cand_user, coalesce(el0.{{ ident(e.id_field) }}, el0.k_id, ''))
                          IN (SELECT k.user_id, k.k FROM {{ e.name }}_known AS k)
                     ELSE false END AS loses
+{% else %}
+               false AS loses
+{% endif %}
         FROM {{ e.name }}_el AS el0
         OFFSET 0
     ) AS el

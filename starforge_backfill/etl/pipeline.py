@@ -145,24 +145,35 @@ RECORDSET_BACKOFF = 8
 _recordset_skips: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weakref.WeakKeyDictionary()
 
 
+# Superseded elements (stage.sql) are found with a hashed `IN` over the rows of the batch's users that hold
+# newer observations. PostgreSQL hashes it only when its estimate of that set fits in work_mem (64MB here)
+# times hash_mem_multiplier; otherwise it scans the set once per element, which on a big batch never ends.
+# At up to ~2,000 rows per user and the planner's 1/3 for the row comparison, 2,000 snapshots stay under
+# 40MB; a bigger batch (batch_size allows 10,000 small snapshots) is staged without the lookup.
+SUPERSEDED_MAX_BATCH = 2000
+
+
 def _stage(conn: psycopg.Connection[Any], ids: list[uuid.UUID], settings: EtlSettings, result: BatchResult) -> None:
     """Stage the batch from the table, reading each array section with one jsonb_populate_recordset call
     (cheaper than a jsonb_to_record per element), in a savepoint: that function raises
     invalid_parameter_value when an array holds a non-object element, and the batch is then staged element
     by element, which never raises (and flags that snapshot, as the contract rejects such an element)."""
+    superseded = {"superseded": len(ids) <= SUPERSEDED_MAX_BATCH}
     skips = _recordset_skips.get(conn, 0)
     if skips:
         _recordset_skips[conn] = skips - 1
     else:
         try:
             with conn.transaction():
-                conn.execute(_q("etl/stage.sql", settings, source="table", elements="recordset"), {"ids": ids})
+                conn.execute(
+                    _q("etl/stage.sql", settings, source="table", elements="recordset", **superseded), {"ids": ids}
+                )
             return
         except psycopg.errors.InvalidParameterValue:
             log.debug("an array section holds a non-object element: staging this batch element by element")
             _recordset_skips[conn] = RECORDSET_BACKOFF
     result.element_by_element += 1
-    conn.execute(_q("etl/stage.sql", settings, source="table", elements="each"), {"ids": ids})
+    conn.execute(_q("etl/stage.sql", settings, source="table", elements="each", **superseded), {"ids": ids})
 
 
 def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dict[str, int] | None:

@@ -127,3 +127,55 @@ def test_the_same_snapshot_again_is_staged_in_full(pg_conn: psycopg.Connection) 
     )
     apply(pg_conn, [sid])
     assert [r[1] for r in _staged(pg_conn, [sid], "recordset")["troop"]] == [1, 2]
+
+
+def test_the_superseded_lookup_is_a_hashed_subplan(pg_conn: psycopg.Connection) -> None:
+    # the lookup is an `IN (subquery)` probed once per element: only a hashed subplan keeps that linear, and
+    # PostgreSQL hashes it only when its estimate of the set fits work_mem (pipeline.SUPERSEDED_MAX_BATCH).
+    # 20,000 rows per user and entity, under the batch's own settings: hashed for every entity
+    seed_catalog(pg_conn, troops=[1], pets=[1], artifacts=[1])
+    new = insert_snapshot(
+        pg_conn,
+        payload("SUPER_F", Troops=[{"TroopId": 1}], Pets=[{"PetId": 1}], Artifacts=[{"ArtifactId": 1}]),
+        created_at=at(10),
+    )
+    apply(pg_conn, [new])
+    for table, catalog, column in (
+        ("user_troops", "troop_catalog", "troop_id"),
+        ("user_pets", "pet_catalog", "pet_id"),
+        ("user_artifacts", "artifact_catalog", "artifact_id"),
+    ):
+        pg_conn.execute(f"INSERT INTO {catalog} (id) SELECT g FROM generate_series(2, 20000) AS g")
+        pg_conn.execute(
+            f"INSERT INTO {table} (user_id, {column}, last_seen, source_snapshot_id)"
+            f" SELECT user_id, g, last_seen, source_snapshot_id FROM {table}, generate_series(2, 20000) AS g"
+        )
+    pg_conn.execute("ANALYZE")
+    old = insert_snapshot(pg_conn, payload("SUPER_F", Troops=[{"TroopId": 1}]), created_at=at(5))
+    settings = EtlSettings()
+    stage = pipeline_module._q("etl/stage.sql", settings, source="table", elements="recordset").decode()
+    with pg_conn.transaction(force_rollback=True):
+        pipeline_module._session_settings(pg_conn, settings)
+        pg_conn.execute(pipeline_module._q("etl/stage_tables.sql", settings))
+        plan = "\n".join(r[0] for r in pg_conn.execute("EXPLAIN VERBOSE " + stage, {"ids": [old]}))
+    assert plan.count("hashed SubPlan") == 3, plan
+
+
+def test_a_batch_over_the_lookups_size_is_staged_in_full_and_applied_the_same(
+    pg_conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_catalog(pg_conn, troops=[1, 2])
+    new = insert_snapshot(pg_conn, payload("SUPER_G", Troops=[{"TroopId": 1, "Amount": 10}]), created_at=at(10))
+    apply(pg_conn, [new])
+    old = insert_snapshot(
+        pg_conn, payload("SUPER_G", Troops=[{"TroopId": 1, "Amount": 1}, {"TroopId": 2, "Amount": 2}]), created_at=at(5)
+    )
+    monkeypatch.setattr(pipeline_module, "SUPERSEDED_MAX_BATCH", 0)
+    settings = EtlSettings()
+    with pg_conn.transaction(force_rollback=True):
+        pipeline_module._session_settings(pg_conn, settings)
+        pg_conn.execute(pipeline_module._q("etl/stage_tables.sql", settings))
+        pipeline_module._stage(pg_conn, [old], settings, pipeline_module.BatchResult(snapshots=1))
+        assert [r["troop_id"] for r in rows(pg_conn, "SELECT troop_id FROM sf_stage_troop ORDER BY 1")] == [1, 2]
+    apply(pg_conn, [old])
+    assert _troops(pg_conn) == {1: (10, at(10)), 2: (2, at(5))}
