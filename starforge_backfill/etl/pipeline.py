@@ -147,10 +147,11 @@ _recordset_skips: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weak
 
 # Superseded elements (stage.sql) are found with a hashed `IN` over the rows of the batch's users that hold
 # newer observations. PostgreSQL hashes it only when its estimate of that set fits in work_mem (64MB here)
-# times hash_mem_multiplier; otherwise it scans the set once per element, which on a big batch never ends.
-# At up to ~2,000 rows per user and the planner's 1/3 for the row comparison, 2,000 snapshots stay under
-# 40MB; a bigger batch (batch_size allows 10,000 small snapshots) is staged without the lookup.
-SUPERSEDED_MAX_BATCH = 2000
+# times hash_mem_multiplier (1 to 2); otherwise it scans the set once per element, which on a big batch
+# never ends. The estimate is users x rows per user x 1/3 (the planner's guess for the row comparison) x
+# ~48 bytes: with up to 1,000 users of ~2,000 rows each, 32MB. A bigger batch (batch_size allows 10,000
+# small snapshots) is staged without the lookup, in full, as before.
+SUPERSEDED_MAX_BATCH = 1000
 
 
 def _stage(conn: psycopg.Connection[Any], ids: list[uuid.UUID], settings: EtlSettings, result: BatchResult) -> None:
