@@ -159,22 +159,21 @@ def _stage(conn: psycopg.Connection[Any], ids: list[uuid.UUID], settings: EtlSet
     (cheaper than a jsonb_to_record per element), in a savepoint: that function raises
     invalid_parameter_value when an array holds a non-object element, and the batch is then staged element
     by element, which never raises (and flags that snapshot, as the contract rejects such an element)."""
-    superseded = {"superseded": len(ids) <= SUPERSEDED_MAX_BATCH}
+    superseded = len(ids) <= SUPERSEDED_MAX_BATCH
     skips = _recordset_skips.get(conn, 0)
     if skips:
         _recordset_skips[conn] = skips - 1
     else:
         try:
             with conn.transaction():
-                conn.execute(
-                    _q("etl/stage.sql", settings, source="table", elements="recordset", **superseded), {"ids": ids}
-                )
+                stage = _q("etl/stage.sql", settings, source="table", elements="recordset", superseded=superseded)
+                conn.execute(stage, {"ids": ids})
             return
         except psycopg.errors.InvalidParameterValue:
             log.debug("an array section holds a non-object element: staging this batch element by element")
             _recordset_skips[conn] = RECORDSET_BACKOFF
     result.element_by_element += 1
-    conn.execute(_q("etl/stage.sql", settings, source="table", elements="each", **superseded), {"ids": ids})
+    conn.execute(_q("etl/stage.sql", settings, source="table", elements="each", superseded=superseded), {"ids": ids})
 
 
 def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dict[str, int] | None:
