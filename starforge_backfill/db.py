@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -17,7 +18,6 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from starforge_backfill import dsn as dsn_module
 from starforge_backfill.errors import DatabaseUnavailable, SchemaMissing, UsageError
 
 T = TypeVar("T")
@@ -27,8 +27,12 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "5
 
 
 def redact_dsn(dsn: str | None) -> str:
-    """The DSN with any password replaced by `***` (URI or key=value form), "" for none; never raises."""
-    return dsn_module.redact_dsn(dsn) if dsn else ""
+    """The DSN with any password replaced by `***` (URI or key=value form); never raises."""
+    if not dsn:
+        return ""
+    out = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", dsn)
+    out = re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", out)
+    return re.sub(r"(?i)([?&]password=)[^&\s]*", r"\1***", out)
 
 
 def describe_dsn(dsn: str | None) -> str:

@@ -467,22 +467,3 @@ def test_redact_dsn_never_returns_the_password_of_garbage(dsn: str) -> None:
 @pytest.mark.parametrize("garbage", ["", "not a dsn", "@@@", "://", "=", None, 42, b"bytes"])
 def test_redact_dsn_never_raises(garbage: object) -> None:
     assert isinstance(redact_dsn(garbage), str)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    "dsn",
-    [
-        f"postgresql://u:{SECRET}@h/db",
-        f"postgresql://u:p@{SECRET}@h/db",  # an '@' in the password
-        f"postgresql://u:{SECRET}/x@h/db",
-        f"host=h password='{SECRET}'",
-        f"host=h password={SECRET}",
-    ],
-)
-def test_the_database_helpers_redact_a_dsn_as_the_config_does(dsn: str) -> None:
-    # one implementation: db.redact_dsn (error messages, reports) once kept "ss@..." of "u:p@ss@h/db"
-    from starforge_backfill import db
-
-    assert SECRET not in db.redact_dsn(dsn)
-    assert db.redact_dsn(dsn) == redact_dsn(dsn)
-    assert db.redact_dsn(None) == db.redact_dsn("") == ""
