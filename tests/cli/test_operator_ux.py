@@ -6,28 +6,36 @@ import json
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from opx_support import FROM, PASSWORD, TO, cli, command, insert_snapshots, run_cli, subprocess_env
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 RANGE = ["--from", FROM, "--to", TO]
 
 
 @pytest.fixture
-def pw_dsn(pg_dsn: str, server_dsn: str) -> str:
-    """This test's database, reached as a role with a password (trust auth: accepted, not checked)."""
+def pw_dsn(pg_dsn: str, server_dsn: str) -> Iterator[str]:
+    """This test's database, reached as a role of its own with a password (trust auth: accepted, not
+    checked). The role is dropped afterwards: a superuser with a known password must not outlive the test."""
+    role = f"sf_pw_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_dsn, autocommit=True) as conn:
-        try:
-            conn.execute(f"CREATE ROLE sf_pw LOGIN SUPERUSER PASSWORD '{PASSWORD}'")  # type: ignore[arg-type]
-        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-            pass  # made by an earlier (or concurrent) run
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(sql.Identifier(role), PASSWORD))
     info = conninfo_to_dict(pg_dsn)
-    return (
-        f"postgresql://sf_pw:{PASSWORD}@{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info['dbname']}"
-    )
+    try:
+        host, port = info.get("host") or "localhost", info.get("port") or 5432
+        yield f"postgresql://{role}:{PASSWORD}@{host}:{port}/{info['dbname']}"
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:  # what the CLI created as that role
+            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_no_password_in_any_output_or_file(pw_dsn: str, tmp_path: Path) -> None:
