@@ -27,10 +27,12 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "5
 
 
 def redact_dsn(dsn: str | None) -> str:
-    """The DSN with any password replaced by `***` (URI or key=value form); never raises."""
+    """`dsn`, or any text holding DSNs (a log line, an error message), with every password replaced by `***`
+    (URI or key=value form); never raises. A URI's password runs to the last '@' before whitespace: it may
+    hold '@' itself. (config.redact_dsn redacts one DSN value, with more cases; this one scrubs text.)"""
     if not dsn:
         return ""
-    out = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", dsn)
+    out = re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", dsn)
     out = re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", out)
     return re.sub(r"(?i)([?&]password=)[^&\s]*", r"\1***", out)
 

@@ -467,3 +467,19 @@ def test_redact_dsn_never_returns_the_password_of_garbage(dsn: str) -> None:
 @pytest.mark.parametrize("garbage", ["", "not a dsn", "@@@", "://", "=", None, 42, b"bytes"])
 def test_redact_dsn_never_raises(garbage: object) -> None:
     assert isinstance(redact_dsn(garbage), str)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (f"retrying postgresql://u:{SECRET}@db/x now", "retrying postgresql://u:***@db/x now"),
+        (f"retrying postgresql://u:p@{SECRET}@db/x now", "retrying postgresql://u:***@db/x now"),  # '@' in it
+        (f"host=db password='{SECRET}' user=u", "host=db password=*** user=u"),
+        (f"postgresql://db/x?password={SECRET}&a=b", "postgresql://db/x?password=***"),  # the rest goes too
+        ("postgresql://u@db/x, no password", "postgresql://u@db/x, no password"),
+    ],
+)
+def test_the_database_helpers_scrub_passwords_from_text(text: str, shown: str) -> None:
+    from starforge_backfill import db
+
+    assert db.redact_dsn(text) == shown
