@@ -18,6 +18,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Bytecode first, as a wheel install would have it: with PYTHONDONTWRITEBYTECODE set (as on some CI and
 # dev machines) every `run` the bench starts would otherwise compile the package again (~50 ms each).

@@ -304,7 +304,7 @@ class LazyGroup(click.Group):
         import importlib
 
         module = importlib.import_module(f"starforge_backfill.commands.{LAZY_COMMANDS[cmd_name]}")
-        return module.command  # type: ignore[no-any-return]
+        return module.command
 
 
 def _has_module(name: str) -> bool:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.nodes import MappingNode, Node
@@ -309,7 +309,7 @@ def _yaml_problem(exc: yaml.YAMLError, shown: str, text: str) -> str:
 def _sections() -> dict[str, type]:
     """Section name -> its dataclass, in declaration order."""
     fields = dataclasses.fields(Config)
-    return {f.name: f.default_factory for f in fields if f.default_factory is not dataclasses.MISSING}
+    return {f.name: cast(type, f.default_factory) for f in fields if f.default_factory is not dataclasses.MISSING}
 
 
 def _yaml_name(f: dataclasses.Field) -> str:
@@ -422,6 +422,7 @@ def _coerce(value: Any, meta: Mapping[str, Any]) -> Any:
     if value is None and meta.get("optional"):
         return None
     wrong = _Bad(f"must be {_EXPECT.get(kind, kind)}, got {_describe(value, secret)}")
+    out: Any
     if kind in ("duration", "size"):
         try:
             out = parse_duration(value) if kind == "duration" else parse_size(value)
@@ -464,7 +465,7 @@ def _coerce_list(value: Any, kind: str, meta: Mapping[str, Any], wrong: _Bad) ->
     for i, item in enumerate(value, 1):
         if isinstance(item, bool) or not isinstance(item, want):
             raise _Bad(f"item {i} must be {noun}, got {_describe(item)}")
-        if kind == "strs" and not item.strip():
+        if isinstance(item, str) and not item.strip():
             raise _Bad(f"item {i} must not be empty")
     out = tuple(value)
     if kind == "ints" and not out:

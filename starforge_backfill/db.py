@@ -37,6 +37,14 @@ def redact_dsn(dsn: str | None) -> str:
     return re.sub(r"(?i)([?&]password=)[^&\s]*", r"\1***", out)
 
 
+def the_row(cursor: psycopg.Cursor[Any]) -> Any:
+    """The one row of a query that always returns one (an aggregate): an error rather than a None if not."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the query returned no row")
+    return row
+
+
 def describe_dsn(dsn: str | None) -> str:
     """`host:port/dbname` for messages: enough to tell which database, never a password."""
     try:

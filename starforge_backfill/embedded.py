@@ -213,11 +213,12 @@ class EmbeddedPostgres:
             except Exception as exc:  # pgserver raises assorted errors (CalledProcessError, AssertionError)
                 raise DatabaseUnavailable(f"pgserver failed: {type(exc).__name__}: {exc}") from None
         import psycopg  # pgserver fixes the command line: apply the durability-off settings afterwards
+        from psycopg import sql
 
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 for name, value in _FAST.items():
-                    conn.execute(f"ALTER SYSTEM SET {name} = {value}")  # type: ignore[arg-type]
+                    conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
                 conn.execute("SELECT pg_reload_conf()")
         except psycopg.Error as exc:
             raise DatabaseUnavailable(f"pgserver started but cannot be configured: {exc}") from None

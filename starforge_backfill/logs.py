@@ -120,14 +120,14 @@ class JsonFormatter(_Scrubbing):
         return json.dumps(doc, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever `sys.stderr` is at emit time (click's test runner swaps it)."""
 
     def __init__(self, verbose: bool = False) -> None:
         super().__init__()
         self.verbose = verbose
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 

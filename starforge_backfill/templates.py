@@ -98,7 +98,12 @@ class _QuietBytecodeCache(jinja2.FileSystemBytecodeCache):
 
 # The environment's options shape the compiled code, and jinja keys a cached template by its name and source
 # only: the options are part of the directory name, so other options never load this code.
-_ENV_OPTIONS = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True, "autoescape": False}
+_ENV_OPTIONS: dict[str, Any] = {
+    "trim_blocks": True,
+    "lstrip_blocks": True,
+    "keep_trailing_newline": True,
+    "autoescape": False,
+}
 
 
 def cache_dir() -> Path:
@@ -172,7 +177,7 @@ def _thawed(value: Any) -> Any:
 
 def query(name: str, **context: Any) -> sql.SQL:
     """Render a template into a psycopg SQL object ready to execute with bound parameters."""
-    return sql.SQL(render(name, **context))  # type: ignore[arg-type]
+    return sql.SQL(render(name, **context))
 
 
 def render_examples() -> dict[str, str]:

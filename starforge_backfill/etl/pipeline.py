@@ -242,12 +242,12 @@ def _reference_path(
     )
     disagree = [row[0] for row in conn.execute(_q("etl/flag.sql", settings))]
     for sid in disagree:
-        err = EtlError(
+        rejected = EtlError(
             EtlError.DB_ERROR,
             "the set-based path rejected a snapshot the reference accepted",
             {"reason": "fast path and reference disagree"},
         )
-        record_failure(conn, sid, err, settings, result)
+        record_failure(conn, sid, rejected, settings, result)
 
 
 def _reject_constant(name: str) -> Any:

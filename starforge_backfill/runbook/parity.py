@@ -238,12 +238,12 @@ def _compare_entities(
 ) -> list[Mismatch]:
     out: list[Mismatch] = []
     found: dict[int, dict[str, Any]] = {}
-    for row in _fetch_all(conn, query, uid):
-        key = int(row[id_column])
+    for fetched in _fetch_all(conn, query, uid):
+        key = int(fetched[id_column])
         if key in found:
             out.append(Mismatch(table, {**uid, id_column: key}, None, "one row", "more than one row"))
             continue
-        found[key] = row
+        found[key] = fetched
     for key in sorted(expected.keys() | found.keys()):
         where = {**uid, id_column: key}
         want, row = expected.get(key), found.get(key)

@@ -17,7 +17,7 @@ from typing import Any
 
 from starforge_backfill import artifacts, jobs
 from starforge_backfill.config import Config
-from starforge_backfill.db import connect_cfg, translate_errors
+from starforge_backfill.db import connect_cfg, the_row, translate_errors
 from starforge_backfill.errors import UsageError
 from starforge_backfill.runbook import gates
 from starforge_backfill.runbook.common import parse_range, q, runbook_dir
@@ -168,8 +168,8 @@ def plan(
     selector = jobs.Selector(from_ts=f, to_ts=t, reprocess=reprocess, retry_failed=retry_failed)
     notes: list[str] = []
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
-        n, total, avg, p95, biggest = conn.execute(q("runbook/wanted_stats.sql"), selector.params()).fetchone()
-        max_conn, in_use, _reserved = conn.execute(q("runbook/capacity.sql")).fetchone()
+        n, total, avg, p95, biggest = the_row(conn.execute(q("runbook/wanted_stats.sql"), selector.params()))
+        max_conn, in_use, _reserved = the_row(conn.execute(q("runbook/capacity.sql")))
         if t_avg_s is not None:
             source = "--t-avg"
         else:
@@ -180,6 +180,7 @@ def plan(
                     f"no dry-run with a measured t_avg for this config (fingerprint {fp[:12]})",
                     hint="run `starforge-backfill dry-run` first, or pass --t-avg SECONDS",
                 )
+            assert gate is not None  # measured came from it
             t_avg_s = float(measured)
             source = f"dry-run gate of {gate['created_at']:%Y-%m-%d %H:%M:%S} UTC (n={gate['details'].get('n')})"
             if not gate["passed"]:

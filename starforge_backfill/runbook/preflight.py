@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from starforge_backfill import artifacts, schema
 from starforge_backfill.config import Config, redact_dsn
-from starforge_backfill.db import connect_cfg, translate_errors
+from starforge_backfill.db import connect_cfg, the_row, translate_errors
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import ConnectionHolder, EtlSettings
 from starforge_backfill.runbook import gates
@@ -338,7 +338,7 @@ def _streaming(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt
 
 def _catalog(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt.datetime, limit: int) -> Check:
     rows = conn.execute(q("runbook/catalog_coverage.sql"), {"from_ts": f, "to_ts": t, "scan_limit": limit}).fetchall()
-    per_kind = {
+    per_kind: dict[str, dict[str, Any]] = {
         kind: {"missing_ids": int(m), "snapshots": int(s), "examples": list(ex)} for kind, _sc, _r, m, s, ex in rows
     }
     scanned = int(rows[0][1]) if rows else 0
@@ -369,7 +369,7 @@ def _catalog(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt.d
 
 
 def _capacity(cfg: Config, conn: psycopg.Connection[Any], concurrency: int) -> Check:
-    max_conn, in_use, reserved = (int(v) for v in conn.execute(q("runbook/capacity.sql")).fetchone())
+    max_conn, in_use, reserved = (int(v) for v in the_row(conn.execute(q("runbook/capacity.sql"))))
     share = cfg.database.max_connections_share
     budget = int(max_conn * share)
     planned = concurrency + 1
