@@ -62,7 +62,6 @@ may differ from PostgreSQL ``numeric``; the stdlib refuses JSON integers of more
 
 from __future__ import annotations
 
-import functools
 import heapq
 import json
 import math
@@ -72,6 +71,7 @@ from decimal import Decimal
 from typing import Any, NoReturn
 
 from starforge_backfill.errors import EtlError
+from starforge_backfill.etl.sensitive import REDACTED, SENSITIVE_PARTS, is_sensitive_key, redact, strip_sensitive
 
 __all__ = [
     "INT32_MAX",
@@ -92,8 +92,6 @@ __all__ = [
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
-SENSITIVE_PARTS = ("token", "password", "passwd", "secret", "session", "auth")
-REDACTED = "[REDACTED]"
 
 _INT_TEXT = re.compile(r"-?[0-9]+")
 _KEY_ID_TEXT = re.compile(r"[0-9]+")
@@ -131,44 +129,6 @@ _ARTIFACT_FIELDS = (
 _TROOP_MAPPED = frozenset({_TROOP_ID, *(f[0] for f in _TROOP_FIELDS)})
 _PET_MAPPED = frozenset({_PET_ID, "OrbsUsed", *(f[0] for f in _PET_FIELDS)})
 _ARTIFACT_MAPPED = frozenset({_ARTIFACT_ID, *(f[0] for f in _ARTIFACT_FIELDS)})
-
-
-# --------------------------------------------------------------------------------------------------
-# Sensitive keys
-
-
-@functools.lru_cache(maxsize=4096)
-def is_sensitive_key(key: str) -> bool:
-    """Return True when `key` contains a sensitive part (case-insensitive substring match)."""
-    lowered = (key if isinstance(key, str) else str(key)).lower()
-    return any(part in lowered for part in SENSITIVE_PARTS)
-
-
-def strip_sensitive(value: Any) -> Any:
-    """Return a deep copy of `value` with every sensitive key dropped, at any depth."""
-    # Recursing only into containers keeps this cheap on the fallback path's many small `extra` objects.
-    if isinstance(value, dict):
-        return {
-            k: strip_sensitive(v) if isinstance(v, _CONTAINERS) else v
-            for k, v in value.items()
-            if not is_sensitive_key(k)
-        }
-    if isinstance(value, list):
-        return [strip_sensitive(v) if isinstance(v, _CONTAINERS) else v for v in value]
-    if isinstance(value, tuple):
-        return tuple(strip_sensitive(v) if isinstance(v, _CONTAINERS) else v for v in value)
-    return value
-
-
-def redact(value: Any) -> Any:
-    """Return a deep copy of `value` with every sensitive key's value replaced by "[REDACTED]"."""
-    if isinstance(value, dict):
-        return {k: REDACTED if is_sensitive_key(k) else redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(redact(v) for v in value)
-    return value
 
 
 # --------------------------------------------------------------------------------------------------
