@@ -118,6 +118,42 @@ def test_a_row_whose_catalog_id_is_gone_is_not_taken_as_superseding(pg_conn: psy
     assert _troops(pg_conn) == {1: (10, at(10))}
 
 
+def test_a_row_the_snapshot_itself_wrote_is_staged_again(pg_conn: psycopg.Connection) -> None:
+    # strictly newer: troop 3's row holds this very snapshot's observation (equal, not newer), so reprocessing
+    # it stages troop 3 and compares it (a changed mapping would rewrite it); troop 1 is superseded
+    seed_catalog(pg_conn, troops=[1, 3])
+    old = insert_snapshot(
+        pg_conn, payload("SUPER_H", Troops=[{"TroopId": 1}, {"TroopId": 3, "Amount": 3}]), created_at=at(5)
+    )
+    apply(pg_conn, [old])
+    apply(pg_conn, [insert_snapshot(pg_conn, payload("SUPER_H", Troops=[{"TroopId": 1}]), created_at=at(10))])
+    assert [r[1] for r in _staged(pg_conn, [old], "recordset")["troop"]] == [3]
+
+
+def test_a_snapshot_newer_than_its_summary_is_staged_in_full(pg_conn: psycopg.Connection) -> None:
+    # only a snapshot older than its user's summary may leave elements out: merge.sql builds the summary's top
+    # troops from the staged troops of a snapshot newer than the summary. Here the summary was rebuilt (by an
+    # operator, say) from an even older snapshot, so the snapshot at minute 5 becomes the summary, top troops
+    # and all, although every one of its rows is superseded by the one at minute 10
+    seed_catalog(pg_conn, troops=[1, 2])
+    apply(
+        pg_conn,
+        [insert_snapshot(pg_conn, payload("SUPER_I", Troops=[{"TroopId": 1}, {"TroopId": 2}]), created_at=at(10))],
+    )
+    pg_conn.execute("DELETE FROM user_profile_summary")
+    apply(pg_conn, [insert_snapshot(pg_conn, payload("SUPER_I", Troops=[{"TroopId": 1}]), created_at=at(1))])
+    old = insert_snapshot(
+        pg_conn,
+        payload("SUPER_I", Troops=[{"TroopId": 1, "Amount": 7}, {"TroopId": 2, "Amount": 9}]),
+        created_at=at(5),
+    )
+    assert [r[1] for r in _staged(pg_conn, [old], "recordset")["troop"]] == [1, 2]
+    apply(pg_conn, [old])
+    summary = one(pg_conn, "SELECT source_snapshot_id, top_troops FROM user_profile_summary")
+    assert summary["source_snapshot_id"] == old
+    assert [t["troop_id"] for t in summary["top_troops"]] == [2, 1]
+
+
 def test_the_same_snapshot_again_is_staged_in_full(pg_conn: psycopg.Connection) -> None:
     # equal (last_seen, source_snapshot_id) is not newer: a reprocessed snapshot is staged and compared, so a
     # changed mapping would rewrite its rows
