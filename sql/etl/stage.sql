@@ -107,7 +107,8 @@ ins_snap AS (
     FROM snap_v AS v
 {% if skip_superseded %}
 ),
-cand_user AS MATERIALIZED (  -- each user of those snapshots, with the newest of them
+-- Each user with a snapshot in the batch older than its summary (src.cand_user), with the newest such snapshot.
+cand_user AS MATERIALIZED (
     SELECT DISTINCT ON (s.cand_user) s.cand_user AS user_id, s.obs, s.sid
     FROM src AS s
     WHERE s.cand_user IS NOT NULL
