@@ -312,7 +312,7 @@ class Worker:
             "rows_total": sum(res.rows_written.values()),
             "duration_ms": int((time.monotonic() - started) * 1000),
         }
-        row = conn.execute(templates.render("jobs/checkpoint.sql").encode(), params).fetchone()
+        row = templates.execute(conn, "jobs/checkpoint.sql", params).fetchone()
         if row is None:
             raise LostChunk(f"chunk {chunk_no} of job {self.job_id}: not ours, or already past {key}")
         if res.placeholders:

@@ -6,13 +6,13 @@ import enum
 
 
 class ExitCode(enum.IntEnum):
-    """Process exit codes, exactly as documented in the README and CLI.md."""
+    """Process exit codes, exactly as documented in the README (the table under "Exit codes")."""
 
     OK = 0
     CHECK_FAILED = 1
     USAGE = 2
     DATABASE = 3
-    STOPPED = 4
+    PAUSED = 4  # the job stopped before finishing: paused (by an operator or a gate) or aborted
     INTERRUPTED = 130
 
 
@@ -57,12 +57,6 @@ class GateFailed(BackfillError):
     """A check or gate failed."""
 
     exit_code = ExitCode.CHECK_FAILED
-
-
-class JobStopped(BackfillError):
-    """The job stopped before finishing (paused or aborted)."""
-
-    exit_code = ExitCode.STOPPED
 
 
 class EtlError(Exception):

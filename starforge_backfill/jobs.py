@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from starforge_backfill import templates
@@ -105,22 +104,6 @@ def dead_local_workers(names: list[str]) -> list[str]:
     return dead
 
 
-def _q(name: str) -> bytes:
-    return templates.render(name).encode()
-
-
-def _one(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_q(name), params)
-        return cur.fetchone()
-
-
-def _all(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_q(name), params)
-        return cur.fetchall()
-
-
 def create_job(
     conn: psycopg.Connection[Any],
     *,
@@ -137,7 +120,7 @@ def create_job(
 ) -> dict[str, Any]:
     """Create a job and its chunks in one transaction; returns the job row."""
     with conn.transaction():
-        _one(
+        templates.fetch_one(
             conn,
             "jobs/create_job.sql",
             {
@@ -155,9 +138,9 @@ def create_job(
                 "reason": reason,
             },
         )
-        wanted = conn.execute(_q("jobs/count_wanted.sql"), selector.params()).fetchone()
+        wanted = templates.execute(conn, "jobs/count_wanted.sql", selector.params()).fetchone()
         size = effective_chunk_size(int(wanted[0]) if wanted else 0, chunk_size, batch_size, concurrency)
-        _one(conn, "jobs/create_chunks.sql", {"job_id": job_id, "chunk_size": size, **selector.params()})
+        templates.fetch_one(conn, "jobs/create_chunks.sql", {"job_id": job_id, "chunk_size": size, **selector.params()})
         record_event(conn, job_id, "created", f"{mode} job created", {"selector": selector.to_json()})
     job = get_job(conn, job_id)
     assert job is not None
@@ -172,28 +155,30 @@ def effective_chunk_size(total: int, chunk_size: int, batch_size: int, concurren
 
 def get_job(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any] | None:
     """One job row, or None."""
-    return _one(conn, "jobs/get_job.sql", {"job_id": job_id})
+    return templates.fetch_one(conn, "jobs/get_job.sql", {"job_id": job_id})
 
 
 def find_resumable(
     conn: psycopg.Connection[Any], mode: str, from_ts: dt.datetime, to_ts: dt.datetime
 ) -> dict[str, Any] | None:
     """The newest unfinished job of this mode and range."""
-    return _one(conn, "jobs/find_resumable.sql", {"mode": mode, "from_ts": from_ts, "to_ts": to_ts})
+    return templates.fetch_one(conn, "jobs/find_resumable.sql", {"mode": mode, "from_ts": from_ts, "to_ts": to_ts})
 
 
 def list_jobs(
     conn: psycopg.Connection[Any], job_id: str | None = None, limit: int = 50, claim_ttl_s: float = 120.0
 ) -> list[dict[str, Any]]:
     """Jobs newest first, with chunk and live-worker figures."""
-    return _all(conn, "jobs/list_jobs.sql", {"job_id": job_id, "limit": limit, "claim_ttl_s": claim_ttl_s})
+    return templates.fetch_all(
+        conn, "jobs/list_jobs.sql", {"job_id": job_id, "limit": limit, "claim_ttl_s": claim_ttl_s}
+    )
 
 
 def set_status(
     conn: psycopg.Connection[Any], job_id: str, status: str, reason: str | None, from_statuses: list[str]
 ) -> dict[str, Any] | None:
     """Move a job to `status` if it is in one of `from_statuses`; returns the new row or None."""
-    return _one(
+    return templates.fetch_one(
         conn,
         "jobs/set_status.sql",
         {"job_id": job_id, "status": status, "reason": reason, "from_statuses": from_statuses},
@@ -202,7 +187,7 @@ def set_status(
 
 def job_status(conn: psycopg.Connection[Any], job_id: str) -> tuple[str, str | None]:
     """(status, reason) of a job."""
-    row = conn.execute(_q("jobs/job_status.sql"), {"job_id": job_id}).fetchone()
+    row = templates.execute(conn, "jobs/job_status.sql", {"job_id": job_id}).fetchone()
     return (row[0], row[1]) if row else ("missing", None)
 
 
@@ -214,17 +199,18 @@ def record_event(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Append an event to the job's audit trail."""
-    conn.execute(
-        _q("jobs/record_event.sql"),
+    templates.execute(
+        conn,
+        "jobs/record_event.sql",
         {"job_id": job_id, "kind": kind, "message": message, "details": Jsonb(details or {})},
     )
 
 
 def claim_chunk(conn: psycopg.Connection[Any], job_id: str, worker: str, claim_ttl_s: float) -> dict[str, Any] | None:
     """Claim the next free (or abandoned) chunk of a job, or None."""
-    running = [r[0] for r in conn.execute(_q("jobs/running_workers.sql"), {"job_id": job_id})]
+    running = [r[0] for r in templates.execute(conn, "jobs/running_workers.sql", {"job_id": job_id})]
     dead = dead_local_workers(running)
-    return _one(
+    return templates.fetch_one(
         conn,
         "jobs/claim_chunk.sql",
         {"job_id": job_id, "worker": worker, "claim_ttl_s": claim_ttl_s, "dead_workers": dead},
@@ -249,32 +235,38 @@ def next_batch(
         "limit": limit,
         **selector.params(),
     }
-    return [(r[0], r[1], int(r[2])) for r in conn.execute(_q("jobs/next_batch.sql"), params)]
+    return [(r[0], r[1], int(r[2])) for r in templates.execute(conn, "jobs/next_batch.sql", params)]
 
 
 def finish_chunk(conn: psycopg.Connection[Any], job_id: str, chunk_no: int, worker: str) -> bool:
     """Mark a chunk done; False if this worker no longer owns it."""
-    return _one(conn, "jobs/finish_chunk.sql", {"job_id": job_id, "chunk_no": chunk_no, "worker": worker}) is not None
+    return (
+        templates.fetch_one(conn, "jobs/finish_chunk.sql", {"job_id": job_id, "chunk_no": chunk_no, "worker": worker})
+        is not None
+    )
 
 
 def heartbeat(conn: psycopg.Connection[Any], job_id: str, chunk_no: int, worker: str) -> bool:
     """Refresh a held chunk's heartbeat; False if this worker no longer holds it."""
-    return _one(conn, "jobs/heartbeat.sql", {"job_id": job_id, "chunk_no": chunk_no, "worker": worker}) is not None
+    return (
+        templates.fetch_one(conn, "jobs/heartbeat.sql", {"job_id": job_id, "chunk_no": chunk_no, "worker": worker})
+        is not None
+    )
 
 
 def release_chunk(conn: psycopg.Connection[Any], job_id: str, chunk_no: int, worker: str) -> None:
     """Give a chunk back so another worker can claim it at once."""
-    conn.execute(_q("jobs/release_chunk.sql"), {"job_id": job_id, "chunk_no": chunk_no, "worker": worker})
+    templates.execute(conn, "jobs/release_chunk.sql", {"job_id": job_id, "chunk_no": chunk_no, "worker": worker})
 
 
 def finish_job(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any] | None:
     """Mark the job done if every chunk is; returns the row when it did."""
-    return _one(conn, "jobs/finish_job.sql", {"job_id": job_id})
+    return templates.fetch_one(conn, "jobs/finish_job.sql", {"job_id": job_id})
 
 
 def chunk_progress(conn: psycopg.Connection[Any], job_id: str, claim_ttl_s: float) -> tuple[int, int]:
     """(open chunks, chunks held by a live worker)."""
-    row = conn.execute(_q("jobs/chunk_progress.sql"), {"job_id": job_id, "claim_ttl_s": claim_ttl_s}).fetchone()
+    row = templates.execute(conn, "jobs/chunk_progress.sql", {"job_id": job_id, "claim_ttl_s": claim_ttl_s}).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 

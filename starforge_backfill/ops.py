@@ -97,7 +97,7 @@ class RunResult:
             return ExitCode.OK
         if self.outcome == "stopped":
             return ExitCode.INTERRUPTED
-        return ExitCode.STOPPED
+        return ExitCode.PAUSED
 
     def summary(self) -> dict[str, Any]:
         """This invocation's figures."""

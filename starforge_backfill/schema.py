@@ -148,7 +148,7 @@ def init_db(dsn: str) -> InitResult:
             # One advisory lock so that two concurrent `db init` runs do not race on CREATE ... IF NOT EXISTS.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('starforge-backfill db init'))")
             for name in files:
-                conn.execute(templates.render(name).encode())
+                templates.execute(conn, name)
         after = _count_tables(conn)
     return InitResult(files=tuple(files), tables_before=before, tables_after=after)
 

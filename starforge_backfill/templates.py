@@ -1,15 +1,25 @@
-"""Load and render the SQL templates under `sql/`: jinja2 shapes the statement, psycopg binds every value."""
+"""Load, render and run the SQL templates under `sql/`: jinja2 shapes the statement, psycopg binds every value.
+
+`execute`, `fetch_one` and `fetch_all` are the one way the package runs a template: a change to how statements
+are executed (a statement tag, tracing, prepared statements) is made here, once.
+"""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
+
+Params = Mapping[str, Any] | None
 
 
 def sql_dir() -> Path:
@@ -175,9 +185,32 @@ def _thawed(value: Any) -> Any:
     return [_thawed(v) for v in value] if isinstance(value, tuple) else value
 
 
-def query(name: str, **context: Any) -> sql.SQL:
-    """Render a template into a psycopg SQL object ready to execute with bound parameters."""
-    return sql.SQL(render(name, **context))
+def execute(conn: psycopg.Connection[Any], name: str, params: Params = None, **context: Any) -> psycopg.Cursor[Any]:
+    """Run template `name` (rendered with structural `context`) with bound `params`; the cursor, tuple rows."""
+    return conn.execute(render(name, **context).encode(), params)
+
+
+def fetch_one(conn: psycopg.Connection[Any], name: str, params: Params = None, **context: Any) -> dict[str, Any] | None:
+    """Run template `name` and return its first row as a dict (None when it returns no row)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(render(name, **context).encode(), params)
+        return cur.fetchone()
+
+
+def fetch_all(
+    conn: psycopg.Connection[Any],
+    name: str,
+    params: Params = None,
+    *,
+    json_loads: Callable[[str | bytes], Any] | None = None,
+    **context: Any,
+) -> list[dict[str, Any]]:
+    """Run template `name` and return every row as a dict; `json_loads` decodes its json/jsonb columns."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        if json_loads is not None:
+            set_json_loads(json_loads, cur)
+        cur.execute(render(name, **context).encode(), params)
+        return cur.fetchall()
 
 
 def render_examples() -> dict[str, str]:

@@ -92,8 +92,9 @@ class HealthThrottle:
     def read(self, conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:
         """One health reading."""
         s = self.settings
-        cur = conn.execute(
-            templates.render("jobs/health.sql").encode(),
+        cur = templates.execute(
+            conn,
+            "jobs/health.sql",
             {
                 "job_id": job_id,
                 "long_transaction_s": s.long_transaction_s,
@@ -122,8 +123,9 @@ class HealthThrottle:
                 if row is not None:
                     jobs.record_event(conn, job_id, "gate", decision.pause_reason, {"state": decision.state})
             if decision.state != self._recorded_state:
-                conn.execute(
-                    templates.render("jobs/set_throttle.sql").encode(),
+                templates.execute(
+                    conn,
+                    "jobs/set_throttle.sql",
                     {"job_id": job_id, "state": decision.state},
                 )
                 if not decision.pause_reason:

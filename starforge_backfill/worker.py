@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from starforge_backfill import __version__, artifacts, jobs, templates
 from starforge_backfill.config import Config
@@ -96,12 +95,9 @@ class QueueWorker:
 
     def _queue_step(self) -> bool:
         conn = self.holder.get()
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                templates.render("queue/claim.sql").encode(),
-                {"types": list(QUEUE_TYPES), "stale_s": self.cfg.job.claim_ttl_s},
-            )
-            row = cur.fetchone()
+        row = templates.fetch_one(
+            conn, "queue/claim.sql", {"types": list(QUEUE_TYPES), "stale_s": self.cfg.job.claim_ttl_s}
+        )
         if row is None:
             return False
         try:
@@ -109,15 +105,16 @@ class QueueWorker:
                 self._backfill_range(conn, row)
             else:
                 self._process_snapshot(row)
-            conn.execute(templates.render("queue/finish.sql").encode(), {"id": row["id"]})
+            templates.execute(conn, "queue/finish.sql", {"id": row["id"]})
             self.stats.queue_done += 1
         except Exception as exc:
             if isinstance(exc, psycopg.Error) and is_transient(exc):
                 self.holder.close()
             conn = self.holder.get()
             retry_in = min(300.0, 2.0 ** int(row["attempts"]))
-            conn.execute(
-                templates.render("queue/fail.sql").encode(),
+            templates.execute(
+                conn,
+                "queue/fail.sql",
                 {"id": row["id"], "error": f"{type(exc).__name__}: {str(exc)[:500]}", "retry_in_s": retry_in},
             )
             self.stats.queue_failed += 1
@@ -196,8 +193,9 @@ class QueueWorker:
         conn = self.holder.get()
         ids = [
             r[0]
-            for r in conn.execute(
-                templates.render("jobs/claimable_jobs.sql").encode(),
+            for r in templates.execute(
+                conn,
+                "jobs/claimable_jobs.sql",
                 {"claim_ttl_s": self.cfg.job.claim_ttl_s},
             )
         ]

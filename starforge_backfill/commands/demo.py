@@ -152,7 +152,7 @@ def walk_runbook(session: Session, fingerprint12: str, pause_at: float = 0.35) -
     job_id = job_id or _newest_job(session, "run")
     if proc.returncode == 0:
         session.console.print("  [dim](the run finished before the pause landed: a small corpus is quick)[/]")
-    if proc.returncode == int(ExitCode.STOPPED):
+    if proc.returncode == int(ExitCode.PAUSED):
         session.run("status", "status", "--job-id", job_id)
         session.run("resume", "resume", "--job-id", job_id, "--concurrency", "2")
     elif proc.returncode != 0:

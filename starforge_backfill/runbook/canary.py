@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from starforge_backfill import artifacts, jobs, ops, templates
 from starforge_backfill.config import Config
@@ -154,10 +153,6 @@ class CanaryResult:
         }
 
 
-def _q(name: str) -> bytes:
-    return templates.render(name).encode()
-
-
 def _whole_second_after(ts: dt.datetime) -> dt.datetime:
     """The first whole second strictly after `ts` (a half-open range ending there includes `ts`)."""
     return ts.replace(microsecond=0) + dt.timedelta(seconds=1)
@@ -225,9 +220,8 @@ def select_slice(
     if existing is not None:
         return _adopt_or_check(conn, cfg, Selection(how, (), f, t), explicit=False)
     limit = users if users is not None else cfg.canary.users
-    with conn.cursor() as cur:
-        cur.execute(_q("canary/pick_users.sql"), {"from_ts": f, "to_ts": t, "seed": cfg.sample.seed, "limit": limit})
-        picked = tuple(str(r[0]) for r in cur.fetchall())
+    params = {"from_ts": f, "to_ts": t, "seed": cfg.sample.seed, "limit": limit}
+    picked = tuple(str(r[0]) for r in templates.execute(conn, "canary/pick_users.sql", params))
     if not picked:
         raise UsageError(
             f"no user has snapshots left to backfill in [{f.isoformat()}, {t.isoformat()})",
@@ -237,9 +231,7 @@ def select_slice(
 
 
 def _backlog(conn: psycopg.Connection[Any], namecodes: list[str] | None) -> dict[str, Any]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_q("canary/backlog_bounds.sql"), {"namecodes": namecodes})
-        row = cur.fetchone()
+    row = templates.fetch_one(conn, "canary/backlog_bounds.sql", {"namecodes": namecodes})
     assert row is not None
     return row
 
@@ -294,9 +286,7 @@ class _Sampler(threading.Thread):
             "long_transaction_s": t.long_transaction_s,
             "app_prefix": self.cfg.database.application_name + "%",
         }
-        with self._connection().cursor(row_factory=dict_row) as cur:
-            cur.execute(_q("canary/observe.sql"), params)
-            row = cur.fetchone()
+        row = templates.fetch_one(self._connection(), "canary/observe.sql", params)
         assert row is not None
         reading = {"t_s": round(time.monotonic() - self._t0, 3), "phase": self.phase, "at": artifacts.utcnow()}
         reading |= {k: (float(v) if isinstance(v, float) else v) for k, v in row.items()}

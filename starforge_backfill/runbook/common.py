@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import schema, templates
+from starforge_backfill import schema
 from starforge_backfill.errors import SchemaMissing, UsageError
 
 MB = 1024 * 1024
@@ -47,11 +47,6 @@ def runbook_dir(cfg: Any) -> Path:
     path = Path(cfg.artifacts_dir) / "runbook" / cfg.fingerprint()[:12]
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def q(name: str, **ctx: Any) -> bytes:
-    """A rendered SQL template, ready to execute with bound parameters."""
-    return templates.render(name, **ctx).encode()
 
 
 def percentile(values: Sequence[float], pct: float) -> float | None:

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from starforge_backfill import artifacts, jobs
+from starforge_backfill import artifacts, jobs, templates
 from starforge_backfill.config import Config
 from starforge_backfill.db import (
     connect,
@@ -37,7 +37,7 @@ from starforge_backfill.db import (
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, apply_in_transaction
 from starforge_backfill.runbook import gates
-from starforge_backfill.runbook.common import RssSampler, elapsed, mb, parse_range, percentile, q, runbook_dir
+from starforge_backfill.runbook.common import RssSampler, elapsed, mb, parse_range, percentile, runbook_dir
 
 DEFAULT_RANGE_LIMIT = 1000
 _SCHEMA_ERRORS = (pg_errors.UndefinedTable, pg_errors.UndefinedColumn, pg_errors.UndefinedFunction)
@@ -218,7 +218,7 @@ def _select(
     if from_ts is not None or to_ts is not None:
         f, t = parse_range(from_ts, to_ts)
         selector = jobs.Selector(from_ts=f, to_ts=t)
-        rows = conn.execute(q("runbook/wanted_ids.sql"), {**selector.params(), "limit": limit + 1}).fetchall()
+        rows = templates.execute(conn, "runbook/wanted_ids.sql", {**selector.params(), "limit": limit + 1}).fetchall()
         truncated = len(rows) > limit
         picked = [r[0] for r in rows[:limit]]
         desc = {"source": "range", "from_ts": f.isoformat(), "to_ts": t.isoformat(), "limit": limit}
@@ -256,7 +256,7 @@ def dry_run(
         picked, selection = _select(main, cfg, sample, from_ts, to_ts, ids, limit)
         if not picked:
             raise UsageError("nothing to dry-run: the selection is empty", hint="check --from/--to or the sample")
-        sizes = {r[0]: int(r[2]) for r in main.execute(q("runbook/snapshot_sizes.sql"), {"ids": picked})}
+        sizes = {r[0]: int(r[2]) for r in templates.execute(main, "runbook/snapshot_sizes.sql", {"ids": picked})}
         if staging_dsn:
             db = cfg.database
             target = f"staging {describe_dsn(staging_dsn)} (committed there)"
@@ -336,7 +336,7 @@ def _process(
         # rolled-back transactions below do not re-create them every time.
         conn = holder.get()
         with conn.transaction():
-            conn.execute(templates.render("etl/stage_tables.sql", catalog_policy=settings.catalog_policy).encode())
+            templates.execute(conn, "etl/stage_tables.sql", catalog_policy=settings.catalog_policy)
         # One untimed, rolled-back pass first: the first statements of a session pay for planning and
         # catalog caches, which would otherwise land on the first snapshot's time and the p95.
         warm = next((sid for sid in picked if sid in sizes), None)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from starforge_backfill import templates
@@ -27,8 +26,9 @@ def record_gate(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Record a gating step's result (kind: preflight, dry-run, canary)."""
-    conn.execute(
-        templates.render("gates/record.sql").encode(),
+    templates.execute(
+        conn,
+        "gates/record.sql",
         {
             "kind": kind,
             "config_fingerprint": fingerprint,
@@ -44,9 +44,7 @@ def record_gate(
 
 def latest_gate(conn: psycopg.Connection[Any], kind: str, fingerprint: str) -> dict[str, Any] | None:
     """The newest recorded result of `kind` for this config fingerprint, or None."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(templates.render("gates/latest.sql").encode(), {"kind": kind, "config_fingerprint": fingerprint})
-        return cur.fetchone()
+    return templates.fetch_one(conn, "gates/latest.sql", {"kind": kind, "config_fingerprint": fingerprint})
 
 
 def require_for_run(conn: psycopg.Connection[Any], cfg: Any) -> None:

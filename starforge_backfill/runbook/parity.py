@@ -22,8 +22,6 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg.types.json import set_json_loads
 
 from starforge_backfill import templates
 from starforge_backfill.errors import EtlError
@@ -158,35 +156,21 @@ class Expected:
             self.namecode = ns.namecode
 
 
-def _q(name: str) -> bytes:
-    return templates.render(name).encode()
-
-
 _EXACT_LOADS = functools.partial(json.loads, parse_float=Decimal)
-
-
-def _fetch_all(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows as dicts; jsonb columns decoded with exact numbers, like the payloads."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        set_json_loads(_EXACT_LOADS, cur)
-        cur.execute(_q(name), params)
-        return cur.fetchall()
 
 
 def _payloads(conn: psycopg.Connection[Any], snapshots: Iterable[dict[str, Any]]) -> Iterator[tuple[Any, Any]]:
     """(snapshot row, decoded payload) one snapshot at a time: never a batch of payloads in memory."""
-    with conn.cursor() as cur:
-        for snap in snapshots:
-            cur.execute(_q("verify/snapshot_raw.sql"), {"id": snap["id"]})
-            row = cur.fetchone()
-            if row is not None and row[0] is not None:
-                yield snap, decode_exact(row[0])
+    for snap in snapshots:
+        row = templates.execute(conn, "verify/snapshot_raw.sql", {"id": snap["id"]}).fetchone()
+        if row is not None and row[0] is not None:
+            yield snap, decode_exact(row[0])
 
 
 def derive(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> Expected:
     """The expected state of one user from their processed snapshots, oldest first."""
     expected = Expected()
-    snaps = _fetch_all(conn, "verify/user_snapshots.sql", {"user_id": user_id})
+    snaps = templates.fetch_all(conn, "verify/user_snapshots.sql", {"user_id": user_id}, json_loads=_EXACT_LOADS)
     for snap, raw in _payloads(conn, snaps):
         expected.add(snap["id"], snap["created_at"], snap["namecode"], raw)
     return expected
@@ -201,7 +185,7 @@ def compare(conn: psycopg.Connection[Any], user_id: uuid.UUID, expected: Expecte
                 "hero_snapshots", {"id": sid}, "processed_at", f"not processed ({error_type}: {message})", "processed"
             )
         )
-    users = _fetch_all(conn, "verify/user_row.sql", {"user_id": user_id})
+    users = templates.fetch_all(conn, "verify/user_row.sql", {"user_id": user_id}, json_loads=_EXACT_LOADS)
     user = users[0] if users else None
     ukey = {"id": user_id}
     if user is None:
@@ -238,7 +222,7 @@ def _compare_entities(
 ) -> list[Mismatch]:
     out: list[Mismatch] = []
     found: dict[int, dict[str, Any]] = {}
-    for fetched in _fetch_all(conn, query, uid):
+    for fetched in templates.fetch_all(conn, query, uid, json_loads=_EXACT_LOADS):
         key = int(fetched[id_column])
         if key in found:
             out.append(Mismatch(table, {**uid, id_column: key}, None, "one row", "more than one row"))
@@ -274,7 +258,7 @@ def _trace(table: str, where: dict[str, Any], want: Observed, row: dict[str, Any
 
 def _compare_summary(conn: psycopg.Connection[Any], user_id: uuid.UUID, expected: Expected) -> list[Mismatch]:
     table, where = "user_profile_summary", {"user_id": user_id}
-    rows = _fetch_all(conn, "verify/user_summary.sql", where)
+    rows = templates.fetch_all(conn, "verify/user_summary.sql", where, json_loads=_EXACT_LOADS)
     if expected.summary is None:
         return [Mismatch(table, where, None, "no row", "a row")] if rows else []
     if not rows:

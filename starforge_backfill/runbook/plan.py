@@ -15,12 +15,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from starforge_backfill import artifacts, jobs
+from starforge_backfill import artifacts, jobs, templates
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, the_row, translate_errors
 from starforge_backfill.errors import UsageError
 from starforge_backfill.runbook import gates
-from starforge_backfill.runbook.common import parse_range, q, runbook_dir
+from starforge_backfill.runbook.common import parse_range, runbook_dir
 
 CANDIDATES = (1, 2, 4, 8)
 LARGE_PAYLOAD_BYTES = 2_000_000
@@ -168,8 +168,8 @@ def plan(
     selector = jobs.Selector(from_ts=f, to_ts=t, reprocess=reprocess, retry_failed=retry_failed)
     notes: list[str] = []
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
-        n, total, avg, p95, biggest = the_row(conn.execute(q("runbook/wanted_stats.sql"), selector.params()))
-        max_conn, in_use, _reserved = the_row(conn.execute(q("runbook/capacity.sql")))
+        n, total, avg, p95, biggest = the_row(templates.execute(conn, "runbook/wanted_stats.sql", selector.params()))
+        max_conn, in_use, _reserved = the_row(templates.execute(conn, "runbook/capacity.sql"))
         if t_avg_s is not None:
             source = "--t-avg"
         else:

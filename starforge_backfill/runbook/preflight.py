@@ -23,13 +23,13 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from starforge_backfill import artifacts, schema
+from starforge_backfill import artifacts, schema, templates
 from starforge_backfill.config import Config, redact_dsn
 from starforge_backfill.db import connect_cfg, the_row, translate_errors
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import ConnectionHolder, EtlSettings
 from starforge_backfill.runbook import gates
-from starforge_backfill.runbook.common import RssSampler, mb, parse_range, q, runbook_dir
+from starforge_backfill.runbook.common import RssSampler, mb, parse_range, runbook_dir
 from starforge_backfill.runbook.dry_run import trial_apply
 
 PASS, FAIL, ATTESTED = "pass", "fail", "attested"
@@ -205,7 +205,11 @@ def _db_check(name: str, schema_ok: bool, fn: Callable[[], Check]) -> Check:
 
 def _schema(conn: psycopg.Connection[Any]) -> Check:
     missing = schema.missing_columns(conn)
-    indexes = [r[0] for r in conn.execute(q("runbook/created_at_index.sql"))] if "hero_snapshots" not in missing else []
+    indexes = (
+        [r[0] for r in templates.execute(conn, "runbook/created_at_index.sql")]
+        if "hero_snapshots" not in missing
+        else []
+    )
     problems = []
     if missing:
         problems.append("missing " + "; ".join(f"{tbl}({', '.join(cols[:4])})" for tbl, cols in missing.items()))
@@ -302,7 +306,7 @@ def _dry_run_gate(conn: psycopg.Connection[Any], fp: str) -> Check:
 
 
 def _streaming(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt.datetime) -> Check:
-    row = conn.execute(q("runbook/largest_snapshot.sql"), {"from_ts": f, "to_ts": t}).fetchone()
+    row = templates.execute(conn, "runbook/largest_snapshot.sql", {"from_ts": f, "to_ts": t}).fetchone()
     if row is None:
         return Check("streaming", FAIL, f"no snapshot in [{f.isoformat()}, {t.isoformat()}): check --from/--to")
     sid, size, _created = row
@@ -337,7 +341,9 @@ def _streaming(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt
 
 
 def _catalog(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt.datetime, limit: int) -> Check:
-    rows = conn.execute(q("runbook/catalog_coverage.sql"), {"from_ts": f, "to_ts": t, "scan_limit": limit}).fetchall()
+    rows = templates.execute(
+        conn, "runbook/catalog_coverage.sql", {"from_ts": f, "to_ts": t, "scan_limit": limit}
+    ).fetchall()
     per_kind: dict[str, dict[str, Any]] = {
         kind: {"missing_ids": int(m), "snapshots": int(s), "examples": list(ex)} for kind, _sc, _r, m, s, ex in rows
     }
@@ -369,7 +375,7 @@ def _catalog(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt.d
 
 
 def _capacity(cfg: Config, conn: psycopg.Connection[Any], concurrency: int) -> Check:
-    max_conn, in_use, reserved = (int(v) for v in the_row(conn.execute(q("runbook/capacity.sql"))))
+    max_conn, in_use, reserved = (int(v) for v in the_row(templates.execute(conn, "runbook/capacity.sql")))
     share = cfg.database.max_connections_share
     budget = int(max_conn * share)
     planned = concurrency + 1

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from starforge_backfill import __version__, artifacts, jobs, templates
 from starforge_backfill.config import Config
@@ -101,16 +100,6 @@ class ManifestCheck:
         }
 
 
-def _q(name: str) -> bytes:
-    return templates.render(name).encode()
-
-
-def _rows(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_q(name), params)
-        return cur.fetchall()
-
-
 def _find_key(obj: Any, names: tuple[str, ...]) -> Any:
     """The value of the first of `names` found at any depth (preflight records nest their attestations)."""
     for name in names:
@@ -177,7 +166,7 @@ def _throughput(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:
     """Snapshots/s and failures per time bucket; a batch's snapshots are spread over the time it ran."""
     batches = [
         (r["finished_at"] - dt.timedelta(milliseconds=int(r["duration_ms"])), r["finished_at"], r)
-        for r in _rows(conn, "report/batches.sql", {"job_id": job_id})
+        for r in templates.fetch_all(conn, "report/batches.sql", {"job_id": job_id})
     ]
     if not batches:
         return {"bucket_s": None, "start": None, "series": [], "snapshots": 0, "failed": 0, "batches": 0}
@@ -266,8 +255,8 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
         raise UsageError(f"no job {job_id!r}", hint="`starforge-backfill status` lists the jobs")
     folder = Path(cfg.artifacts_dir) / job_id
     fp = row.get("config_fingerprint") or cfg.fingerprint()
-    events = _rows(conn, "report/events.sql", {"job_id": job_id})
-    gates = _rows(conn, "report/gates.sql", {"config_fingerprint": fp})
+    events = templates.fetch_all(conn, "report/events.sql", {"job_id": job_id})
+    gates = templates.fetch_all(conn, "report/gates.sql", {"config_fingerprint": fp})
     sel = jobs.Selector.from_job(row)
     scope = {
         "from_ts": sel.from_ts,
@@ -275,7 +264,7 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
         "namecodes": list(sel.namecodes) if sel.namecodes is not None else None,
         "ids": list(sel.ids) if sel.ids is not None else None,
     }
-    messages = _rows(conn, "report/error_messages.sql", scope | {"limit": 20})
+    messages = templates.fetch_all(conn, "report/error_messages.sql", scope | {"limit": 20})
     verification = _read_artifact(folder / "verify.json")
     canary = _read_artifact(folder / "canary.json")
     steps = [

@@ -16,12 +16,12 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import artifacts
+from starforge_backfill import artifacts, templates
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import EtlError, UsageError
 from starforge_backfill.etl import contract
-from starforge_backfill.runbook.common import parse_range, q, runbook_dir
+from starforge_backfill.runbook.common import parse_range, runbook_dir
 
 DEFAULT_PRESCAN_LIMIT = 200
 
@@ -134,7 +134,7 @@ def _bucket_picks(
     picks: list[Pick] = []
     stats: dict[int, dict[str, Any]] = {}
     n = len(per_bucket)
-    rows = conn.execute(q("runbook/sample_buckets.sql"), params | {"per_bucket": list(per_bucket)}).fetchall()
+    rows = templates.execute(conn, "runbook/sample_buckets.sql", params | {"per_bucket": list(per_bucket)}).fetchall()
     for sid, created, size, bucket, lo, hi, count in rows:
         picks.append(Pick(str(sid), created.isoformat(), int(size), int(bucket), f"size bucket {bucket} of {n}"))
         stats.setdefault(int(bucket), {"bucket": int(bucket), "min_bytes": lo, "max_bytes": hi, "snapshots": count})
@@ -155,19 +155,19 @@ def _bad_picks(
     if want <= 0:
         return [], 0
     picks: list[Pick] = []
-    rows = conn.execute(q("runbook/known_bad.sql"), params | {"exclude": list(taken), "limit": want}).fetchall()
+    rows = templates.execute(conn, "runbook/known_bad.sql", params | {"exclude": list(taken), "limit": want}).fetchall()
     for sid, created, size, error_type, _message in rows:
         picks.append(Pick(str(sid), created.isoformat(), int(size), None, "known-bad (etl_errors)", error_type))
         taken.add(sid)
     if len(picks) >= want or prescan_limit <= 0:
         return picks, 0
     scanned = 0
-    candidates = conn.execute(
-        q("runbook/prescan_candidates.sql"), params | {"exclude": list(taken), "limit": prescan_limit}
+    candidates = templates.execute(
+        conn, "runbook/prescan_candidates.sql", params | {"exclude": list(taken), "limit": prescan_limit}
     ).fetchall()
     for sid, created, size in candidates:
         # One payload at a time: never fetchall a batch of multi-MB documents.
-        row = conn.execute(q("etl/fetch_raw.sql"), {"snapshot_id": sid}).fetchone()
+        row = templates.execute(conn, "etl/fetch_raw.sql", {"snapshot_id": sid}).fetchone()
         if row is None:
             continue
         scanned += 1

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from starforge_backfill import artifacts, jobs, templates
 from starforge_backfill.config import Config
@@ -135,16 +134,6 @@ class Scope:
         }
 
 
-def _q(name: str) -> bytes:
-    return templates.render(name).encode()
-
-
-def _rows(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_q(name), params)
-        return cur.fetchall()
-
-
 def _scope(conn: psycopg.Connection[Any], job_id: str | None, from_ts: Any, to_ts: Any) -> Scope:
     if job_id is not None and (from_ts is not None or to_ts is not None):
         raise UsageError("give --job-id or --from/--to, not both")
@@ -165,11 +154,11 @@ def _scope(conn: psycopg.Connection[Any], job_id: str | None, from_ts: Any, to_t
 def check_processed(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult:
     """Every snapshot in scope processed or failed; for a job, its counters add up and it is done."""
     p = scope.params()
-    counts = _rows(conn, "verify/processed_counts.sql", p)[0]
+    counts = templates.fetch_all(conn, "verify/processed_counts.sql", p)[0]
     data: dict[str, Any] = {k: int(v) for k, v in counts.items()}
     problems = []
     if counts["unaccounted"]:
-        first = _rows(conn, "verify/unaccounted.sql", p | {"limit": SHOWN})
+        first = templates.fetch_all(conn, "verify/unaccounted.sql", p | {"limit": SHOWN})
         data["first_unaccounted"] = [{"id": r["id"], "created_at": r["created_at"]} for r in first]
         problems.append(f"{counts['unaccounted']} snapshot(s) neither processed nor recorded as failed")
     summary = (
@@ -191,7 +180,7 @@ def check_processed(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult:
 
 def check_error_types(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult:
     """etl_errors by type for the scope; DB_ERROR fails (the toolkit's fault), other types are data faults."""
-    rows = _rows(conn, "verify/error_types.sql", scope.params())
+    rows = templates.fetch_all(conn, "verify/error_types.sql", scope.params())
     table = [
         {
             "error_type": r["error_type"],
@@ -215,7 +204,7 @@ def check_parity(conn: psycopg.Connection[Any], scope: Scope, sample_users: int,
     """Re-derive sampled users' rows from their processed snapshots and compare field by field."""
     if sample_users <= 0:
         return CheckResult("parity", True, "skipped (--sample-users 0)", {"users": 0})
-    users = _rows(conn, "verify/sample_users.sql", scope.params() | {"seed": seed, "limit": sample_users})
+    users = templates.fetch_all(conn, "verify/sample_users.sql", scope.params() | {"seed": seed, "limit": sample_users})
     mismatches: list[parity.Mismatch] = []
     per_user = []
     snapshots = 0
@@ -246,7 +235,7 @@ def check_parity(conn: psycopg.Connection[Any], scope: Scope, sample_users: int,
 
 def check_uniqueness(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult:
     """The runbook's duplicate-key query, per table."""
-    rows = _rows(conn, "verify/duplicates.sql", scope.params())
+    rows = templates.fetch_all(conn, "verify/duplicates.sql", scope.params())
     per_table: dict[str, list[dict[str, Any]]] = {
         t: [] for t in ("user_troops", "user_pets", "user_artifacts", "user_profile_summary", "users")
     }
@@ -262,7 +251,7 @@ def check_uniqueness(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult
 
 def check_summary_coverage(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult:
     """Every user with a processed snapshot in scope has a summary row."""
-    row = _rows(conn, "verify/summary_coverage.sql", scope.params() | {"limit": SHOWN})[0]
+    row = templates.fetch_all(conn, "verify/summary_coverage.sql", scope.params() | {"limit": SHOWN})[0]
     users, missing = int(row["users"]), int(row["missing"])
     data = {"users": users, "missing": missing, "first_missing": row["first_missing"]}
     if missing:
@@ -275,9 +264,9 @@ def check_summary_coverage(conn: psycopg.Connection[Any], scope: Scope) -> Check
 
 def check_placeholders(conn: psycopg.Connection[Any]) -> CheckResult:
     """Placeholder catalog rows: listed; a pass, with a note to replace them with authoritative data."""
-    counts = _rows(conn, "verify/placeholder_count.sql", {})[0]
+    counts = templates.fetch_all(conn, "verify/placeholder_count.sql", {})[0]
     total = sum(int(v) for v in counts.values())
-    listed = _rows(conn, "verify/placeholders.sql", {"limit": 500})
+    listed = templates.fetch_all(conn, "verify/placeholders.sql", {"limit": 500})
     data = {"count": total, "by_kind": {k: int(v) for k, v in counts.items()}, "rows": listed}
     if not total:
         return CheckResult("placeholders", True, "no placeholder catalog rows", data)
@@ -293,7 +282,7 @@ def check_placeholders(conn: psycopg.Connection[Any]) -> CheckResult:
 
 def check_orphans(conn: psycopg.Connection[Any]) -> CheckResult:
     """Every derived row has its user and its catalog row."""
-    found = _rows(conn, "verify/orphans.sql", {"limit": 50})
+    found = templates.fetch_all(conn, "verify/orphans.sql", {"limit": 50})
     total = int(found[0]["total"]) if found else 0
     data = {"count": total, "rows": [{k: v for k, v in r.items() if k != "total"} for r in found]}
     if not total:

@@ -223,7 +223,7 @@ def test_pause_takes_effect_within_one_batch_and_resume_finishes(
 
     concurrency = 2
     res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=concurrency, progress=progress)
-    assert res.outcome == "paused" and res.exit_code == ExitCode.STOPPED
+    assert res.outcome == "paused" and res.exit_code == ExitCode.PAUSED
     # The worker that paused starts no new batch; the other one finishes at most the batch it had in flight.
     assert marks["last"] - marks["paused_at"] <= concurrency - 1, marks
     job_id = res.job["job_id"]
@@ -443,7 +443,7 @@ def test_connections_gate_pauses_the_job_with_its_reason(pg_dsn: str, tmp_path: 
     load_corpus(pg_dsn)
     cfg = throttled_cfg(pg_dsn, tmp_path, **{"throttle.max_connections_ratio": 0.001})
     res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=2)
-    assert res.outcome == "paused" and res.exit_code == ExitCode.STOPPED
+    assert res.outcome == "paused" and res.exit_code == ExitCode.PAUSED
     job = job_row(pg_dsn, res.job["job_id"])
     assert job["status"] == "paused" and job["processed_count"] == 0
     assert job["status_reason"].startswith("gate: database connections at ")
