@@ -54,9 +54,7 @@ class Ctx:
             }
             if self.opts.get("metrics_file"):
                 overrides["metrics.file"] = self.opts["metrics_file"]
-            self._register_secrets(self.opts.get("dsn"))
-            cfg = load_config(self.opts.get("config"), overrides=overrides)
-            self._register_secrets(cfg.database.dsn, cfg.metrics.pushgateway_url, cfg.metrics.prometheus_url)
+            cfg = load_config(self.opts.get("config"), overrides=overrides)  # registers the config's secrets
             if not self.opts.get("log_format") and (cfg.logging.format, cfg.logging.level) != ("human", "info"):
                 self.setup_logging(cfg.logging.format, cfg.logging.level)
             if cfg.metrics.file and not str(cfg.metrics.file).endswith(".prom"):
@@ -82,32 +80,6 @@ class Ctx:
         elif self.verbose == 1 and logs.LEVELS[str(level)] > logging.INFO:
             level = logging.INFO
         logs.setup_logging(self.opts.get("log_format") or fmt or "human", level, verbose=self.verbose > 0)
-
-    def _register_secrets(self, *values: str | None) -> None:
-        """Passwords in the DSN and metrics URLs: never printed, whatever the output."""
-        from starforge_backfill import logs
-
-        for value in values:
-            if not value:
-                continue
-            if "://" in value:
-                from urllib.parse import unquote, urlsplit
-
-                try:
-                    password = urlsplit(value).password
-                except ValueError:
-                    password = None
-                if password:
-                    logs.add_secret(password)
-                    logs.add_secret(unquote(password))
-            if "password" in value.lower():
-                from psycopg.conninfo import conninfo_to_dict
-
-                try:
-                    kv_password = conninfo_to_dict(value).get("password")
-                except Exception:  # an invalid DSN is reported when it is used
-                    continue
-                logs.add_secret(str(kv_password) if kv_password else None)
 
     def metrics(self, *, needed: bool = False) -> Any:
         """This command's `metrics.Metrics` (started on first use) when an output is configured, else None."""
@@ -168,9 +140,9 @@ class Ctx:
         """The command's result: one JSON document on stdout with --json, else the human rendering."""
         self.emitted = True
         if self.json:
-            from starforge_backfill.logs import scrub
+            from starforge_backfill.redact import scrub_text
 
-            click.echo(scrub(json.dumps(data, default=str, indent=2, sort_keys=True)))
+            click.echo(scrub_text(json.dumps(data, default=str, indent=2, sort_keys=True)))
         else:
             human()
 
@@ -186,14 +158,14 @@ class Ctx:
 
 def _fail(ctx: Ctx | None, exc: BaseException, code: ExitCode, message: str | None = None) -> None:
     """One line on stderr (`error: ...`, then `hint: ...`), a JSON error document with --json, then exit."""
-    from starforge_backfill import logs
-    from starforge_backfill.db import redact_dsn
+    from starforge_backfill import logs, redact
 
     if message is None:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     dsn = ctx.opts.get("dsn") if ctx else None
     if dsn:
-        message = message.replace(dsn, redact_dsn(dsn))
+        redact.register(dsn)  # the option's DSN, even when the config never loaded
+        message = redact.scrub_text(message.replace(dsn, redact.redact_dsn(dsn)))
     if code == ExitCode.DATABASE and ctx is not None:
         where = ctx.where()
         if where and where not in message:

@@ -33,7 +33,9 @@ from typing import Any, cast
 import yaml
 from yaml.nodes import MappingNode, Node
 
+from starforge_backfill import redact
 from starforge_backfill.errors import ConfigError
+from starforge_backfill.redact import redact_dsn
 
 DEFAULT_CONFIG_NAME = "starforge-backfill.yaml"
 ENV_DSN = "STARFORGE_DATABASE_URL"
@@ -179,6 +181,13 @@ class Config:
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    def register_secrets(self) -> None:
+        """Register the passwords of every secret setting (DSN, metrics URLs): no output shows them."""
+        for name in _sections():
+            for f in dataclasses.fields(getattr(self, name)):
+                if f.metadata.get("secret"):
+                    redact.register(getattr(getattr(self, name), f.name))
+
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         """Every setting as a plain JSON-able dict (field names); passwords hidden when `redact`."""
         out: dict[str, Any] = {}
@@ -224,7 +233,9 @@ def load_config(
     if dsn:
         tree["database.dsn"] = (dsn, f"${ENV_DSN}")
     _apply_overrides(tree, overrides or {}, skip_none=True)
-    return _build(tree, Config(source_path=source))
+    cfg = _build(tree, Config(source_path=source))
+    cfg.register_secrets()
+    return cfg
 
 
 def _read_file(path: Path, shown: str) -> dict[str, tuple[Any, str]]:
@@ -565,32 +576,3 @@ def parse_size(value: Any) -> int:
     if value < 0:
         raise ValueError(f"invalid size {value!r} (must be >= 0)")
     return int(value)
-
-
-_SCHEME = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
-_KEY_VALUE = re.compile(r"\s*[A-Za-z_]+\s*=")
-_HOSTS = re.compile(r"(?:\[[^\]]*\]|[^:,\[\]]*)(?::\d*)?(?:,(?:\[[^\]]*\]|[^:,\[\]]*)(?::\d*)?)*")
-_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
-_KV_PASSWORD = re.compile(r"(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
-
-
-def redact_dsn(dsn: str) -> str:
-    """`dsn` (URI or key=value form) with any password replaced by "***"; never raises."""
-    try:
-        if not isinstance(dsn, str):
-            return "***"
-        scheme = _SCHEME.match(dsn)
-        if not scheme and (_KEY_VALUE.match(dsn) or "@" not in dsn):
-            return _KV_PASSWORD.sub(r"\1***", dsn)
-        head, rest = (dsn[: scheme.end()], dsn[scheme.end() :]) if scheme else ("", dsn)
-        end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-        at = rest.rfind("@", 0, end)
-        if at < 0 and "@" in rest:
-            at = rest.rfind("@")  # a password holding '/', '?' or '#': hide everything up to the last '@'
-        if at >= 0 and ":" in rest[:at]:
-            rest = rest[: rest.index(":")] + ":***" + rest[at:]
-        elif at < 0 and ":" in rest[:end] and not _HOSTS.fullmatch(rest[:end]):
-            rest = rest[: rest.index(":")] + ":***" + rest[end:]  # "user:secret" with no host
-        return head + _QUERY_PASSWORD.sub(r"\1***", rest)
-    except Exception:
-        return "***"

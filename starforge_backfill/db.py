@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -19,22 +18,13 @@ from tenacity import (
 )
 
 from starforge_backfill.errors import DatabaseUnavailable, SchemaMissing, UsageError
+from starforge_backfill.redact import passwords_in, redact_dsn, scrub_text
 
 T = TypeVar("T")
 
-# SQLSTATEs that are not the snapshot's fault: retry the whole transaction (ENGINEERING_NOTES.md).
+# SQLSTATEs that are not the snapshot's fault: retry the whole transaction (serialization, deadlock, lock timeout,
+# shutdown or crash of the server, too many connections).
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
-
-
-def redact_dsn(dsn: str | None) -> str:
-    """`dsn`, or any text holding DSNs (a log line, an error message), with every password replaced by `***`
-    (URI or key=value form); never raises. A URI's password runs to the last '@' before whitespace: it may
-    hold '@' itself. (config.redact_dsn redacts one DSN value, with more cases; this one scrubs text.)"""
-    if not dsn:
-        return ""
-    out = re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", dsn)
-    out = re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", out)
-    return re.sub(r"(?i)([?&]password=)[^&\s]*", r"\1***", out)
 
 
 def the_row(cursor: psycopg.Cursor[Any]) -> Any:
@@ -177,8 +167,4 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _scrub(text: str, dsn: str) -> str:
-    try:
-        pw = conninfo_to_dict(dsn).get("password")
-    except psycopg.Error:
-        pw = None
-    return text.replace(str(pw), "***") if pw else text
+    return scrub_text(text, passwords_in(dsn))

@@ -4,7 +4,7 @@ Every module logs through `logging.getLogger("starforge_backfill.<module>")`; `s
 handler on the package logger. Context travels in `extra=` keys (job_id, snapshot_id, worker,
 duration_ms, ...): the JSON formatter emits the known ones, the human formatter only the message.
 Whatever the format, each line is scrubbed before it is written: registered secrets (the DSN's password)
-become `***` and anything shaped like a DSN goes through `db.redact_dsn`. A raw payload is never logged.
+become `***` and anything shaped like a DSN password is hidden (`redact.scrub_text`). A raw payload is never logged.
 
 Per-batch and per-snapshot lines use `detail_level()`: INFO with `-v`, DEBUG otherwise, so that a long run
 stays quiet by default. Standard library only: this module is imported before any heavy dependency.
@@ -19,6 +19,8 @@ import sys
 import traceback
 from collections.abc import Iterable
 from typing import Any, TextIO
+
+from starforge_backfill import redact
 
 PACKAGE_LOGGER = "starforge_backfill"
 FORMATS = ("human", "json")
@@ -51,31 +53,14 @@ CONTEXT_FIELDS = (
 )
 
 
-def _sanitize(text: str, secrets: Iterable[str]) -> str:
-    """Replace every registered secret, then redact anything that looks like a DSN with a password."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    low = text.lower()
-    if "://" in text or "password" in low:
-        from starforge_backfill.db import redact_dsn  # lazily: psycopg is heavy and rarely needed here
-
-        text = redact_dsn(text)
-    return text
-
-
 class _Scrubbing(logging.Formatter):
     """Base formatter: the subclass renders a line, this class scrubs secrets out of it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
 
     def render(self, record: logging.LogRecord) -> str:
         raise NotImplementedError
 
     def format(self, record: logging.LogRecord) -> str:
-        return _sanitize(self.render(record), sorted(self.secrets, key=len, reverse=True))
+        return redact.scrub_text(self.render(record))
 
     @staticmethod
     def _exception(record: logging.LogRecord) -> str | None:
@@ -153,9 +138,8 @@ def setup_logging(
     handler.name = PACKAGE_LOGGER
     handler.setLevel(numeric)
     formatter: _Scrubbing = JsonFormatter() if format == "json" else HumanFormatter()
-    if old is not None and isinstance(old.formatter, _Scrubbing):
-        formatter.secrets |= old.formatter.secrets
-    formatter.secrets |= {s for s in secrets if s}
+    for secret in secrets:
+        redact.add_secret(secret)
     handler.setFormatter(formatter)
     if old is not None:
         logger.removeHandler(old)
@@ -179,20 +163,6 @@ def current_format() -> str | None:
     if handler is None:
         return None
     return "json" if isinstance(handler.formatter, JsonFormatter) else "human"
-
-
-def add_secret(secret: str | None) -> None:
-    """Never write this string (a password) in a log line."""
-    handler = current_handler()
-    if secret and handler is not None and isinstance(handler.formatter, _Scrubbing):
-        handler.formatter.secrets.add(secret)
-
-
-def scrub(text: str) -> str:
-    """Remove registered secrets and DSN passwords from any text (used for --json output too)."""
-    handler = current_handler()
-    secrets = handler.formatter.secrets if handler is not None and isinstance(handler.formatter, _Scrubbing) else ()
-    return _sanitize(text, sorted(secrets, key=len, reverse=True))
 
 
 def detail_level() -> int:

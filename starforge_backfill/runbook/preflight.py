@@ -24,10 +24,11 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from starforge_backfill import artifacts, schema, templates
-from starforge_backfill.config import Config, redact_dsn
+from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, the_row, translate_errors
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import ConnectionHolder, EtlSettings
+from starforge_backfill.redact import redact_dsn, scrub_text
 from starforge_backfill.runbook import gates
 from starforge_backfill.runbook.common import RssSampler, mb, parse_range, runbook_dir
 from starforge_backfill.runbook.dry_run import trial_apply
@@ -261,7 +262,7 @@ def _pg_dump(dsn: str, path: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
         message = lines[-1] if lines else f"exit status {proc.returncode}"
-        return {"path": str(path), "error": message.replace(str(password), "***") if password else message}
+        return {"path": str(path), "error": scrub_text(message, [str(password)] if password else [])}
     return {
         "path": str(path),
         "size_bytes": path.stat().st_size,

@@ -20,8 +20,9 @@ import psycopg
 
 from starforge_backfill import __version__, artifacts, jobs, templates
 from starforge_backfill.config import Config
-from starforge_backfill.db import connect_cfg, redact_dsn, translate_errors
+from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
+from starforge_backfill.redact import redact_dsn
 from starforge_backfill.runbook import report_render
 from starforge_backfill.runbook.common import check_schema, jsonable
 
@@ -280,7 +281,7 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
     ]
     data = {
         "job": jobs.public_row(row) | {"created_at": row.get("created_at"), "selector": row.get("selector")},
-        "database": redact_dsn(cfg.database.dsn),
+        "database": redact_dsn(cfg.database.dsn or ""),
         "config_fingerprint": fp,
         "config_matches_job": fp == cfg.fingerprint(),
         "preflight": _preflight(gates),

@@ -479,7 +479,7 @@ def test_redact_dsn_never_raises(garbage: object) -> None:
         ("postgresql://u@db/x, no password", "postgresql://u@db/x, no password"),
     ],
 )
-def test_the_database_helpers_scrub_passwords_from_text(text: str, shown: str) -> None:
-    from starforge_backfill import db
+def test_scrub_text_hides_passwords_in_free_text(text: str, shown: str) -> None:
+    from starforge_backfill import redact
 
-    assert db.redact_dsn(text) == shown
+    assert redact.scrub_text(text) == shown
