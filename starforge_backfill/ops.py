@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import __version__, artifacts, jobs, schema
+from starforge_backfill import __version__, artifacts, capacity, jobs, schema
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, is_transient, retry_kwargs, retrying, translate_errors
 from starforge_backfill.engine import EngineOptions, Worker
@@ -121,18 +121,6 @@ class RunResult:
         return jobs.public_row(self.job) | {"run": self.summary()}
 
 
-def _connection_budget(conn: psycopg.Connection[Any], cfg: Config, concurrency: int) -> None:
-    row = conn.execute("SELECT current_setting('max_connections')::int").fetchone()
-    max_conn = int(row[0]) if row else 100
-    budget = int(max_conn * cfg.database.max_connections_share)
-    if concurrency + 1 > budget:
-        raise UsageError(
-            f"concurrency {concurrency} (+1 control connection) exceeds the backfill's share of max_connections"
-            f" ({budget} of {max_conn} at database.max_connections_share={cfg.database.max_connections_share})",
-            hint="lower --concurrency or raise database.max_connections_share",
-        )
-
-
 def run(
     cfg: Config,
     *,
@@ -166,7 +154,7 @@ def run(
     started = time.monotonic()
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         _check_schema(conn)
-        _connection_budget(conn, cfg, concurrency)
+        capacity.read(conn, cfg.database.max_connections_share).require(concurrency)
         job, resumed = _job_for_run(
             conn,
             cfg,

@@ -45,8 +45,8 @@ def command(obj: Ctx, **kw: Any) -> None:
 
         click.echo(
             f"N {res.n} snapshot(s) to process, t_avg {res.t_avg_s:g} s ({res.t_avg_source}); "
-            f"connections: budget {res.budget} of max_connections {res.max_connections} "
-            f"(share {res.share:g}), {res.in_use} in use"
+            f"connections: budget {res.capacity.budget} of max_connections {res.capacity.max_connections} "
+            f"(share {res.capacity.share:g}), {res.capacity.in_use} in use"
         )
         table = Table(title="T_estimate = N * t_avg / C")
         for col in ("C", "T_estimate", "hours", "connections", "within budget", "meets target", ""):

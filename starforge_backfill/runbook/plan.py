@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from starforge_backfill import artifacts, jobs, templates
+from starforge_backfill import artifacts, capacity, jobs, templates
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, the_row, translate_errors
 from starforge_backfill.errors import UsageError
@@ -93,10 +93,7 @@ class PlanResult:
     t_avg_s: float
     t_avg_source: str
     sizes: dict[str, Any]
-    max_connections: int
-    in_use: int
-    share: float
-    budget: int
+    capacity: capacity.Capacity
     estimates: list[Estimate]
     target_hours: float | None
     recommended_concurrency: int
@@ -124,11 +121,11 @@ class PlanResult:
             "t_avg_source": self.t_avg_source,
             "sizes": self.sizes,
             "connections": {
-                "max_connections": self.max_connections,
-                "in_use": self.in_use,
-                "max_connections_share": self.share,
-                "budget": self.budget,
-                "max_concurrency": max(self.budget - 1, 0),
+                "max_connections": self.capacity.max_connections,
+                "in_use": self.capacity.in_use,
+                "max_connections_share": self.capacity.share,
+                "budget": self.capacity.budget,
+                "max_concurrency": self.capacity.max_concurrency,
             },
             "estimates": [e.to_json() for e in self.estimates],
             "target_hours": self.target_hours,
@@ -169,7 +166,7 @@ def plan(
     notes: list[str] = []
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         n, total, avg, p95, biggest = the_row(templates.execute(conn, "runbook/wanted_stats.sql", selector.params()))
-        max_conn, in_use, _reserved = the_row(templates.execute(conn, "runbook/capacity.sql"))
+        cap = capacity.read(conn, cfg.database.max_connections_share)
         if t_avg_s is not None:
             source = "--t-avg"
         else:
@@ -185,8 +182,7 @@ def plan(
             source = f"dry-run gate of {gate['created_at']:%Y-%m-%d %H:%M:%S} UTC (n={gate['details'].get('n')})"
             if not gate["passed"]:
                 notes.append("the newest dry-run for this config failed: its t_avg may not be representative")
-    budget = int(max_conn * cfg.database.max_connections_share)
-    budget_c = max(budget - 1, 0)
+    budget, budget_c = cap.budget, cap.max_concurrency
     target_s = target_hours * 3600 if target_hours is not None else None
     cands = sorted(set(CANDIDATES) | ({concurrency} if concurrency else set()))
     rec_c, reason = recommend_concurrency(int(n), t_avg_s, cands, budget_c, target_s)
@@ -196,19 +192,20 @@ def plan(
         Estimate(
             concurrency=c,
             t_estimate_s=round(estimate(int(n), t_avg_s, c), 3),
-            connections=c + 1,
-            within_budget=c + 1 <= budget,
+            connections=capacity.connections_for(c),
+            within_budget=cap.fits(c),
             meets_target=None if target_s is None else estimate(int(n), t_avg_s, c) <= target_s,
         )
         for c in cands
     ]
     if budget_c < 1:
-        notes.append(f"the connection budget ({budget} of {max_conn}) leaves no room for a worker")
-    if concurrency and concurrency + 1 > budget:
-        notes.append(f"--concurrency {concurrency} needs {concurrency + 1} connections, over the budget of {budget}")
-    if in_use + rec_c + 1 > max_conn * cfg.throttle.max_connections_ratio:
+        notes.append(f"the connection budget ({budget} of {cap.max_connections}) leaves no room for a worker")
+    if concurrency and not cap.fits(concurrency):
+        needs = capacity.connections_for(concurrency)
+        notes.append(f"--concurrency {concurrency} needs {needs} connections, over the budget of {budget}")
+    if cap.in_use + capacity.connections_for(rec_c) > cap.max_connections * cfg.throttle.max_connections_ratio:
         notes.append(
-            f"{in_use} connections already in use: C={rec_c} would pass the throttle's"
+            f"{cap.in_use} connections already in use: C={rec_c} would pass the throttle's"
             f" {cfg.throttle.max_connections_ratio:.0%} of max_connections"
         )
     notes.append("t_avg comes from snapshots applied one per transaction: batched runs are usually faster")
@@ -226,10 +223,7 @@ def plan(
         t_avg_s=t_avg_s,
         t_avg_source=source,
         sizes=sizes,
-        max_connections=int(max_conn),
-        in_use=int(in_use),
-        share=cfg.database.max_connections_share,
-        budget=budget,
+        capacity=cap,
         estimates=estimates,
         target_hours=target_hours,
         recommended_concurrency=rec_c,

@@ -23,9 +23,9 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from starforge_backfill import artifacts, schema, templates
+from starforge_backfill import artifacts, capacity, schema, templates
 from starforge_backfill.config import Config
-from starforge_backfill.db import connect_cfg, the_row, translate_errors
+from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import ConnectionHolder, EtlSettings
 from starforge_backfill.redact import redact_dsn, scrub_text
@@ -376,27 +376,18 @@ def _catalog(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt.d
 
 
 def _capacity(cfg: Config, conn: psycopg.Connection[Any], concurrency: int) -> Check:
-    max_conn, in_use, reserved = (int(v) for v in the_row(templates.execute(conn, "runbook/capacity.sql")))
-    share = cfg.database.max_connections_share
-    budget = int(max_conn * share)
-    planned = concurrency + 1
-    data = {
-        "max_connections": max_conn,
-        "in_use": in_use,
-        "superuser_reserved": reserved,
-        "share": share,
-        "budget": budget,
-        "planned": planned,
-    }
-    head = f"max_connections {max_conn}, {in_use} in use; planned {planned} (C={concurrency} + 1 control)"
-    if planned > budget:
-        return Check(
-            "capacity", FAIL, f"{head} exceeds the budget {budget} (share {share:g}); lower --concurrency", data
-        )
-    free = max_conn - reserved - in_use
-    if planned > free:
-        return Check("capacity", FAIL, f"{head}: only {free} connection(s) free right now", data)
-    return Check("capacity", PASS, f"{head} within the budget {budget} (share {share:g}); CPU/IO not checked", data)
+    cap = capacity.read(conn, cfg.database.max_connections_share)
+    planned = capacity.connections_for(concurrency)
+    data = cap.to_json() | {"planned": planned}
+    head = (
+        f"max_connections {cap.max_connections}, {cap.in_use} in use; planned {planned} (C={concurrency} + 1 control)"
+    )
+    share = f"share {cap.share:g}"
+    if not cap.fits(concurrency):
+        return Check("capacity", FAIL, f"{head} exceeds the budget {cap.budget} ({share}); lower --concurrency", data)
+    if planned > cap.free:
+        return Check("capacity", FAIL, f"{head}: only {cap.free} connection(s) free right now", data)
+    return Check("capacity", PASS, f"{head} within the budget {cap.budget} ({share}); CPU/IO not checked", data)
 
 
 def _monitoring(cfg: Config) -> Check:

@@ -162,7 +162,7 @@ def test_plan_arithmetic(pg_conn: psycopg.Connection, pg_dsn: str, corpus: dict[
         (4, 99.0),
         (8, 49.5),
     ]
-    assert res.budget == int(res.max_connections * 0.5)
+    assert res.capacity.budget == int(res.capacity.max_connections * 0.5)
     assert all(e.connections == e.concurrency + 1 for e in res.estimates)
     assert res.recommended_concurrency == 8  # no target: the largest candidate within the budget
     assert 50 <= res.recommended_batch_size <= 500
