@@ -34,7 +34,7 @@ def command(dsn: str, artifacts_dir: Path, concurrency: int, config: Path) -> li
     """The command line the bench runs."""
     script = Path(sys.executable).parent / "starforge-backfill"
     if importlib.util.find_spec("starforge_backfill.cli") is None:
-        raise RunUnavailable("starforge_backfill/cli.py does not exist (yet): `run` cannot be measured")
+        raise RunUnavailable("starforge_backfill/cli/ does not exist (yet): `run` cannot be measured")
     if not script.exists():
         raise RunUnavailable(f"{script} is missing: reinstall the package (`make install`)")
     # --json is a global option (docs CLI.md), so it goes before the subcommand

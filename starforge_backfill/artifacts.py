@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import tempfile
+import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +102,18 @@ class _suppress:
 
     def __exit__(self, *exc: object) -> bool:
         return True
+
+
+def jsonable(value: Any) -> Any:
+    """Datetimes, UUIDs and Decimals made JSON-ready, recursively."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value

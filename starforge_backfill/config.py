@@ -141,7 +141,7 @@ class SampleConfig:
 class MetricsConfig:
     """Where Prometheus metrics go and where gate queries read them."""
 
-    file: str | None = field(default=None, metadata=_m("str", optional=True))
+    file: str | None = field(default=None, metadata=_m("str", optional=True, suffix=".prom"))
     port: int | None = field(default=None, metadata=_m("int", optional=True, lo=1, hi=65535))
     pushgateway_url: str | None = field(default=None, metadata=_m("url", optional=True, secret=True))
     prometheus_url: str | None = field(default=None, metadata=_m("url", optional=True, secret=True))
@@ -460,6 +460,8 @@ def _coerce(value: Any, meta: Mapping[str, Any]) -> Any:
             raise _Bad(f"must be one of {', '.join(meta['choices'])}; got {value!r}")
         if kind == "url" and not re.match(r"https?://[^/\s]", value):
             raise _Bad("must be an http:// or https:// URL")
+        if "suffix" in meta and not value.endswith(meta["suffix"]):
+            raise _Bad(f"must end in {meta['suffix']} (the node-exporter textfile collector reads only *.prom)")
         out = Path(value).expanduser() if kind == "path" else value
     else:  # "ints" / "strs"
         out = _coerce_list(value, kind, meta, wrong)

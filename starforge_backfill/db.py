@@ -137,17 +137,6 @@ def retrying(
     return retryer(fn)
 
 
-def retry_kwargs(cfg: Any) -> dict[str, Any]:
-    """`retrying()` keyword arguments from a Config's retry section."""
-    r = cfg.retry
-    return {
-        "max_attempts": r.max_attempts,
-        "max_delay_s": r.max_delay_s,
-        "wait_initial_s": r.wait_initial_s,
-        "wait_max_s": r.wait_max_s,
-    }
-
-
 @contextlib.contextmanager
 def translate_errors(dsn: str | None = None) -> Iterator[None]:
     """Turn schema and connectivity errors into the toolkit's exceptions (exit code 3)."""

@@ -12,13 +12,15 @@ from typing import Any, Protocol
 import psycopg
 from psycopg.types.json import Jsonb
 
-from starforge_backfill import jobs, templates
+from starforge_backfill import jobs, listeners, templates
 from starforge_backfill.db import is_transient, retrying
 from starforge_backfill.errors import DatabaseUnavailable
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, process_batch
+from starforge_backfill.jobs import ChunkOutcome, JobStatus, RunOutcome
 from starforge_backfill.logs import detail_level
 
 log = logging.getLogger("starforge_backfill.engine")
+_BACK_OFF = "back-off"  # _gate: the throttle asked for a pause; look again before the batch
 
 
 class LostChunk(Exception):
@@ -82,8 +84,16 @@ class EngineOptions:
 OnBatch = Callable[[str, BatchResult, float], None]
 
 
-class Worker:
-    """One worker: one connection, claims chunks of one job until the job is done, paused or stopped."""
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    """The next batch of a chunk: its (id, checkpoint key) items and payload bytes."""
+
+    items: list[tuple[Any, Any]]
+    nbytes: int
+
+
+class ChunkWorker:
+    """One worker thread's loop: one connection, claims chunks of one job until the job is done, paused or stopped."""
 
     def __init__(
         self,
@@ -106,29 +116,30 @@ class Worker:
             max(options.max_batch_size, options.batch_size),
             options.target_batch_s,
         )
-        self.outcome = "running"
+        self.outcome: str = RunOutcome.PENDING
         self._last_beat = time.monotonic()  # when this worker last proved it is alive (claim, commit, beat)
         self.error: BaseException | None = None
 
+    def _ctx(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "worker": self.name}
+
     def run(self) -> str:
-        """Work until the job is finished ('done'), 'paused', 'failed' or this worker is 'stopped'."""
-        ctx = {"job_id": self.job_id, "worker": self.name}
-        log.debug("worker %s started on job %s", self.name, self.job_id, extra={"event": "worker_start", **ctx})
+        """Work until the job is finished ('done'), 'paused', 'failed' or this worker is 'interrupted'."""
+        log.debug("worker %s started on job %s", self.name, self.job_id, extra=self._ctx() | {"event": "worker_start"})
+        listeners.announce("worker_start", self._ctx())
         try:
             self.outcome = self._loop_or_pause()
         except BaseException as exc:
             self.error = exc
-            self.outcome = "error"
+            self.outcome = RunOutcome.ERROR
             raise
         finally:
             self.holder.close()
+            ended = self._ctx() | {"outcome": str(self.outcome)}
             log.debug(
-                "worker %s left job %s: %s",
-                self.name,
-                self.job_id,
-                self.outcome,
-                extra={"event": "worker_end", "outcome": self.outcome, **ctx},
+                "worker %s left job %s: %s", self.name, self.job_id, self.outcome, extra=ended | {"event": "worker_end"}
             )
+            listeners.announce("worker_end", ended)
         return self.outcome
 
     def _loop_or_pause(self) -> str:
@@ -139,7 +150,7 @@ class Worker:
             if not is_transient(exc):
                 raise
             self._pause_after_retries(exc)
-            return "paused"
+            return RunOutcome.PAUSED
 
     def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(conn, *args)`: one bookkeeping statement (autocommit), retried like a batch on transient errors
@@ -149,17 +160,17 @@ class Worker:
     def _loop(self) -> str:
         row = self._db(jobs.get_job, self.job_id)
         if row is None:
-            return "missing"
+            return RunOutcome.MISSING
         selector = jobs.Selector.from_job(row)
         while not self.stop.is_set():
             status, _ = self._db(jobs.job_status, self.job_id)
-            if status != "running":
+            if status != JobStatus.RUNNING:
                 return status
             chunk = self._db(jobs.claim_chunk, self.job_id, self.name, self.options.claim_ttl_s)
             self._last_beat = time.monotonic()
             if chunk is None:
                 if self._db(jobs.finish_job, self.job_id) is not None:
-                    return "done"
+                    return RunOutcome.DONE
                 open_chunks, _held = self._db(jobs.chunk_progress, self.job_id, self.options.claim_ttl_s)
                 if open_chunks == 0:
                     status, _ = self._db(jobs.job_status, self.job_id)
@@ -170,112 +181,109 @@ class Worker:
                 ended = self._work_chunk(chunk, selector)
             except LostChunk:
                 continue
-            if ended in ("paused", "stopped", "failed"):
+            if ended != ChunkOutcome.DONE:
                 return ended
-        return "stopped"
+        return RunOutcome.INTERRUPTED
 
     def _work_chunk(self, chunk: dict[str, Any], selector: jobs.Selector) -> str:
+        """Batches of one chunk until it is done (`ChunkOutcome.DONE`) or the job must stop (its outcome)."""
         after = (chunk["checkpoint_created_at"], chunk["checkpoint_id"])
         chunk_no = chunk["chunk_no"]
         while True:
-            if self.stop.is_set():
+            ended = self._gate(chunk_no)
+            if ended == _BACK_OFF:
+                continue
+            if ended is not None:
                 self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
-                return "stopped"
-            status, _ = self._db(jobs.job_status, self.job_id)
-            if status != "running":  # paused by an operator or a gate (maybe while we slept): no new batch
-                self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
-                return status
-            if self.options.throttle is not None:
-                decision = self._db(self.options.throttle.before_batch, self.job_id)
-                if decision.pause_reason:
-                    log.warning(
-                        "job %s paused: %s",
-                        self.job_id,
-                        decision.pause_reason,
-                        extra={"event": "gate_pause", "job_id": self.job_id, "worker": self.name},
-                    )
-                    self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
-                    return "paused"
-                if decision.sleep_s > 0:
-                    log.debug(
-                        "worker %s backing off %.1fs: %s",
-                        self.name,
-                        decision.sleep_s,
-                        decision.state,
-                        extra={
-                            "event": "throttle",
-                            "job_id": self.job_id,
-                            "worker": self.name,
-                            "state": decision.state,
-                        },
-                    )
-                    if time.monotonic() - self._last_beat >= self.options.heartbeat_s:  # backing off is not dying
-                        self._db(jobs.heartbeat, self.job_id, chunk_no, self.name)
-                        self._last_beat = time.monotonic()
-                    self.stop.wait(decision.sleep_s)
-                    continue
-            rows = self._db(jobs.next_batch, chunk, after, selector, self.sizer.size)
-            if not rows:
+                return ended
+            batch = self._next_batch(chunk, after, selector)
+            if batch is None:
                 self._db(jobs.finish_chunk, self.job_id, chunk_no, self.name)
-                return "chunk-done"
-            rows = _cap_bytes(rows, self.options.batch_max_bytes)
-            items = [(sid, (created, sid)) for sid, created, _size in rows]
-            nbytes = sum(size for _sid, _created, size in rows)
-            state: dict[str, Any] = {}
-            started = time.monotonic()
-
-            def bookkeeping(
-                c: psycopg.Connection[Any],
-                res: BatchResult,
-                key: Any,
-                state: dict[str, Any] = state,
-                nbytes: int = nbytes,
-                started: float = started,
-            ) -> None:
-                state["status"] = self._checkpoint(c, chunk_no, res, key, nbytes, started)
-
-            try:
-                result = process_batch(
-                    self.holder, items, self.options.etl, bookkeeping=bookkeeping, retry=self.options.retry
-                )
-            except psycopg.Error as exc:
-                if not is_transient(exc):
-                    raise
-                self._pause_after_retries(exc)
-                return "paused"
-            duration = time.monotonic() - started
-            self._last_beat = time.monotonic()  # the checkpoint refreshed the heartbeat
-            log.log(
-                detail_level(),
-                "batch finished: job %s, worker %s, %d snapshot(s), %d failed, %d ms",
-                self.job_id,
-                self.name,
-                result.applied + result.failed,
-                result.failed,
-                duration * 1000,
-                extra={
-                    "event": "batch",
-                    "job_id": self.job_id,
-                    "worker": self.name,
-                    "snapshots": len(items),
-                    "applied": result.applied,
-                    "failed": result.failed,
-                    "errors_by_type": dict(result.errors_by_type),
-                    "rows_written": dict(result.rows_written),
-                    "placeholders": len(result.placeholders),
-                    "duration_ms": round(duration * 1000, 1),
-                    "duration_s": duration,
-                },
-            )
-            after = items[-1][1]
-            self.sizer.update(len(items), duration)
-            if self.options.throttle is not None:
-                self.options.throttle.after_batch(result, duration)
-            if self.on_batch is not None:
-                self.on_batch(self.name, result, duration)
-            if state.get("status") in ("paused", "failed"):
+                return ChunkOutcome.DONE
+            checkpoint = self._apply(chunk_no, batch)
+            if checkpoint in (RunOutcome.PAUSED, RunOutcome.FAILED):
                 self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
-                return str(state["status"])
+                return checkpoint
+            after = batch.items[-1][1]
+
+    def _gate(self, chunk_no: int) -> str | None:
+        """Before a batch: None to go on, `_BACK_OFF` after a throttle's sleep, else why the worker stops."""
+        if self.stop.is_set():
+            return RunOutcome.INTERRUPTED
+        status, _ = self._db(jobs.job_status, self.job_id)
+        if status != JobStatus.RUNNING:  # paused by an operator or a gate (maybe while we slept): no new batch
+            return str(status)
+        if self.options.throttle is None:
+            return None
+        decision = self._db(self.options.throttle.before_batch, self.job_id)
+        if decision.pause_reason:
+            log.warning(
+                "job %s paused: %s", self.job_id, decision.pause_reason, extra=self._ctx() | {"event": "gate_pause"}
+            )
+            listeners.announce("gate_pause", self._ctx() | {"reason": decision.pause_reason})
+            return RunOutcome.PAUSED
+        if decision.sleep_s <= 0:
+            return None
+        backoff = self._ctx() | {"state": decision.state}
+        log.debug(
+            "worker %s backing off %.1fs: %s",
+            self.name,
+            decision.sleep_s,
+            decision.state,
+            extra=backoff | {"event": "throttle"},
+        )
+        listeners.announce("throttle", backoff)
+        if time.monotonic() - self._last_beat >= self.options.heartbeat_s:  # backing off is not dying
+            self._db(jobs.heartbeat, self.job_id, chunk_no, self.name)
+            self._last_beat = time.monotonic()
+        self.stop.wait(decision.sleep_s)
+        return _BACK_OFF
+
+    def _next_batch(self, chunk: dict[str, Any], after: Any, selector: jobs.Selector) -> _Batch | None:
+        """The chunk's next snapshots after the checkpoint `after`, within the byte cap; None when none is left."""
+        rows = self._db(jobs.next_batch, chunk, after, selector, self.sizer.size)
+        if not rows:
+            return None
+        rows = _cap_bytes(rows, self.options.batch_max_bytes)
+        return _Batch([(sid, (created, sid)) for sid, created, _size in rows], sum(size for *_, size in rows))
+
+    def _apply(self, chunk_no: int, batch: _Batch) -> str:
+        """Apply one batch with its checkpoint in the same transaction; the checkpoint's job status."""
+        started = time.monotonic()
+        checkpoint: list[str] = []
+
+        def bookkeeping(c: psycopg.Connection[Any], res: BatchResult, key: Any) -> None:
+            checkpoint[:] = [self._checkpoint(c, chunk_no, res, key, batch.nbytes, started)]
+
+        try:
+            result = process_batch(
+                self.holder, batch.items, self.options.etl, bookkeeping=bookkeeping, retry=self.options.retry
+            )
+        except psycopg.Error as exc:
+            if not is_transient(exc):
+                raise
+            self._pause_after_retries(exc)
+            return RunOutcome.PAUSED
+        duration = time.monotonic() - started
+        self._last_beat = time.monotonic()  # the checkpoint refreshed the heartbeat
+        fields = listeners.batch_fields(self.job_id, self.name, len(batch.items), result, duration)
+        log.log(
+            detail_level(),
+            "batch finished: job %s, worker %s, %d snapshot(s), %d failed, %d ms",
+            self.job_id,
+            self.name,
+            result.applied + result.failed,
+            result.failed,
+            duration * 1000,
+            extra=fields | {"event": "batch"},
+        )
+        listeners.announce("batch", fields)
+        self.sizer.update(len(batch.items), duration)
+        if self.options.throttle is not None:
+            self.options.throttle.after_batch(result, duration)
+        if self.on_batch is not None:
+            self.on_batch(self.name, result, duration)
+        return checkpoint[0] if checkpoint else JobStatus.RUNNING
 
     def _pause_after_retries(self, exc: BaseException) -> None:
         """Transient errors outlasted the retries: pause the job with the reason instead of crashing."""

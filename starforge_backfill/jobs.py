@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import itertools
 import os
+import secrets
 import socket
 import uuid
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from starforge_backfill import templates
+from starforge_backfill import __version__, artifacts, templates
+from starforge_backfill.artifacts import jsonable
+from starforge_backfill.errors import UsageError
+from starforge_backfill.timerange import parse_ts
+
+if TYPE_CHECKING:
+    from starforge_backfill.config import Config
 
 NIL_UUID = uuid.UUID(int=0)
 STATUS_FIELDS = (
@@ -30,6 +39,34 @@ STATUS_FIELDS = (
 )
 
 
+class JobStatus(enum.StrEnum):
+    """`backfill_jobs.status` (the schema's CHECK list)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FAILED = "failed"
+    DONE = "done"
+
+
+class RunOutcome(enum.StrEnum):
+    """How a worker, or a whole run, ended: a job status it saw, or a reason of its own."""
+
+    DONE = "done"
+    PAUSED = "paused"  # by an operator, a gate, or database errors that outlasted the retries
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: the checkpoint is saved
+    MISSING = "missing"  # the job row is gone
+    ERROR = "error"  # the worker raised; the run re-raises it
+    PENDING = "pending"  # the job was set back to pending meanwhile
+
+
+class ChunkOutcome(enum.StrEnum):
+    """How working one chunk ended, when the worker should not go on with the job."""
+
+    DONE = "chunk-done"  # the chunk is finished: claim the next one
+
+
 @dataclasses.dataclass(frozen=True)
 class Selector:
     """Which snapshots of `hero_snapshots` a job wants."""
@@ -40,6 +77,30 @@ class Selector:
     retry_failed: bool = False
     namecodes: tuple[str, ...] | None = None
     ids: tuple[uuid.UUID, ...] | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        from_ts: str | dt.datetime,
+        to_ts: str | dt.datetime,
+        *,
+        reprocess: bool = False,
+        retry_failed: bool = False,
+        namecodes: Iterable[str] | None = None,
+        ids: Iterable[Any] | None = None,
+    ) -> Selector:
+        """A selector from operator input: ISO-8601 ends (UTC when naive), `from` before `to`."""
+        f, t = parse_ts(from_ts, "--from"), parse_ts(to_ts, "--to")
+        if f >= t:
+            raise UsageError(f"--from ({f.isoformat()}) must be before --to ({t.isoformat()})")
+        return cls(
+            from_ts=f,
+            to_ts=t,
+            reprocess=reprocess,
+            retry_failed=retry_failed,
+            namecodes=tuple(namecodes) if namecodes is not None else None,
+            ids=tuple(uuid.UUID(str(i)) for i in ids) if ids is not None else None,
+        )
 
     def params(self) -> dict[str, Any]:
         """The bound parameters of `sql/jobs/_selector.sql`."""
@@ -102,6 +163,48 @@ def dead_local_workers(names: list[str]) -> list[str]:
         except PermissionError:
             pass
     return dead
+
+
+def new_job_id(mode: str = "run") -> str:
+    """A readable, unique job id: `<mode>-YYYYMMDDTHHMMSS-<hex>`."""
+    return f"{mode}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def start_job(
+    conn: psycopg.Connection[Any],
+    cfg: Config,
+    selector: Selector,
+    *,
+    mode: str,
+    batch_size: int,
+    concurrency: int,
+    reason: str | None,
+    job_id: str | None = None,
+    owner: str | None = None,
+) -> dict[str, Any]:
+    """Create a job under this config (row, chunks, `created` event) and write its `config.json` artifact.
+
+    The one way every path (run, canary, the queue worker) starts a job."""
+    job = create_job(
+        conn,
+        job_id=job_id or new_job_id(mode),
+        owner=owner or cfg.job.owner,
+        mode=mode,
+        selector=selector,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        chunk_size=cfg.job.chunk_size,
+        config_fingerprint=cfg.fingerprint(),
+        tool_version=__version__,
+        reason=reason,
+    )
+    artifacts.write_json(
+        artifacts.job_dir(cfg.artifacts_dir, str(job["job_id"])) / "config.json",
+        "config",
+        str(job["job_id"]),
+        {"fingerprint": cfg.fingerprint(), "config": cfg.to_dict(redact=True)},
+    )
+    return job
 
 
 def create_job(
@@ -175,13 +278,13 @@ def list_jobs(
 
 
 def set_status(
-    conn: psycopg.Connection[Any], job_id: str, status: str, reason: str | None, from_statuses: list[str]
+    conn: psycopg.Connection[Any], job_id: str, status: str, reason: str | None, from_statuses: Sequence[str]
 ) -> dict[str, Any] | None:
     """Move a job to `status` if it is in one of `from_statuses`; returns the new row or None."""
     return templates.fetch_one(
         conn,
         "jobs/set_status.sql",
-        {"job_id": job_id, "status": status, "reason": reason, "from_statuses": from_statuses},
+        {"job_id": job_id, "status": status, "reason": reason, "from_statuses": list(from_statuses)},
     )
 
 
@@ -289,17 +392,5 @@ def public_row(row: dict[str, Any]) -> dict[str, Any]:
         "tool_version",
     ):
         if key in row:
-            out[key] = _jsonable(row[key])
+            out[key] = jsonable(row[key])
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value

@@ -144,8 +144,7 @@ def setup_logging(
     if old is not None:
         logger.removeHandler(old)
     logger.addHandler(handler)
-    # Records are created down to DEBUG (the metrics tap listens to batch records); the handler filters.
-    logger.setLevel(logging.DEBUG)
+    logger.setLevel(numeric)  # no record below the handler's level is even made
     return handler
 
 

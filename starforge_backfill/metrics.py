@@ -3,10 +3,10 @@
 Each `Metrics` owns a fresh `CollectorRegistry` (nothing is registered at import time), so two commands in
 one process (tests) never share counters. Where the figures come from:
 
-* The engine announces every finished batch as a log record on `starforge_backfill.*` with
-  `extra={"event": "batch", ...}` (and `worker_start`, `worker_end`, `throttle`, `gate_pause`). `Metrics.start`
-  attaches a `logging.Handler` that turns those records into counters, so every command that runs the
-  engine (run, resume, worker, canary, dry-run) is measured the same way, with each batch's own duration.
+* The engine announces every finished batch through `listeners` (`batch`, and `worker_start`, `worker_end`,
+  `throttle`, `gate_pause`). `Metrics.start` subscribes `on_event`, which turns those into counters, so every
+  command that runs the engine (run, resume, worker, canary) is measured the same way, with each batch's own
+  duration. Log lines are not read: changing one cannot change a metric.
 * The command's progress callback (`progress(state)`) adds what only it knows (the job's total, hence the
   progress ratio), and the final job row (`job_row`) sets the job gauges at the end.
 
@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from starforge_backfill.logs import PACKAGE_LOGGER
+from starforge_backfill import listeners
 
 log = logging.getLogger("starforge_backfill.metrics")
 
@@ -39,23 +39,6 @@ WRITE_EVERY_S = 5.0
 SNAPSHOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 UPSERT_BUCKETS = (0, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000)
-
-
-class _Tap(logging.Handler):
-    """Feeds the engine's structured batch records into a `Metrics`."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.metrics = metrics
-
-    def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "event", None)
-        if event is None:
-            return
-        try:
-            self.metrics.on_event(event, record.__dict__)
-        except Exception:  # a metrics bug must never break a backfill
-            self.handleError(record)
 
 
 class Metrics:
@@ -161,20 +144,17 @@ class Metrics:
         self._write_lock = threading.Lock()
         self._last_write = 0.0
         self._jobs: dict[str, dict[str, Any]] = {}
-        self._tap: _Tap | None = None
+        self._subscribed = False
         self._server: Any = None
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def start(self) -> Metrics:
-        """Listen to the engine's batch records and write the file once (so it exists from the start)."""
-        if self._tap is None:
-            self._tap = _Tap(self)
-            logger = logging.getLogger(PACKAGE_LOGGER)
-            logger.addHandler(self._tap)
-            if logger.getEffectiveLevel() > logging.DEBUG:
-                logger.setLevel(logging.DEBUG)  # batch records are DEBUG unless -v; other handlers filter
+        """Listen to the engine's announcements and write the file once (so it exists from the start)."""
+        if not self._subscribed:
+            listeners.subscribe(self.on_event)
+            self._subscribed = True
         self.write()
         return self
 
@@ -201,9 +181,9 @@ class Metrics:
             self.write(force=True)
             self._push()
         finally:
-            if self._tap is not None:
-                logging.getLogger(PACKAGE_LOGGER).removeHandler(self._tap)
-                self._tap = None
+            if self._subscribed:
+                listeners.unsubscribe(self.on_event)
+                self._subscribed = False
             if self._server is not None:
                 self._server.shutdown()
                 self._server.server_close()
@@ -212,7 +192,7 @@ class Metrics:
     # -- inputs ---------------------------------------------------------------------------------------------
 
     def on_event(self, event: str, fields: Mapping[str, Any]) -> None:
-        """One structured record from the engine (see the module docstring)."""
+        """One announcement from the engine (see the module docstring)."""
         job_id = str(fields.get("job_id") or "")
         if event == "batch":
             self.observe_batch(

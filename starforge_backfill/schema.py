@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
 from starforge_backfill import templates
 from starforge_backfill.db import connect, translate_errors
+from starforge_backfill.errors import SchemaMissing
 
 # Columns the ETL and the engine rely on, per table (preflight checks these against production).
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -169,3 +171,11 @@ def missing_columns(conn: psycopg.Connection) -> dict[str, list[str]]:
         if missing:
             out[table] = missing
     return out
+
+
+def check_schema(conn: psycopg.Connection[Any]) -> None:
+    """Raise SchemaMissing (exit 3) when the database lacks the tables or columns the toolkit needs."""
+    missing = missing_columns(conn)
+    if missing:
+        first = ", ".join(f"{t}({', '.join(c[:3])})" for t, c in list(missing.items())[:3])
+        raise SchemaMissing(f"the database lacks the expected schema: missing {first}")

@@ -33,22 +33,6 @@ class ThrottleSettings:
     check_every_s: float = 1.0
     app_prefix: str = "starforge-backfill"
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> ThrottleSettings:
-        """Build from a Config."""
-        t = cfg.throttle
-        return cls(
-            max_connections_ratio=t.max_connections_ratio,
-            failure_rate_max=t.failure_rate_max,
-            failure_min_sample=t.failure_min_sample,
-            failure_window_s=t.failure_window_s,
-            long_transaction_s=t.long_transaction_s,
-            replica_lag_max_s=t.replica_lag_max_s,
-            sleep_s=t.sleep_s,
-            check_every_s=t.check_every_s,
-            app_prefix=cfg.database.application_name,
-        )
-
 
 def evaluate(health: dict[str, Any], s: ThrottleSettings) -> ThrottleDecision:
     """Decide from one health reading: pause reasons first, then slow-downs."""

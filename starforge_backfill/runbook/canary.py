@@ -37,13 +37,16 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import artifacts, jobs, ops, templates
+from starforge_backfill import artifacts, jobs, templates
+from starforge_backfill.artifacts import jsonable
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
-from starforge_backfill.runbook.common import check_schema, jsonable
-from starforge_backfill.runbook.common import parse_optional_ts as parse_ts
+from starforge_backfill.jobs import RunOutcome
 from starforge_backfill.runbook.gates import record_gate
+from starforge_backfill.runbook.run import RunOptions, RunProgress, RunResult, run
+from starforge_backfill.schema import check_schema
+from starforge_backfill.timerange import parse_optional_ts as parse_ts
 
 MAX_CONCURRENCY = 4
 Notify = Callable[[str], None]
@@ -312,6 +315,23 @@ class _Sampler(threading.Thread):
         if self._conn is not None:
             self._conn.close()
 
+    def finish(self) -> None:
+        """Stop the thread, then take the final reading (its failure is reported like any other)."""
+        self.halt()
+        self.phase = "final"
+        try:
+            self.sample()
+        except psycopg.Error as exc:
+            self.error = self.error or f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+
+    def __enter__(self) -> _Sampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.halt()
+        self.close()
+
 
 def evaluate(
     cfg: Config, outcome: str, job: dict[str, Any], samples: list[dict[str, Any]], sampler_error: str | None
@@ -430,11 +450,40 @@ def canary(
     batch_size: int | None = None,
     sample_every_s: float | None = None,
     notify: Notify = _quiet,
-    progress: Callable[[ops.RunProgress], None] | None = None,
+    progress: Callable[[RunProgress], None] | None = None,
     after_run: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
 ) -> CanaryResult:
-    """Backfill a narrow slice with `ops.run(mode="canary")`, observe, and record the `canary` gate."""
+    """Backfill a narrow slice (`run` in mode canary), observe the gates for a window, record the `canary` gate."""
+    c, observe, every = _window(cfg, concurrency, observe_s, sample_every_s)
+    stop = stop or threading.Event()
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        check_schema(conn)
+        sel = select_slice(conn, cfg, namecodes=namecodes, users=users, recent_s=recent_s, from_ts=from_ts, to_ts=to_ts)
+    notify(
+        f"canary slice: {len(sel.namecodes)} user(s) ({sel.how}) in [{sel.from_ts.isoformat()}, "
+        f"{sel.to_ts.isoformat()}), concurrency {c}"
+    )
+    with translate_errors(cfg.database.dsn), _Sampler(cfg, every) as sampler:
+
+        def on_progress(state: RunProgress) -> None:
+            sampler.job_id = state.job_id
+            if progress is not None:
+                progress(state)
+
+        options = RunOptions(mode="canary", concurrency=c, batch_size=batch_size, reason="canary")
+        selector = jobs.Selector(from_ts=sel.from_ts, to_ts=sel.to_ts, namecodes=sel.namecodes)
+        res = run(cfg, selector, options=options, progress=on_progress, notify=notify, stop=stop)
+        sampler.job_id = str(res.job["job_id"])
+        interrupted, observed = _watch(res, observe, every, stop, sampler, notify, after_run)
+        sampler.finish()
+    return _verdict(cfg, sel, c, observe, observed, every, res, sampler, interrupted)
+
+
+def _window(
+    cfg: Config, concurrency: int | None, observe_s: float | None, sample_every_s: float | None
+) -> tuple[int, float, float]:
+    """The canary's concurrency, observation window and sampling interval, checked."""
     c = concurrency if concurrency is not None else cfg.canary.concurrency
     if not 1 <= c <= MAX_CONCURRENCY:
         raise UsageError(
@@ -445,108 +494,88 @@ def canary(
     if observe < 0:
         raise UsageError("--observe must be a duration >= 0")
     every = sample_every_s if sample_every_s is not None else round(min(5.0, max(0.5, observe / 6)), 1)
-    stop = stop or threading.Event()
+    return c, observe, every
+
+
+def _watch(
+    res: RunResult,
+    observe: float,
+    every: float,
+    stop: threading.Event,
+    sampler: _Sampler,
+    notify: Notify,
+    after_run: Callable[[], None] | None,
+) -> tuple[bool, float]:
+    """After the slice: watch for `observe` seconds; (interrupted, seconds observed). Ctrl-C ends the watch."""
+    started = time.monotonic()
+    try:
+        if after_run is not None:  # e.g. close a progress bar before the observation window
+            after_run()
+        if res.outcome == RunOutcome.INTERRUPTED:
+            return True, 0.0
+        if observe <= 0:
+            return False, 0.0
+        sampler.phase = "observe"
+        notify(f"observing for {observe:g}s (a reading every {every:g}s)")
+        return _observe(observe, stop)
+    except KeyboardInterrupt:
+        stop.set()
+        return True, time.monotonic() - started
+
+
+def _verdict(
+    cfg: Config,
+    sel: Selection,
+    c: int,
+    observe: float,
+    observed: float,
+    every: float,
+    res: RunResult,
+    sampler: _Sampler,
+    interrupted: bool,
+) -> CanaryResult:
+    """Judge the readings, write canary.json and, unless interrupted, record the gate and its event."""
+    job_id = str(res.job["job_id"])
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
-        check_schema(conn)
-        sel = select_slice(conn, cfg, namecodes=namecodes, users=users, recent_s=recent_s, from_ts=from_ts, to_ts=to_ts)
-    notify(
-        f"canary slice: {len(sel.namecodes)} user(s) ({sel.how}) in [{sel.from_ts.isoformat()}, "
-        f"{sel.to_ts.isoformat()}), concurrency {c}"
-    )
-    sampler = _Sampler(cfg, every)
-
-    def on_progress(state: ops.RunProgress) -> None:
-        sampler.job_id = state.job_id
-        if progress is not None:
-            progress(state)
-
-    interrupted, observed = False, 0.0
-    with translate_errors(cfg.database.dsn):
-        sampler.start()
-        try:
-            res: ops.RunResult = ops.run(
-                cfg,
-                from_ts=sel.from_ts,
-                to_ts=sel.to_ts,
-                mode="canary",
-                namecodes=list(sel.namecodes),
-                concurrency=c,
-                batch_size=batch_size,
-                force=True,
-                reason="canary",
-                progress=on_progress,
-                notify=notify,
-                stop=stop,
-            )
-        except BaseException:
-            sampler.halt()
-            sampler.close()
-            raise
-        observe_started = time.monotonic()
-        try:  # from here a Ctrl-C ends the observation: the slice is done, its readings are kept
-            sampler.job_id = str(res.job["job_id"])
-            if after_run is not None:  # e.g. close a progress bar before the observation window
-                after_run()
-            if res.outcome == "stopped":
-                interrupted = True
-            elif observe > 0:
-                sampler.phase = "observe"
-                notify(f"observing for {observe:g}s (a reading every {every:g}s)")
-                interrupted, observed = _observe(observe, stop)
-        except KeyboardInterrupt:
-            stop.set()
-            interrupted, observed = True, time.monotonic() - observe_started
-        sampler.halt()
-        try:
-            sampler.phase = "final"
-            sampler.sample()
-        except psycopg.Error as exc:
-            sampler.error = sampler.error or f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-        finally:
-            sampler.close()
-        job_id = str(res.job["job_id"])
-        with connect_cfg(cfg, autocommit=True) as conn:
-            job_row = jobs.get_job(conn, job_id) or res.job
-            job = jobs.public_row(job_row)
-            checks = evaluate(cfg, res.outcome, job_row, sampler.samples, sampler.error)
-            outcome = "interrupted" if interrupted else ("passed" if all(ch.passed for ch in checks) else "failed")
-            result = CanaryResult(
-                selection=sel,
-                concurrency=c,
-                observe_s=observe,
-                observed_s=round(observed, 1),
-                sample_every_s=every,
-                job=job,
-                run=res.summary(),
-                outcome=outcome,
-                checks=checks,
-                samples=[jsonable(s) for s in sampler.samples],
-                fingerprint=cfg.fingerprint(),
-            )
-            folder = artifacts.job_dir(cfg.artifacts_dir, job_id)
-            result.artifact = folder / "canary.json"
-            if not interrupted:
-                result.gate_recorded = True
-            artifacts.write_json(result.artifact, "canary", job_id, result.to_json())
-            if not interrupted:
-                record_gate(
-                    conn,
-                    "canary",
-                    result.fingerprint,
-                    result.passed,
-                    job_id=job_id,
-                    from_ts=sel.from_ts,
-                    to_ts=sel.to_ts,
-                    artifact=result.artifact,
-                    details={"reasons": result.reasons, "warnings": result.warnings, "selection": sel.to_json()},
-                )
-                jobs.record_event(
-                    conn,
-                    job_id,
-                    "canary",
-                    f"canary {outcome}" + (f": {'; '.join(result.reasons)}" if result.reasons else ""),
-                    {"outcome": outcome, "reasons": result.reasons},
-                )
+        job_row = jobs.get_job(conn, job_id) or res.job
+        checks = evaluate(cfg, res.outcome, job_row, sampler.samples, sampler.error)
+        outcome = "interrupted" if interrupted else ("passed" if all(ch.passed for ch in checks) else "failed")
+        result = CanaryResult(
+            selection=sel,
+            concurrency=c,
+            observe_s=observe,
+            observed_s=round(observed, 1),
+            sample_every_s=every,
+            job=jobs.public_row(job_row),
+            run=res.summary(),
+            outcome=outcome,
+            checks=checks,
+            samples=[jsonable(s) for s in sampler.samples],
+            fingerprint=cfg.fingerprint(),
+            gate_recorded=not interrupted,
+        )
+        result.artifact = artifacts.job_dir(cfg.artifacts_dir, job_id) / "canary.json"
+        artifacts.write_json(result.artifact, "canary", job_id, result.to_json())
+        if interrupted:
+            return result
+        record_gate(
+            conn,
+            "canary",
+            result.fingerprint,
+            result.passed,
+            job_id=job_id,
+            from_ts=sel.from_ts,
+            to_ts=sel.to_ts,
+            artifact=result.artifact,
+            details={"reasons": result.reasons, "warnings": result.warnings, "selection": sel.to_json()},
+        )
+        jobs.record_event(
+            conn,
+            job_id,
+            "canary",
+            f"canary {outcome}" + (f": {'; '.join(result.reasons)}" if result.reasons else ""),
+            {"outcome": outcome, "reasons": result.reasons},
+        )
     return result
 
 

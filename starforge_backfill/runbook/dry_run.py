@@ -24,20 +24,21 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from starforge_backfill import artifacts, jobs, templates
+from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config
 from starforge_backfill.db import (
     connect,
     connect_cfg,
     describe_dsn,
     is_transient,
-    retry_kwargs,
     retrying,
     translate_errors,
 )
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, apply_in_transaction
 from starforge_backfill.runbook import gates
-from starforge_backfill.runbook.common import RssSampler, elapsed, mb, parse_range, percentile, runbook_dir
+from starforge_backfill.runbook.common import RssSampler, elapsed, mb, percentile, runbook_dir
+from starforge_backfill.timerange import parse_range
 
 DEFAULT_RANGE_LIMIT = 1000
 _SCHEMA_ERRORS = (pg_errors.UndefinedTable, pg_errors.UndefinedColumn, pg_errors.UndefinedFunction)
@@ -321,14 +322,7 @@ def _process(
     staging: bool,
 ) -> tuple[list[SnapshotOutcome], RssSampler]:
     """Apply each snapshot alone; outcomes in selection order and the memory sampler."""
-    from starforge_backfill import templates
-
-    settings = EtlSettings(
-        catalog_policy=cfg.etl.catalog_policy,
-        fast_path=cfg.etl.fast_path,
-        quarantine_dir=folder / "dry-run-quarantine",
-        job_id=None,
-    )
+    settings = config_settings.etl(cfg, quarantine_dir=folder / "dry-run-quarantine")
     holder = ConnectionHolder(factory)
     outcomes = []
     try:
@@ -341,14 +335,18 @@ def _process(
         # catalog caches, which would otherwise land on the first snapshot's time and the p95.
         warm = next((sid for sid in picked if sid in sizes), None)
         if warm is not None:
-            trial_apply(holder, warm, dataclasses.replace(settings, quarantine_dir=None), retry=retry_kwargs(cfg))
+            trial_apply(
+                holder, warm, dataclasses.replace(settings, quarantine_dir=None), retry=config_settings.retry(cfg)
+            )
         with RssSampler() as rss:
             for sid in picked:
                 size = sizes.get(sid)
                 if size is None and not staging:
                     outcomes.append(SnapshotOutcome(str(sid), None, "missing", 0.0, message="no such snapshot"))
                     continue
-                outcomes.append(trial_apply(holder, sid, settings, keep=keep, size_bytes=size, retry=retry_kwargs(cfg)))
+                outcomes.append(
+                    trial_apply(holder, sid, settings, keep=keep, size_bytes=size, retry=config_settings.retry(cfg))
+                )
     finally:
         holder.close()
     return outcomes, rss

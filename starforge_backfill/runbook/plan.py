@@ -20,7 +20,8 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, the_row, translate_errors
 from starforge_backfill.errors import UsageError
 from starforge_backfill.runbook import gates
-from starforge_backfill.runbook.common import parse_range, runbook_dir
+from starforge_backfill.runbook.common import runbook_dir
+from starforge_backfill.timerange import parse_range
 
 CANDIDATES = (1, 2, 4, 8)
 LARGE_PAYLOAD_BYTES = 2_000_000

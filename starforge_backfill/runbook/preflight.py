@@ -24,14 +24,16 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from starforge_backfill import artifacts, capacity, schema, templates
+from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
-from starforge_backfill.etl.pipeline import ConnectionHolder, EtlSettings
+from starforge_backfill.etl.pipeline import ConnectionHolder
 from starforge_backfill.redact import redact_dsn, scrub_text
 from starforge_backfill.runbook import gates
-from starforge_backfill.runbook.common import RssSampler, mb, parse_range, runbook_dir
+from starforge_backfill.runbook.common import RssSampler, mb, runbook_dir
 from starforge_backfill.runbook.dry_run import trial_apply
+from starforge_backfill.timerange import parse_range
 
 PASS, FAIL, ATTESTED = "pass", "fail", "attested"
 ATTESTABLE = ("communication",)
@@ -311,7 +313,7 @@ def _streaming(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt
     if row is None:
         return Check("streaming", FAIL, f"no snapshot in [{f.isoformat()}, {t.isoformat()}): check --from/--to")
     sid, size, _created = row
-    settings = EtlSettings(catalog_policy=cfg.etl.catalog_policy, fast_path=cfg.etl.fast_path, quarantine_dir=None)
+    settings = config_settings.etl(cfg)
     holder = ConnectionHolder(
         lambda: connect_cfg(cfg, autocommit=True, application_name=f"{cfg.database.application_name}:preflight")
     )

@@ -19,12 +19,13 @@ from typing import Any
 import psycopg
 
 from starforge_backfill import __version__, artifacts, jobs, templates
+from starforge_backfill.artifacts import jsonable
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.redact import redact_dsn
 from starforge_backfill.runbook import report_render
-from starforge_backfill.runbook.common import check_schema, jsonable
+from starforge_backfill.schema import check_schema
 
 FORMATS = ("md", "html", "json")
 MANIFEST = "manifest.json"

@@ -21,7 +21,8 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import EtlError, UsageError
 from starforge_backfill.etl import contract
-from starforge_backfill.runbook.common import parse_range, runbook_dir
+from starforge_backfill.runbook.common import runbook_dir
+from starforge_backfill.timerange import parse_range
 
 DEFAULT_PRESCAN_LIMIT = 200
 

@@ -31,13 +31,14 @@ from typing import Any
 import psycopg
 
 from starforge_backfill import artifacts, jobs, templates
+from starforge_backfill.artifacts import jsonable
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.runbook import parity
-from starforge_backfill.runbook.common import check_schema, jsonable
-from starforge_backfill.runbook.common import parse_optional_ts as parse_ts
 from starforge_backfill.runbook.gates import record_gate
+from starforge_backfill.schema import check_schema
+from starforge_backfill.timerange import parse_optional_ts as parse_ts
 
 DEFAULT_SAMPLE_USERS = 20
 SHOWN = 20  # ids or mismatches listed in a check's details

@@ -22,8 +22,9 @@ from typing import Any
 import psycopg
 import pytest
 from engine_state import assert_exact, job_row, load_corpus, scalar, scratch_database, table_state
+from running import run_job
 
-from starforge_backfill import jobs, ops, schema
+from starforge_backfill import jobs, schema
 from starforge_backfill.config import load_config
 from starforge_backfill.embedded import EmbeddedPostgres
 from starforge_backfill.errors import DatabaseUnavailable
@@ -149,7 +150,7 @@ def clean_state(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> It
         load_corpus(dsn)
         folder = tmp_path_factory.mktemp("clean")
         cfg = load_config(write_config(folder), overrides={"database.dsn": dsn, "artifacts_dir": str(folder)})
-        res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=1)
+        res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1)
         assert res.outcome == "done"
         assert_exact(dsn, res.job["job_id"])
         yield table_state(dsn)

@@ -1,4 +1,4 @@
-"""The job engine, in-process (ops.run with worker threads) on a real PostgreSQL.
+"""The job engine, in-process (runbook.run with worker threads) on a real PostgreSQL.
 
 Every run here works on a small synthetic corpus split into many chunks and batches, and is compared with a
 clean single-worker run of the same corpus made once per module in a database of its own: the normalized
@@ -19,11 +19,16 @@ from typing import Any
 import psycopg
 import pytest
 from engine_state import assert_exact, job_row, load_corpus, scalar, scratch_database, table_state
+from running import run_job
 
-from starforge_backfill import jobs, ops, throttle
+from starforge_backfill import jobs, throttle
+from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config, load_config
 from starforge_backfill.engine import ThrottleDecision
 from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, UsageError
+from starforge_backfill.runbook import control
+from starforge_backfill.runbook import run as run_module
+from starforge_backfill.runbook.run import RunProgress
 from starforge_backfill.synthetic import SyntheticSpec
 
 # engine_state.SPEC with more malformed snapshots.
@@ -40,6 +45,8 @@ def make_cfg(dsn: str, folder: Path, **overrides: Any) -> Config:
         "etl.batch_size": 10,
         "throttle.enabled": False,
         "gates.ramp": [64],  # start at the requested C (the ramp has its own test)
+        "gates.require_preflight": False,  # the engine's tests run without the runbook's gates
+        "gates.require_canary": False,
     }
     return load_config(None, overrides=base | overrides)
 
@@ -62,7 +69,7 @@ def clean_state(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> It
     """The tables after one clean C=1 run of SPEC, in a database of its own (dropped afterwards)."""
     with scratch_database(server_dsn, "sf_engine_clean") as dsn:
         load_corpus(dsn)
-        res = ops.run(make_cfg(dsn, tmp_path_factory.mktemp("clean")), from_ts=FROM, to_ts=TO, concurrency=1)
+        res = run_job(make_cfg(dsn, tmp_path_factory.mktemp("clean")), from_ts=FROM, to_ts=TO, concurrency=1)
         assert res.outcome == "done"
         assert_exact(dsn, res.job["job_id"])
         state = table_state(dsn)
@@ -113,7 +120,7 @@ def newest_job(dsn: str) -> str | None:
 
 def test_c4_gives_the_same_tables_as_c1(pg_dsn: str, tmp_path: Path, clean_state: dict) -> None:
     load_corpus(pg_dsn)
-    res = ops.run(make_cfg(pg_dsn, tmp_path), from_ts=FROM, to_ts=TO, concurrency=4)
+    res = run_job(make_cfg(pg_dsn, tmp_path), from_ts=FROM, to_ts=TO, concurrency=4)
     assert res.outcome == "done" and res.exit_code == ExitCode.OK and not res.resumed
     job = assert_exact(pg_dsn, res.job["job_id"])
     assert job["concurrency"] == 4
@@ -121,7 +128,7 @@ def test_c4_gives_the_same_tables_as_c1(pg_dsn: str, tmp_path: Path, clean_state
     assert res.totals.applied + res.totals.failed == 300
     assert table_state(pg_dsn) == clean_state
     # run again on the same range: nothing left to do, nothing written twice
-    again = ops.run(make_cfg(pg_dsn, tmp_path), from_ts=FROM, to_ts=TO, concurrency=2)
+    again = run_job(make_cfg(pg_dsn, tmp_path), from_ts=FROM, to_ts=TO, concurrency=2)
     assert again.outcome == "done" and again.job["total_count"] == 0
     assert table_state(pg_dsn) == clean_state
 
@@ -130,7 +137,7 @@ def test_a_job_goes_newest_first(pg_dsn: str, tmp_path: Path, clean_state: dict)
     # Chunks are taken newest first and each chunk is worked newest first: a user's newest snapshot writes
     # its rows, the older ones mostly lose the newest-wins comparison. The tables are the same as ever.
     load_corpus(pg_dsn)
-    res = ops.run(make_cfg(pg_dsn, tmp_path), from_ts=FROM, to_ts=TO, concurrency=1)
+    res = run_job(make_cfg(pg_dsn, tmp_path), from_ts=FROM, to_ts=TO, concurrency=1)
     assert res.outcome == "done"
     assert table_state(pg_dsn) == clean_state
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -158,7 +165,7 @@ def test_a_connection_lost_between_batches_is_reopened(pg_dsn: str, tmp_path: Pa
     cfg = make_cfg(pg_dsn, tmp_path, **{"retry.wait_max": "200ms"})
     cut: list[int] = []
 
-    def progress(p: ops.RunProgress) -> None:  # in a worker thread, between its batch and its next statement
+    def progress(p: RunProgress) -> None:  # in a worker thread, between its batch and its next statement
         if p.batches % 4 == 0 and len(cut) < 4:
             cut.append(
                 scalar(
@@ -169,7 +176,7 @@ def test_a_connection_lost_between_batches_is_reopened(pg_dsn: str, tmp_path: Pa
                 )
             )
 
-    res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=2, progress=progress)
+    res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=2, progress=progress)
     assert res.outcome == "done"
     assert len(cut) == 4 and all(cut), cut
     assert_exact(pg_dsn, res.job["job_id"])
@@ -182,7 +189,7 @@ def test_a_database_blip_after_the_last_batch_does_not_fail_the_run(
     # The work is committed when the workers finish; reading the final job row is retried like any
     # transaction, so a connection lost at that moment does not turn a finished run into an error.
     load_corpus(pg_dsn)
-    real_get_job, real_run_workers = jobs.get_job, ops._run_workers
+    real_get_job, real_run_workers = jobs.get_job, run_module._run_workers
     after_workers: list[bool] = []
     failures: list[int] = []
 
@@ -197,9 +204,9 @@ def test_a_database_blip_after_the_last_batch_does_not_fail_the_run(
             raise psycopg.OperationalError("server closed the connection unexpectedly")  # no SQLSTATE
         return real_get_job(conn, job_id)
 
-    monkeypatch.setattr(ops, "_run_workers", run_workers)
-    monkeypatch.setattr(ops.jobs, "get_job", get_job)
-    res = ops.run(make_cfg(pg_dsn, tmp_path, **{"retry.wait_max": "100ms"}), from_ts=FROM, to_ts=TO)
+    monkeypatch.setattr(run_module, "_run_workers", run_workers)
+    monkeypatch.setattr(run_module.jobs, "get_job", get_job)
+    res = run_job(make_cfg(pg_dsn, tmp_path, **{"retry.wait_max": "100ms"}), from_ts=FROM, to_ts=TO)
     assert res.outcome == "done" and res.exit_code == ExitCode.OK
     assert len(failures) == 2 and res.job["status"] == "done"
     assert_exact(pg_dsn, res.job["job_id"])
@@ -215,14 +222,14 @@ def test_pause_takes_effect_within_one_batch_and_resume_finishes(
     cfg = make_cfg(pg_dsn, tmp_path)
     marks: dict[str, int] = {}
 
-    def progress(p: ops.RunProgress) -> None:  # runs in a worker thread, right after its batch committed
+    def progress(p: RunProgress) -> None:  # runs in a worker thread, right after its batch committed
         marks["last"] = p.batches
         if "paused_at" not in marks and p.done >= 30:
-            ops.pause(cfg, job_id=p.job_id, reason="operator says stop")
+            control.pause(cfg, job_id=p.job_id, reason="operator says stop")
             marks["paused_at"] = p.batches
 
     concurrency = 2
-    res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=concurrency, progress=progress)
+    res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=concurrency, progress=progress)
     assert res.outcome == "paused" and res.exit_code == ExitCode.PAUSED
     # The worker that paused starts no new batch; the other one finishes at most the batch it had in flight.
     assert marks["last"] - marks["paused_at"] <= concurrency - 1, marks
@@ -235,11 +242,11 @@ def test_pause_takes_effect_within_one_batch_and_resume_finishes(
 
     # pausing a paused job is refused; resume sets it running, a run on it finishes it exactly
     with pytest.raises(GateFailed):
-        ops.pause(cfg, job_id=job_id)
-    resumed = ops.resume(cfg, job_id=job_id, reason="go on")
-    assert resumed.changed[0]["status"] == "running"
+        control.pause(cfg, job_id=job_id)
+    resumed = run_module.resume(cfg, job_id=job_id, reason="go on")
+    assert resumed["status"] == "running"
     notes: list[str] = []
-    done = ops.run(cfg, job_id=job_id, concurrency=concurrency, notify=notes.append)
+    done = run_job(cfg, job_id=job_id, concurrency=concurrency, notify=notes.append)
     assert done.outcome == "done" and done.resumed
     assert any(n.startswith(f"resuming job {job_id}") for n in notes), notes
     assert_exact(pg_dsn, job_id)
@@ -250,18 +257,18 @@ def test_pause_takes_effect_within_one_batch_and_resume_finishes(
 def test_pause_all_pauses_every_running_job(pg_dsn: str, tmp_path: Path) -> None:
     load_corpus(pg_dsn)
     cfg = make_cfg(pg_dsn, tmp_path)
-    first = Background(lambda: ops.run(cfg, from_ts=FROM, to_ts="2024-04-01", concurrency=1))
-    second = Background(lambda: ops.run(cfg, from_ts="2024-04-01", to_ts=TO, concurrency=1))
+    first = Background(lambda: run_job(cfg, from_ts=FROM, to_ts="2024-04-01", concurrency=1))
+    second = Background(lambda: run_job(cfg, from_ts="2024-04-01", to_ts=TO, concurrency=1))
     wait_for(
         lambda: scalar(pg_dsn, "SELECT count(*) FROM backfill_jobs WHERE processed_count > 0") == 2,
         what="both jobs to make progress",
     )
-    res = ops.pause(cfg, all_jobs=True, reason="maintenance window")
+    res = control.pause(cfg, all_jobs=True, reason="maintenance window")
     assert len(res.changed) == 2 and {j["status"] for j in res.changed} == {"paused"}
     assert first.result().outcome == "paused" and second.result().outcome == "paused"
     with pytest.raises(UsageError):
-        ops.pause(cfg)  # neither --job-id nor --all
-    assert ops.pause(cfg, all_jobs=True).changed == []  # nothing running any more
+        control.pause(cfg)  # neither --job-id nor --all
+    assert control.pause(cfg, all_jobs=True).changed == []  # nothing running any more
 
 
 # ---- a dead worker's chunk is reclaimed ----------------------------------------------------------------------
@@ -281,11 +288,11 @@ def test_a_dead_workers_chunk_is_reclaimed(pg_dsn: str, tmp_path: Path, clean_st
     else:
         cfg = make_cfg(pg_dsn, tmp_path, **{"job.claim_ttl": "2s", "job.heartbeat": "1s"})
 
-    def die(p: ops.RunProgress) -> None:
+    def die(p: RunProgress) -> None:
         raise RuntimeError("worker crashed")
 
     with pytest.raises(RuntimeError, match="worker crashed"):
-        ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=1, progress=die)
+        run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1, progress=die)
     job_id = newest_job(pg_dsn)
     assert job_id is not None
     # the crashed worker left its chunk 'running' with a moved checkpoint: hand it to a dead owner
@@ -299,7 +306,7 @@ def test_a_dead_workers_chunk_is_reclaimed(pg_dsn: str, tmp_path: Path, clean_st
     assert len(held) == 1 and held[0][1] > 0
     chunk_no = held[0][0]
     started = time.monotonic()
-    res = ops.run(cfg, job_id=job_id, concurrency=2)
+    res = run_job(cfg, job_id=job_id, concurrency=2)
     assert res.outcome == "done"
     assert time.monotonic() - started < 60  # never the 120 s claim_ttl for a dead local process
     assert_exact(pg_dsn, job_id)  # the batch the dead worker committed is not redone
@@ -318,12 +325,12 @@ def test_resume_refuses_another_config_unless_forced(pg_dsn: str, tmp_path: Path
     cfg = make_cfg(pg_dsn, tmp_path)
     stop = threading.Event()
 
-    def interrupt(p: ops.RunProgress) -> None:
+    def interrupt(p: RunProgress) -> None:
         if p.done >= 40:
             stop.set()
 
-    res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=1, progress=interrupt, stop=stop)
-    assert res.outcome == "stopped" and res.exit_code == ExitCode.INTERRUPTED
+    res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1, progress=interrupt, stop=stop)
+    assert res.outcome == "interrupted" and res.exit_code == ExitCode.INTERRUPTED
     job_id = res.job["job_id"]
     assert job_row(pg_dsn, job_id)["status"] == "running"  # interrupted, not paused: resumable as is
     assert ("interrupted", "run interrupted; checkpoint saved") in events(pg_dsn, job_id)
@@ -331,17 +338,17 @@ def test_resume_refuses_another_config_unless_forced(pg_dsn: str, tmp_path: Path
     other = make_cfg(pg_dsn, tmp_path, **{"etl.batch_max_bytes": "32MiB"})
     assert other.fingerprint() != cfg.fingerprint()
     with pytest.raises(GateFailed, match="config fingerprint differs"):
-        ops.run(other, from_ts=FROM, to_ts=TO)
+        run_job(other, from_ts=FROM, to_ts=TO)
     with pytest.raises(GateFailed, match="config fingerprint differs"):
-        ops.run(other, job_id=job_id)
+        run_job(other, job_id=job_id)
     with pytest.raises(UsageError, match="--reason"):
-        ops.run(other, job_id=job_id, force=True)
-    res = ops.run(other, job_id=job_id, force=True, reason="raise the byte cap", concurrency=3)
+        run_job(other, job_id=job_id, force=True)
+    res = run_job(other, job_id=job_id, force=True, reason="raise the byte cap", concurrency=3)
     assert res.outcome == "done" and res.resumed
     assert_exact(pg_dsn, job_id)
     assert table_state(pg_dsn) == clean_state
     with pytest.raises(UsageError, match="no job"):
-        ops.run(cfg, job_id="run-nope")
+        run_job(cfg, job_id="run-nope")
 
 
 def test_concurrency_above_the_connection_budget_is_refused(pg_dsn: str, tmp_path: Path) -> None:
@@ -349,7 +356,7 @@ def test_concurrency_above_the_connection_budget_is_refused(pg_dsn: str, tmp_pat
     max_conn = int(scalar(pg_dsn, "SHOW max_connections"))
     too_many = max(1, int(max_conn * 0.05))
     with pytest.raises(UsageError, match="max_connections") as info:
-        ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=too_many)
+        run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=too_many)
     assert info.value.exit_code == ExitCode.USAGE
     assert scalar(pg_dsn, "SELECT count(*) FROM backfill_jobs") == 0  # refused before creating anything
 
@@ -360,9 +367,9 @@ def test_concurrency_above_the_connection_budget_is_refused(pg_dsn: str, tmp_pat
 def test_status_lists_jobs_newest_first_in_the_documented_shape(pg_dsn: str, tmp_path: Path) -> None:
     load_corpus(pg_dsn)
     cfg = make_cfg(pg_dsn, tmp_path)
-    older = ops.run(cfg, from_ts=FROM, to_ts="2024-02-01", concurrency=1).job["job_id"]
-    newer = ops.run(cfg, from_ts="2024-02-01", to_ts="2024-03-01", concurrency=1).job["job_id"]
-    out = ops.status(cfg).to_json()
+    older = run_job(cfg, from_ts=FROM, to_ts="2024-02-01", concurrency=1).job["job_id"]
+    newer = run_job(cfg, from_ts="2024-02-01", to_ts="2024-03-01", concurrency=1).job["job_id"]
+    out = control.status(cfg).to_json()
     assert [j["job_id"] for j in out["jobs"]] == [newer, older]
     for j in out["jobs"]:
         assert set(jobs.STATUS_FIELDS) <= set(j)
@@ -370,9 +377,9 @@ def test_status_lists_jobs_newest_first_in_the_documented_shape(pg_dsn: str, tmp
         assert j["processed_count"] + j["error_count"] == j["total_count"] > 0
         assert j["progress"] == 1.0 and j["chunks_done"] == j["chunks_total"]
         assert isinstance(j["last_checkpoint"], dict) and {"created_at", "id", "chunk"} <= set(j["last_checkpoint"])
-    assert ops.status(cfg, job_id=older).jobs[0]["job_id"] == older
+    assert control.status(cfg, job_id=older).jobs[0]["job_id"] == older
     with pytest.raises(UsageError):
-        ops.status(cfg, job_id="run-nope")
+        control.status(cfg, job_id="run-nope")
 
 
 # ---- throttle gates ------------------------------------------------------------------------------------------
@@ -442,7 +449,7 @@ def throttled_cfg(dsn: str, folder: Path, **overrides: Any) -> Config:
 def test_connections_gate_pauses_the_job_with_its_reason(pg_dsn: str, tmp_path: Path) -> None:
     load_corpus(pg_dsn)
     cfg = throttled_cfg(pg_dsn, tmp_path, **{"throttle.max_connections_ratio": 0.001})
-    res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=2)
+    res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=2)
     assert res.outcome == "paused" and res.exit_code == ExitCode.PAUSED
     job = job_row(pg_dsn, res.job["job_id"])
     assert job["status"] == "paused" and job["processed_count"] == 0
@@ -455,7 +462,7 @@ def test_connections_gate_pauses_the_job_with_its_reason(pg_dsn: str, tmp_path: 
 def test_failure_rate_gate_pauses_on_a_corpus_with_5_percent_bad(pg_dsn: str, tmp_path: Path) -> None:
     load_corpus(pg_dsn, BAD_SPEC)
     cfg = throttled_cfg(pg_dsn, tmp_path, **{"throttle.failure_min_sample": 50, "throttle.failure_window": "5m"})
-    res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=1)
+    res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1)
     assert res.outcome == "paused"
     job = job_row(pg_dsn, res.job["job_id"])
     assert job["status"] == "paused" and job["throttle_state"] == "paused:failure-rate"
@@ -470,8 +477,8 @@ def test_failure_rate_gate_pauses_on_a_corpus_with_5_percent_bad(pg_dsn: str, tm
         **{"throttle.failure_min_sample": 50, "throttle.failure_window": "5m", "throttle.failure_rate_max": 0.5},
     )
     with pytest.raises(GateFailed):
-        ops.run(looser, job_id=job["job_id"])
-    res = ops.run(looser, job_id=job["job_id"], force=True, reason="known bad snapshots", concurrency=2)
+        run_job(looser, job_id=job["job_id"])
+    res = run_job(looser, job_id=job["job_id"], force=True, reason="known bad snapshots", concurrency=2)
     assert res.outcome == "done"
     done = assert_exact(pg_dsn, job["job_id"])
     assert done["throttle_state"] is None
@@ -484,7 +491,7 @@ def test_long_transaction_slows_down_until_it_ends(pg_dsn: str, tmp_path: Path, 
     with psycopg.connect(pg_dsn) as holder:  # another session's transaction, older than 1 s
         holder.execute("SELECT txid_current()")
         time.sleep(1.2)
-        run = Background(lambda: ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=2))
+        run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=2))
         job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
         state = wait_for(lambda: job_row(pg_dsn, job_id)["throttle_state"], what="the throttle state")
         assert state == "slow: 1 other transaction(s) older than 1s"
@@ -508,10 +515,10 @@ def test_a_pause_is_honoured_while_throttled(pg_dsn: str, tmp_path: Path) -> Non
     with psycopg.connect(pg_dsn) as holder:
         holder.execute("SELECT txid_current()")
         time.sleep(1.2)
-        run = Background(lambda: ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=2))
+        run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=2))
         job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
         wait_for(lambda: job_row(pg_dsn, job_id)["throttle_state"], what="the throttle state")
-        ops.pause(cfg, job_id=job_id, reason="stop while slow")
+        control.pause(cfg, job_id=job_id, reason="stop while slow")
         res = run.result(timeout=15)  # the workers are sleeping between batches: they must notice
         holder.rollback()
     assert res.outcome == "paused"
@@ -528,7 +535,7 @@ def test_replica_lag_slows_down_and_is_recorded(pg_dsn: str, tmp_path: Path, mon
         return real_read(self, conn, job_id) | {"replicas": 1, "replica_lag_s": lag["s"]}
 
     monkeypatch.setattr(throttle.HealthThrottle, "read", fake_read)
-    run = Background(lambda: ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=1))
+    run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1))
     job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
     state = wait_for(lambda: job_row(pg_dsn, job_id)["throttle_state"], what="the throttle state")
     assert state == "slow: replica lag 42.0s > 10s"
@@ -546,9 +553,9 @@ def test_replica_lag_slows_down_and_is_recorded(pg_dsn: str, tmp_path: Path, mon
 def test_a_production_run_ramps_concurrency_up_while_the_gates_hold(pg_dsn: str, tmp_path: Path) -> None:
     load_corpus(pg_dsn)
     cfg = make_cfg(pg_dsn, tmp_path, **{"gates.ramp": [1, 2], "gates.ramp_step": "0.3s", "etl.batch_size": 5})
-    assert ops.ramp_schedule(cfg.gates.ramp, 4) == [1, 2, 4]
-    assert ops.ramp_schedule((1, 2, 4), 2) == [1, 2]
-    res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=4)
+    assert run_module.ramp_schedule(cfg.gates.ramp, 4) == [1, 2, 4]
+    assert run_module.ramp_schedule((1, 2, 4), 2) == [1, 2]
+    res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=4)
     assert res.outcome == "done"
     job_id = res.job["job_id"]
     with psycopg.connect(pg_dsn) as conn:
@@ -573,15 +580,15 @@ def test_a_production_run_ramps_concurrency_up_while_the_gates_hold(pg_dsn: str,
 def test_the_ramp_holds_when_the_job_is_not_healthy(pg_dsn: str, tmp_path: Path) -> None:
     load_corpus(pg_dsn)
     cfg = make_cfg(pg_dsn, tmp_path, **{"gates.ramp": [1], "throttle.enabled": True})
-    res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=1)  # create a job to hold
+    res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1)  # create a job to hold
     job_id = res.job["job_id"]
-    options = ops.engine_options(cfg, 10, tmp_path, job_id)
+    options = config_settings.engine(cfg, 10, tmp_path, job_id)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("UPDATE backfill_jobs SET status = 'paused' WHERE job_id = %s", [job_id])
-    assert ops._ramp_allowed(cfg, job_id, options, 1, 2) is False
+    assert run_module._ramp_allowed(cfg, job_id, options, 1, 2) is False
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("UPDATE backfill_jobs SET status = 'running' WHERE job_id = %s", [job_id])
-    assert ops._ramp_allowed(cfg, job_id, options, 1, 2) is True
+    assert run_module._ramp_allowed(cfg, job_id, options, 1, 2) is True
 
 
 def test_the_ramp_holds_while_the_database_is_away(
@@ -589,7 +596,7 @@ def test_the_ramp_holds_while_the_database_is_away(
 ) -> None:
     load_corpus(pg_dsn)
     cfg = make_cfg(pg_dsn, tmp_path, **{"gates.ramp": [1, 2], "gates.ramp_step": "0.3s"})
-    real = ops._ramp_allowed
+    real = run_module._ramp_allowed
     calls: list[int] = []
 
     def away_once(*args: Any) -> bool:
@@ -598,8 +605,8 @@ def test_the_ramp_holds_while_the_database_is_away(
             raise DatabaseUnavailable("cannot connect to the database: the server is restarting")
         return real(*args)
 
-    monkeypatch.setattr(ops, "_ramp_allowed", away_once)
-    res = ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=2)
+    monkeypatch.setattr(run_module, "_ramp_allowed", away_once)
+    res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=2)
     assert res.outcome == "done"
     assert calls[:2] == [1, 1]  # held at one worker, stepped up at the next step
     assert_exact(pg_dsn, res.job["job_id"])
@@ -613,7 +620,7 @@ def test_a_throttled_worker_keeps_its_chunk_alive(pg_dsn: str, tmp_path: Path) -
     with psycopg.connect(pg_dsn) as holder:  # another session's transaction, older than 1 s
         holder.execute("SELECT txid_current()")
         time.sleep(1.2)
-        run = Background(lambda: ops.run(cfg, from_ts=FROM, to_ts=TO, concurrency=1))
+        run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1))
         job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
         wait_for(lambda: job_row(pg_dsn, job_id)["throttle_state"], what="the throttle state")
         time.sleep(2.5)  # backing off, committing nothing

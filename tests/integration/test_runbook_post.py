@@ -20,8 +20,9 @@ from runbook_post_corpus import (
     make_cfg,
     namecode,
 )
+from running import run_job
 
-from starforge_backfill import artifacts, ops
+from starforge_backfill import artifacts
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.runbook.canary import canary
 from starforge_backfill.runbook.gates import latest_gate
@@ -30,7 +31,7 @@ from starforge_backfill.runbook.verify import verify
 
 
 def _run(cfg: Any, from_ts: str = FROM, to_ts: str = TO) -> str:
-    res = ops.run(cfg, from_ts=from_ts, to_ts=to_ts, force=True, reason="test")
+    res = run_job(cfg, from_ts=from_ts, to_ts=to_ts, force=True, reason="test")
     assert res.outcome == "done", res.summary()
     return str(res.job["job_id"])
 
@@ -269,10 +270,10 @@ def test_report_reads_backup_and_approvals_from_the_preflight_gate(cfg: Any, pg_
 def test_canary_resumes_an_unfinished_canary_of_its_range_only_under_the_same_config(cfg: Any) -> None:
     stop = threading.Event()
     stop.set()  # the job is created, then the workers stop at once: an unfinished canary job
-    first = ops.run(
+    first = run_job(
         cfg, from_ts=FROM, to_ts=TO, mode="canary", namecodes=[namecode(1)], force=True, reason="canary", stop=stop
     )
-    assert first.outcome == "stopped"
+    assert first.outcome == "interrupted"
     with pytest.raises(UsageError, match="under another config"):
         canary(cfg.replace(**{"throttle.failure_rate_max": 0.05}), users=2, from_ts=FROM, to_ts=TO, observe_s=0)
     with pytest.raises(UsageError, match="with another slice"):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from starforge_backfill import settings
 from starforge_backfill.config import (
     DEFAULT_CONFIG_NAME,
     ENV_DSN,
@@ -20,7 +21,6 @@ from starforge_backfill.config import (
     redact_dsn,
 )
 from starforge_backfill.errors import ConfigError, ExitCode
-from starforge_backfill.throttle import ThrottleSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "starforge-backfill.yaml"
 SECRET = "s3cr3t-pw"
@@ -174,7 +174,7 @@ throttle:
     assert cfg.gates.required_approvals == ("sre",)
     assert cfg.gates.ramp == (1, 1, 8)
     assert cfg.canary.recent_s == 2 * 86400.0
-    assert ThrottleSettings.from_config(cfg).check_every_s == 0.25
+    assert settings.throttle(cfg).check_every_s == 0.25
 
 
 def test_empty_file_and_empty_section_mean_defaults(tmp_path: Path) -> None:

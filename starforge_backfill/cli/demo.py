@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from starforge_backfill.cli import Ctx, handled
+from starforge_backfill.cli.context import Ctx, handled
 from starforge_backfill.errors import ExitCode, GateFailed
 
 RANGE = ("2024-01-01T00:00:00Z", "2024-07-01T00:00:00Z")

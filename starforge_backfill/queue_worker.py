@@ -4,7 +4,6 @@ running job, with the same ETL core as every other path. SIGTERM finishes the cu
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import threading
 import time
@@ -14,11 +13,12 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import __version__, artifacts, jobs, templates
+from starforge_backfill import artifacts, jobs, listeners, templates
+from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config
-from starforge_backfill.db import connect_cfg, is_transient, retry_kwargs
-from starforge_backfill.engine import Worker
-from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, process_batch
+from starforge_backfill.db import connect_cfg, is_transient
+from starforge_backfill.engine import ChunkWorker
+from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, process_batch
 from starforge_backfill.logs import detail_level
 
 log = logging.getLogger("starforge_backfill.worker")
@@ -48,11 +48,6 @@ class WorkerStats:
         }
 
 
-def _parse_ts(value: Any) -> dt.datetime:
-    ts = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
-
-
 class QueueWorker:
     """Drains queue_jobs, then works on chunks of running jobs; repeats until stopped (or idle with once)."""
 
@@ -65,8 +60,6 @@ class QueueWorker:
         poll_s: float = 1.0,
         notify: Callable[[str], None] | None = None,
     ) -> None:
-        from starforge_backfill import ops
-
         self.cfg = cfg
         self.stop = stop
         self.once = once
@@ -74,7 +67,6 @@ class QueueWorker:
         self.name = jobs.worker_name()
         self.stats = WorkerStats()
         self.notify = notify or (lambda _m: None)
-        self._ops = ops
         self.holder = ConnectionHolder(lambda: connect_cfg(cfg, autocommit=True, application_name=self._app()))
 
     def _app(self) -> str:
@@ -127,29 +119,19 @@ class QueueWorker:
         job_id = f"queue-{row['id']}"
         if jobs.get_job(conn, job_id) is not None:
             return
-        selector = jobs.Selector(
-            from_ts=_parse_ts(payload["from_created_at"]),
-            to_ts=_parse_ts(payload["to_created_at"]),
-            reprocess=bool(payload.get("reprocess", False)),
+        selector = jobs.Selector.parse(
+            payload["from_created_at"], payload["to_created_at"], reprocess=bool(payload.get("reprocess", False))
         )
-        job = jobs.create_job(
+        job = jobs.start_job(
             conn,
+            self.cfg,
+            selector,
             job_id=job_id,
             owner=str(payload.get("owner") or self.cfg.job.owner),
             mode="queue",
-            selector=selector,
             batch_size=int(payload.get("batch_size") or self.cfg.etl.batch_size),
             concurrency=int(payload.get("concurrency") or 1),
-            chunk_size=self.cfg.job.chunk_size,
-            config_fingerprint=self.cfg.fingerprint(),
-            tool_version=__version__,
             reason=f"queue_jobs {row['id']}",
-        )
-        artifacts.write_json(
-            artifacts.job_dir(self.cfg.artifacts_dir, job_id) / "config.json",
-            "config",
-            job_id,
-            {"fingerprint": self.cfg.fingerprint(), "config": self.cfg.to_dict(redact=True)},
         )
         self.stats.jobs_created.append(job["job_id"])
         self.notify(f"created job {job_id} from queue: {job['total_count']} snapshot(s)")
@@ -157,37 +139,24 @@ class QueueWorker:
     def _process_snapshot(self, row: dict[str, Any]) -> None:
         """The real-time path: one snapshot through the same ETL core."""
         sid = uuid.UUID(str((row["payload"] or {})["snapshot_id"]))
-        settings = EtlSettings(
-            catalog_policy=self.cfg.etl.catalog_policy,
-            fast_path=self.cfg.etl.fast_path,
-            quarantine_dir=self.cfg.artifacts_dir / "realtime" / "quarantine",
-            job_id="realtime",
+        settings = config_settings.etl(
+            self.cfg, quarantine_dir=self.cfg.artifacts_dir / "realtime" / "quarantine", job_id="realtime"
         )
         started = time.monotonic()
-        res = process_batch(self.holder, [(sid, None)], settings, retry=retry_kwargs(self.cfg))
+        res = process_batch(self.holder, [(sid, None)], settings, retry=config_settings.retry(self.cfg))
         duration = time.monotonic() - started
         self.stats.snapshots.add(res)
-        log.log(  # the same record as the engine's batches, so metrics count the real-time path too
+        fields = listeners.batch_fields("realtime", self.name, 1, res, duration, snapshot_id=str(sid))
+        outcome = "failed" if res.failed else "applied"
+        log.log(
             detail_level(),
             "real-time snapshot %s: %s, %d ms",
             sid,
-            "failed" if res.failed else "applied",
+            outcome,
             duration * 1000,
-            extra={
-                "event": "batch",
-                "job_id": "realtime",
-                "worker": self.name,
-                "snapshot_id": str(sid),
-                "snapshots": 1,
-                "applied": res.applied,
-                "failed": res.failed,
-                "errors_by_type": dict(res.errors_by_type),
-                "rows_written": dict(res.rows_written),
-                "placeholders": len(res.placeholders),
-                "duration_ms": round(duration * 1000, 1),
-                "duration_s": duration,
-            },
+            extra=fields | {"event": "batch"},
         )
+        listeners.announce("batch", fields)  # the same record as the engine's batches: metrics count it too
 
     def _job_step(self) -> bool:
         conn = self.holder.get()
@@ -205,12 +174,12 @@ class QueueWorker:
         row = jobs.get_job(conn, job_id)
         assert row is not None
         folder = artifacts.job_dir(self.cfg.artifacts_dir, job_id)
-        options = self._ops.engine_options(self.cfg, int(row["batch_size"]), folder, job_id)
+        options = config_settings.engine(self.cfg, int(row["batch_size"]), folder, job_id)
 
         def on_batch(_w: str, res: BatchResult, _d: float) -> None:
             self.stats.snapshots.add(res)
 
-        worker = Worker(
+        worker = ChunkWorker(
             lambda: connect_cfg(self.cfg, autocommit=True, application_name=self._app()),
             job_id,
             self.name,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from starforge_backfill.cli import Ctx, handled
+from starforge_backfill.cli.context import Ctx, handled
 
 
 def _duration(value: str | None, option: str) -> float | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from starforge_backfill.cli import Ctx, handled
+from starforge_backfill.cli.context import Ctx, handled
 
 
 @click.command("sample")

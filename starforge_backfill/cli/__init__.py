@@ -1,0 +1,90 @@
+"""Command-line interface: one click command per module of this package, each loaded only when it is used.
+
+A command parses its options, loads the config (`context.Ctx`), calls one function of `runbook/`, renders the
+result and exits with the documented code. Nothing below `cli/` imports click or rich (`console.py` aside,
+which only renders). Heavy modules (psycopg, rich, the ETL) are imported inside commands so `--help` stays fast.
+
+Where a runbook step lives, in one hop each: `cli/<step>.py` -> `runbook/<step>.py` -> `sql/<step>/`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from starforge_backfill import __version__
+from starforge_backfill.cli.context import CONTEXT_SETTINGS, Ctx, prom_path
+
+# command name -> "module:attribute" under starforge_backfill.cli; every one must import (a test checks)
+COMMANDS: dict[str, str] = {
+    "db": "db:group",
+    "preflight": "preflight:command",
+    "sample": "sample:command",
+    "dry-run": "dry_run:command",
+    "plan": "plan:command",
+    "canary": "canary:command",
+    "run": "run:run_command",
+    "resume": "run:resume_command",
+    "pause": "jobs:pause_command",
+    "status": "jobs:status_command",
+    "worker": "worker:command",
+    "verify": "verify:command",
+    "report": "report:command",
+    "sql": "sql:group",
+    "demo": "demo:command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported from `COMMANDS` only when invoked or listed in help."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command of `COMMANDS`."""
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import `starforge_backfill.cli.<module>` and return its command; None for an unknown name."""
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(f"starforge_backfill.cli.{module}"), attr)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="YAML config file [default: ./starforge-backfill.yaml]",
+)
+@click.option("--dsn", envvar="STARFORGE_DATABASE_URL", help="PostgreSQL DSN (env STARFORGE_DATABASE_URL).")
+@click.option("--artifacts-dir", type=click.Path(file_okay=False), help="Where audit artifacts go.")
+@click.option("--json", "json_out", is_flag=True, help="Machine-readable result on stdout; human text on stderr.")
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False),
+    callback=prom_path,
+    help="Write Prometheus metrics to PATH.prom (textfile collector) while running and at the end.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    envvar="STARFORGE_LOG_FORMAT",
+    help="Logs on stderr: human lines or one JSON object per line (env STARFORGE_LOG_FORMAT; logging.format).",
+)
+@click.option("-v", "--verbose", count=True, help="More output: per-batch lines; -vv debug; tracebacks on errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Less human output (warnings and errors only).")
+@click.version_option(__version__, prog_name="starforge-backfill")
+@click.pass_context
+def main(ctx: click.Context, **opts: Any) -> None:
+    """starforge-backfill: backfill raw hero_snapshots into normalized tables, by the runbook.
+
+    Exit codes: 0 ok, 1 check or gate failed, 2 usage or config error, 3 database unreachable or schema
+    missing, 4 job paused or aborted, 130 interrupted.
+    """
+    obj = ctx.obj = Ctx(**opts)
+    obj.setup_logging()

@@ -1,1 +1,0 @@
-"""Runbook subcommands, one module each, imported lazily by `starforge_backfill.cli`."""

@@ -1,0 +1,416 @@
+"""Production rollout: `run` (and `resume`), the job's workers and the concurrency ramp.
+
+`run` finds the job to work on (the one named, the unfinished one of the same range, or a new one, refused
+without the gates unless forced), then runs C chunk workers on it until it is done, paused or interrupted.
+Every other mode that writes (canary, and the queue worker through `settings.engine`) uses the same engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from starforge_backfill import __version__, artifacts, capacity, jobs
+from starforge_backfill import settings as config_settings
+from starforge_backfill.config import Config
+from starforge_backfill.db import connect_cfg, is_transient, retrying, translate_errors
+from starforge_backfill.engine import ChunkWorker, EngineOptions
+from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, UsageError
+from starforge_backfill.etl.pipeline import BatchResult
+from starforge_backfill.jobs import JobStatus, RunOutcome
+from starforge_backfill.runbook import gates
+from starforge_backfill.schema import check_schema
+
+Notify = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+@dataclasses.dataclass
+class RunProgress:
+    """Live progress of a run, shared with the caller's progress callback."""
+
+    job_id: str
+    total: int
+    done_before: int
+    processed: int = 0
+    errors: int = 0
+    batches: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    totals: BatchResult = dataclasses.field(default_factory=BatchResult)
+
+    @property
+    def done(self) -> int:
+        """Snapshots handled so far, this run and before it."""
+        return self.done_before + self.processed + self.errors
+
+    @property
+    def rate(self) -> float:
+        """Snapshots per second in this invocation."""
+        elapsed = time.monotonic() - self.started
+        return (self.processed + self.errors) / elapsed if elapsed > 0 else 0.0
+
+    def add(self, res: BatchResult) -> None:
+        """Count one finished batch."""
+        self.processed += res.applied
+        self.errors += res.failed
+        self.batches += 1
+        self.totals.add(res)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """The end of a `run` (or canary, resume)."""
+
+    job: dict[str, Any]
+    outcome: RunOutcome
+    resumed: bool
+    elapsed_s: float
+    totals: BatchResult
+    artifact: Path | None = None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The documented exit code for this outcome."""
+        if self.outcome == RunOutcome.DONE:
+            return ExitCode.OK
+        if self.outcome == RunOutcome.INTERRUPTED:
+            return ExitCode.INTERRUPTED
+        return ExitCode.PAUSED
+
+    def summary(self) -> dict[str, Any]:
+        """This invocation's figures."""
+        t = self.totals
+        handled = t.applied + t.failed
+        return {
+            "outcome": str(self.outcome),
+            "resumed": self.resumed,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "processed": t.applied,
+            "failed": t.failed,
+            "failed_by_type": dict(t.errors_by_type),
+            "rows_written": dict(t.rows_written),
+            "placeholders": len(t.placeholders),
+            "reference_path": t.reference_path,
+            "rate_per_s": round(handled / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """`run --json`: the job's final row (status shape) plus this invocation's summary."""
+        return jobs.public_row(self.job) | {"run": self.summary()}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to run a job, beyond which snapshots: sizes, the audit reason, and what may be skipped."""
+
+    batch_size: int | None = None
+    concurrency: int | None = None
+    force: bool = False  # skip the gates and accept a changed config on resume; needs `reason`
+    reason: str | None = None
+    mode: str = "run"  # run | canary: a canary job is itself a gate, so gates are not asked of it
+    ramp: bool | None = None  # None: ramp production runs only
+
+    def validate(self) -> None:
+        """Refuse options that do not go together (before anything is opened)."""
+        if self.force and not (self.reason and self.reason.strip()):
+            raise UsageError("--force needs --reason TEXT (it is recorded in the audit trail)")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+
+    @property
+    def checks_gates(self) -> bool:
+        """Production runs are refused without passing gates, unless forced."""
+        return self.mode == "run" and not self.force
+
+
+def run(
+    cfg: Config,
+    selector: jobs.Selector | None = None,
+    *,
+    job_id: str | None = None,
+    options: RunOptions | None = None,
+    progress: Callable[[RunProgress], None] | None = None,
+    notify: Notify = _quiet,
+    stop: threading.Event | None = None,
+) -> RunResult:
+    """Backfill `selector`'s snapshots resumably (resuming the unfinished job of the same range), or job `job_id`."""
+    opts = options or RunOptions()
+    opts.validate()
+    if job_id is None and selector is None:
+        raise UsageError("give --from and --to (a created_at range), or --job-id to resume a job")
+    concurrency = opts.concurrency or cfg.job.concurrency
+    batch_size = opts.batch_size or cfg.etl.batch_size
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        check_schema(conn)
+        capacity.read(conn, cfg.database.max_connections_share).require(concurrency)
+        job, resumed = _job_for_run(conn, cfg, selector, job_id, opts, batch_size, concurrency, notify)
+        job_id = str(job["job_id"])
+        folder = artifacts.job_dir(cfg.artifacts_dir, job_id)
+        state = RunProgress(
+            job_id=job_id,
+            total=int(job.get("total_count") or 0),
+            done_before=int(job["processed_count"]) + int(job["error_count"]),
+        )
+    ramp = opts.mode == "run" if opts.ramp is None else opts.ramp
+    outcome = _run_workers(cfg, job_id, concurrency, batch_size, state, progress, stop, folder, ramp=ramp)
+
+    def final_read() -> dict[str, Any]:
+        with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+            row = jobs.get_job(conn, job_id) or job
+            if outcome == RunOutcome.INTERRUPTED:
+                jobs.record_event(conn, job_id, "interrupted", "run interrupted; checkpoint saved", {})
+            return row
+
+    # the work is committed: a database blip now must not turn a finished run into an error
+    final = retrying(final_read, **config_settings.retry(cfg))
+    elapsed = time.monotonic() - started
+    result = RunResult(job=final, outcome=outcome, resumed=resumed, elapsed_s=elapsed, totals=state.totals)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    result.artifact = artifacts.write_json(
+        folder / f"{opts.mode}-{stamp}.json",
+        opts.mode,
+        job_id,
+        {"job": jobs.public_row(final), "run": result.summary()},
+    )
+    return result
+
+
+def resume(cfg: Config, *, job_id: str, reason: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Set a paused (or failed) job running again and return its row (the caller may then `run(job_id=...)`).
+
+    Refused, with the job left as it was, when its config fingerprint or tool version differs from the
+    running config, unless `force` (with a reason)."""
+    RunOptions(force=force, reason=reason).validate()
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        existing = _existing_job(conn, job_id)
+        _check_resume_allowed(existing, cfg, force=force)
+        resumable = [JobStatus.PAUSED, JobStatus.FAILED, JobStatus.PENDING]
+        row = jobs.set_status(conn, job_id, JobStatus.RUNNING, None, resumable)
+        if row is None:
+            current = _existing_job(conn, job_id)
+            if current["status"] != JobStatus.RUNNING:
+                raise GateFailed(f"job {job_id} is {current['status']}: nothing to resume")
+            return current
+        jobs.record_event(conn, job_id, "resumed", reason or "resumed by operator", {})
+        return row
+
+
+def _existing_job(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:
+    row = jobs.get_job(conn, job_id)
+    if row is None:
+        raise UsageError(f"no job {job_id!r}", hint="`starforge-backfill status` lists the jobs")
+    return row
+
+
+def _job_for_run(
+    conn: psycopg.Connection[Any],
+    cfg: Config,
+    selector: jobs.Selector | None,
+    job_id: str | None,
+    opts: RunOptions,
+    batch_size: int,
+    concurrency: int,
+    notify: Notify,
+) -> tuple[dict[str, Any], bool]:
+    """Find the job to resume (by id, or the unfinished one of this range) or create a new one."""
+    if job_id is not None:
+        existing: dict[str, Any] | None = _existing_job(conn, job_id)
+    else:
+        assert selector is not None
+        existing = jobs.find_resumable(conn, opts.mode, selector.from_ts, selector.to_ts)
+    if existing is not None:
+        return _resume_existing(conn, cfg, existing, opts, notify), True
+    assert selector is not None
+    if opts.checks_gates:
+        gates.require_for_run(conn, cfg)  # before anything is written: a refused run leaves no job behind
+    new = jobs.start_job(
+        conn, cfg, selector, mode=opts.mode, batch_size=batch_size, concurrency=concurrency, reason=opts.reason
+    )
+    if opts.force:
+        jobs.record_event(conn, new["job_id"], "forced", "gates skipped with --force", {"reason": opts.reason})
+    notify(f"created job {new['job_id']}: {new['total_count']} snapshot(s) to process")
+    return new, False
+
+
+def _resume_existing(
+    conn: psycopg.Connection[Any], cfg: Config, existing: dict[str, Any], opts: RunOptions, notify: Notify
+) -> dict[str, Any]:
+    _check_resume_allowed(existing, cfg, force=opts.force)
+    if existing["status"] == JobStatus.DONE:
+        notify(f"job {existing['job_id']} is already done")
+        return existing
+    if existing["status"] in (JobStatus.PAUSED, JobStatus.FAILED, JobStatus.PENDING):
+        resumable = [JobStatus.PAUSED, JobStatus.FAILED, JobStatus.PENDING]
+        jobs.set_status(conn, existing["job_id"], JobStatus.RUNNING, None, resumable)
+        jobs.record_event(conn, existing["job_id"], "resumed", f"resumed by {opts.mode}", {"reason": opts.reason})
+    ck = existing.get("last_checkpoint") or {}
+    notify(
+        f"resuming job {existing['job_id']} ({existing['processed_count']} processed, "
+        f"{existing['error_count']} failed so far; last checkpoint {ck.get('created_at', 'none')})"
+    )
+    return jobs.get_job(conn, existing["job_id"]) or existing
+
+
+def _check_resume_allowed(row: dict[str, Any], cfg: Config, *, force: bool) -> None:
+    problems = []
+    if row.get("config_fingerprint") and row["config_fingerprint"] != cfg.fingerprint():
+        problems.append("the config fingerprint differs from the job's")
+    if row.get("tool_version") and row["tool_version"] != __version__:
+        problems.append(f"the tool version differs (job {row['tool_version']}, now {__version__})")
+    if problems and not force:
+        raise GateFailed(
+            f"refusing to resume job {row['job_id']}: " + "; ".join(problems),
+            hint="use the job's original config, or pass --force --reason TEXT to mix them knowingly",
+        )
+
+
+class _Workers:
+    """The chunk-worker threads of one run, each with its own connection, and the events that say they ended."""
+
+    def __init__(self, cfg: Config, job_id: str, options: EngineOptions, stop: threading.Event, on_batch: Any):
+        self.cfg, self.job_id, self.options, self.stop, self.on_batch = cfg, job_id, options, stop, on_batch
+        self.workers: list[ChunkWorker] = []
+        self.finished: list[threading.Event] = []
+        self.any_finished = threading.Event()  # set by each worker as it ends: the wait below wakes at once
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        app = f"{self.cfg.database.application_name}:{self.job_id}"
+        return connect_cfg(self.cfg, autocommit=True, application_name=app)
+
+    def grow_to(self, n: int) -> None:
+        """Start workers until `n` run."""
+        while len(self.workers) < n:
+            w = ChunkWorker(self._connect, self.job_id, jobs.worker_name(), self.options, self.stop, self.on_batch)
+            ev = threading.Event()
+            self.workers.append(w)
+            self.finished.append(ev)
+            threading.Thread(target=self._safe_run, args=(w, ev), name=w.name, daemon=True).start()
+
+    def _safe_run(self, worker: ChunkWorker, finished: threading.Event) -> None:
+        try:
+            worker.run()
+        except BaseException:  # recorded on the worker; the main thread re-raises it
+            return
+        finally:
+            finished.set()
+            self.any_finished.set()
+
+    def all_done(self) -> bool:
+        """True once every started worker has ended."""
+        return all(ev.is_set() for ev in self.finished)
+
+    def wait(self, timeout_s: float) -> None:
+        """Sleep until a worker ends or `timeout_s` passes."""
+        self.any_finished.wait(timeout_s)
+        self.any_finished.clear()
+
+    def join(self) -> None:
+        """Wait for every worker to end (events, not Thread.join: see `_run_workers`)."""
+        for ev in self.finished:
+            ev.wait()
+
+    def outcome(self) -> RunOutcome:
+        """The run's outcome from its workers' (re-raising a worker's error)."""
+        for w in self.workers:
+            if w.error is not None and not isinstance(w.error, KeyboardInterrupt):
+                raise w.error
+        outcomes = {w.outcome for w in self.workers}
+        if self.stop.is_set():
+            return RunOutcome.INTERRUPTED
+        for status in (RunOutcome.PAUSED, RunOutcome.FAILED, RunOutcome.INTERRUPTED):
+            if status in outcomes:
+                return status
+        return RunOutcome.DONE if RunOutcome.DONE in outcomes else RunOutcome(next(iter(outcomes)))
+
+
+def _run_workers(
+    cfg: Config,
+    job_id: str,
+    concurrency: int,
+    batch_size: int,
+    state: RunProgress,
+    progress: Callable[[RunProgress], None] | None,
+    stop: threading.Event,
+    folder: Path,
+    *,
+    ramp: bool = False,
+) -> RunOutcome:
+    """Run C workers (threads, one connection each) on a job until it is done, paused or interrupted.
+
+    With `ramp` (production runs), workers start at the first step of `gates.ramp` and step up every
+    `gates.ramp_step` while the job runs and the throttle sees a healthy database, up to C."""
+    lock = threading.Lock()
+    options = config_settings.engine(cfg, batch_size, folder, job_id)
+
+    def on_batch(_worker: str, res: BatchResult, _duration: float) -> None:
+        with lock:
+            state.add(res)
+            if progress is not None:
+                progress(state)
+
+    pool = _Workers(cfg, job_id, options, stop, on_batch)
+    schedule = ramp_schedule(cfg.gates.ramp, concurrency) if ramp else [concurrency]
+    step = 0
+    pool.grow_to(schedule[0])
+    next_step_at = time.monotonic() + cfg.gates.ramp_step_s
+    # Wait on events, not Thread.join: a Ctrl-C inside join() can leave a still-running thread marked as
+    # finished (CPython 3.11), and the process would exit with a batch in flight and its chunk unreleased.
+    try:
+        while not pool.all_done():
+            pool.wait(0.2)
+            if step + 1 < len(schedule) and time.monotonic() >= next_step_at and not stop.is_set():
+                next_step_at = time.monotonic() + cfg.gates.ramp_step_s
+                if _ramp_allowed_now(cfg, job_id, options, len(pool.workers), schedule[step + 1]):
+                    step += 1
+                    pool.grow_to(schedule[step])
+    except KeyboardInterrupt:
+        stop.set()
+        pool.join()
+    return pool.outcome()
+
+
+def ramp_schedule(ramp: tuple[int, ...], concurrency: int) -> list[int]:
+    """The concurrency steps of a production run: the configured ramp, capped at and ending with C."""
+    return sorted({min(max(1, r), concurrency) for r in ramp} | {concurrency})
+
+
+def _ramp_allowed_now(cfg: Config, job_id: str, options: EngineOptions, current: int, target: int) -> bool:
+    try:
+        return _ramp_allowed(cfg, job_id, options, current, target)
+    except (psycopg.Error, DatabaseUnavailable) as exc:
+        if not is_transient(exc):
+            raise
+        return False  # the database is away (a restart): hold the ramp until the next step
+
+
+def _ramp_allowed(cfg: Config, job_id: str, options: EngineOptions, current: int, target: int) -> bool:
+    """Step the ramp up only while the gates hold: the job runs and the throttle sees a healthy database."""
+    throttle = options.throttle
+    healthy = throttle is None or getattr(throttle, "healthy", lambda: True)()
+    with connect_cfg(cfg, autocommit=True) as conn:
+        status, _ = jobs.job_status(conn, job_id)
+        if status != JobStatus.RUNNING or not healthy:
+            jobs.record_event(
+                conn,
+                job_id,
+                "ramp",
+                f"ramp held at {current}: the gates do not hold",
+                {"status": status, "concurrency": current},
+            )
+            return False
+        jobs.record_event(
+            conn, job_id, "ramp", f"ramp: concurrency {current} -> {target}", {"from": current, "to": target}
+        )
+    return True
