@@ -41,7 +41,7 @@ def command(obj: Ctx, **kw: Any) -> None:
     Writes canary.json in the canary job's folder and records the `canary` gate that `run` requires.
     Exits 1 when the canary fails, 130 when interrupted.
     """
-    from starforge_backfill.console import ProgressReporter
+    from starforge_backfill.cli.console import ProgressReporter
     from starforge_backfill.runbook.canary import canary
 
     namecodes = kw["namecodes"].split(",") if kw["namecodes"] is not None else None

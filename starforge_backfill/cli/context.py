@@ -242,7 +242,7 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def progress_printer(obj: Ctx, metrics: Any = None) -> tuple[Callable[[Any], None], Callable[[], None]]:
     """A progress callback: a rich bar on a terminal, a plain line every ~30 s otherwise; metrics when enabled."""
-    from starforge_backfill.console import ProgressReporter
+    from starforge_backfill.cli.console import ProgressReporter
     from starforge_backfill.logs import current_format
 
     reporter = ProgressReporter(enabled=obj.verbose >= 0, bar=current_format() != "json")

@@ -19,7 +19,7 @@ def status_command(obj: Ctx, job_id: str | None, limit: int) -> None:
     res = status(obj.config(), job_id=job_id, limit=limit)
 
     def human() -> None:
-        from starforge_backfill.console import render_status
+        from starforge_backfill.cli.console import render_status
 
         render_status(res.jobs)
 

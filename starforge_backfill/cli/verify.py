@@ -49,7 +49,7 @@ def command(obj: Ctx, job_id: str | None, from_ts: str | None, to_ts: str | None
             what = "every snapshot"
         click.echo(f"verify {what}")
         for c in res.checks:
-            click.echo(f"  {'pass' if c.passed else 'FAIL':<5} {c.name:<17} {c.summary}")
+            click.echo(f"  {'pass' if c.passed else 'FAIL':<5} {c.name:<17} {c.detail}")
             if c.name == "parity" and not c.passed:
                 for m in c.data.get("mismatches", [])[:10]:
                     click.echo(f"        {m['message']}")

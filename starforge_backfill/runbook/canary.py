@@ -43,6 +43,7 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.jobs import RunOutcome
+from starforge_backfill.runbook.common import Check
 from starforge_backfill.runbook.gates import record_gate
 from starforge_backfill.runbook.run import RunOptions, RunProgress, RunResult, run
 from starforge_backfill.schema import check_schema
@@ -76,22 +77,6 @@ class Selection:
             "to_ts": self.to_ts.isoformat(),
             "resumed_job": self.resumed_job,
         }
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    """One gate of the canary verdict."""
-
-    name: str
-    passed: bool
-    value: Any
-    threshold: Any
-    detail: str
-    warning: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON shape."""
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -344,9 +329,9 @@ def evaluate(
         Check(
             "job",
             outcome == "done",
-            status,
-            "done",
             "the canary job finished" if outcome == "done" else f"the canary job ended {status}: {why or outcome}",
+            value=status,
+            threshold="done",
         )
     )
     processed, failed = int(job.get("processed_count") or 0), int(job.get("error_count") or 0)
@@ -355,11 +340,11 @@ def evaluate(
         Check(
             "snapshots",
             handled > 0,
-            handled,
-            ">= 1",
             f"{handled} snapshot(s) handled ({processed} processed, {failed} failed)"
             if handled
             else "the slice held no snapshot to backfill: nothing was observed",
+            value=handled,
+            threshold=">= 1",
         )
     )
     rate = failed / handled if handled else 0.0
@@ -367,14 +352,16 @@ def evaluate(
         Check(
             "failure_rate",
             rate <= t.failure_rate_max,
-            round(rate, 6),
-            t.failure_rate_max,
             f"{failed}/{handled} = {rate:.2%} failed (max {t.failure_rate_max:.2%})",
+            value=round(rate, 6),
+            threshold=t.failure_rate_max,
         )
     )
     peak = max(samples, key=lambda s: int(s["connections"]) / max(int(s["max_connections"]), 1), default=None)
     if peak is None:
-        checks.append(Check("connections", False, None, t.max_connections_ratio, "no reading was taken"))
+        checks.append(
+            Check("connections", False, "no reading was taken", value=None, threshold=t.max_connections_ratio)
+        )
     else:
         conns, max_conns = int(peak["connections"]), max(int(peak["max_connections"]), 1)
         ratio = conns / max_conns
@@ -382,10 +369,10 @@ def evaluate(
             Check(
                 "connections",
                 ratio <= t.max_connections_ratio,
-                round(ratio, 4),
-                t.max_connections_ratio,
                 f"peak {conns}/{max_conns} client connections = {ratio:.0%} "
                 f"(ours {peak['own_connections']}; max {t.max_connections_ratio:.0%})",
+                value=round(ratio, 4),
+                threshold=t.max_connections_ratio,
             )
         )
     longest = max((int(s["long_transactions"]) for s in samples), default=0)
@@ -394,11 +381,11 @@ def evaluate(
         Check(
             "long_transactions",
             longest == 0,
-            longest,
-            0,
             f"up to {longest} other transaction(s) older than {t.long_transaction_s:g}s (oldest {oldest:.0f}s)"
             if longest
             else f"no other transaction older than {t.long_transaction_s:g}s (oldest seen {oldest:.1f}s)",
+            value=longest,
+            threshold=0,
         )
     )
     replicas = max((int(s["replicas"]) for s in samples), default=0)
@@ -407,11 +394,11 @@ def evaluate(
         Check(
             "replica_lag",
             replicas == 0 or lag <= t.replica_lag_max_s,
-            round(lag, 3),
-            t.replica_lag_max_s,
             f"peak replica lag {lag:.1f}s over {replicas} replica(s) (max {t.replica_lag_max_s:g}s)"
             if replicas
             else "no replicas attached",
+            value=round(lag, 3),
+            threshold=t.replica_lag_max_s,
         )
     )
     last = samples[-1] if samples else {}
@@ -424,16 +411,16 @@ def evaluate(
         Check(
             "batch_latency",
             p95 is None or p95 <= t.long_transaction_s,
-            round(p95, 3) if p95 is not None else None,
-            t.long_transaction_s,
             f"p95 batch {p95:.2f}s over {last.get('batches', 0)} batch(es) (max {t.long_transaction_s:g}s)"
             if p95 is not None
             else "no batch recorded",
-            warn,
+            value=round(p95, 3) if p95 is not None else None,
+            threshold=t.long_transaction_s,
+            warning=warn,
         )
     )
     if sampler_error:
-        checks.append(Check("observation", False, None, None, f"a reading failed: {sampler_error}"))
+        checks.append(Check("observation", False, f"a reading failed: {sampler_error}", value=None, threshold=None))
     return checks
 
 

@@ -1,7 +1,8 @@
-"""Helpers the runbook steps share: the step artifact folder, client memory sampling, percentiles."""
+"""What the runbook steps share: the one `Check` type, the step artifact folder, memory sampling, percentiles."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -9,7 +10,54 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from starforge_backfill.artifacts import jsonable
+
 MB = 1024 * 1024
+PASS, FAIL, ATTESTED = "pass", "fail", "attested"
+
+
+@dataclasses.dataclass
+class Check:
+    """One item of a step's verdict: a preflight item, a canary gate or a verification check.
+
+    `result` is pass, fail or attested (a person vouched for it; it does not fail the step); a bool given
+    there becomes pass or fail. `value` and `threshold` are the reading and the limit it was held to, where
+    there is one; `warning` is worth a look without failing; `note` explains a result.
+    """
+
+    name: str
+    result: str | bool
+    detail: str
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    value: Any = None
+    threshold: Any = None
+    warning: str | None = None
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.result, bool):
+            self.result = PASS if self.result else FAIL
+        if self.result not in (PASS, FAIL, ATTESTED):
+            raise ValueError(f"check {self.name}: result must be pass, fail or attested, not {self.result!r}")
+
+    @property
+    def passed(self) -> bool:
+        """True unless the check failed (an attested item passes)."""
+        return self.result != FAIL
+
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON shape of a check, whichever step made it."""
+        return {
+            "name": self.name,
+            "result": self.result,
+            "passed": self.passed,
+            "detail": self.detail,
+            "data": jsonable(self.data),
+            "value": jsonable(self.value),
+            "threshold": self.threshold,
+            "warning": self.warning,
+            "note": self.note,
+        }
 
 
 def runbook_dir(cfg: Any) -> Path:

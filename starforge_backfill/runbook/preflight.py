@@ -31,11 +31,10 @@ from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import ConnectionHolder
 from starforge_backfill.redact import redact_dsn, scrub_text
 from starforge_backfill.runbook import gates
-from starforge_backfill.runbook.common import RssSampler, mb, runbook_dir
+from starforge_backfill.runbook.common import ATTESTED, FAIL, PASS, Check, RssSampler, mb, runbook_dir
 from starforge_backfill.runbook.dry_run import trial_apply
 from starforge_backfill.timerange import parse_range
 
-PASS, FAIL, ATTESTED = "pass", "fail", "attested"
 ATTESTABLE = ("communication",)
 CHECKS = (
     "backup",
@@ -50,20 +49,6 @@ CHECKS = (
 )
 DEFAULT_CATALOG_SCAN = 1000
 READY_TIMEOUT_S = 3.0
-
-
-@dataclasses.dataclass
-class Check:
-    """One checklist item's result."""
-
-    name: str
-    result: str  # pass | fail | attested
-    detail: str
-    data: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON shape of a check."""
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass

@@ -294,7 +294,7 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
             "passed": verification.get("passed"),
             "generated_at": verification.get("generated_at"),
             "checks": [
-                {"name": c["name"], "passed": c["passed"], "summary": c["summary"], "note": c.get("note")}
+                {"name": c["name"], "passed": c["passed"], "summary": c["detail"], "note": c.get("note")}
                 for c in verification.get("checks", [])
             ],
         },

@@ -36,6 +36,7 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.runbook import parity
+from starforge_backfill.runbook.common import Check
 from starforge_backfill.runbook.gates import record_gate
 from starforge_backfill.schema import check_schema
 from starforge_backfill.timerange import parse_optional_ts as parse_ts
@@ -50,32 +51,11 @@ def _quiet(_msg: str) -> None:
 
 
 @dataclasses.dataclass
-class CheckResult:
-    """One named check."""
-
-    name: str
-    passed: bool
-    summary: str
-    data: dict[str, Any] = dataclasses.field(default_factory=dict)
-    note: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON shape."""
-        return {
-            "name": self.name,
-            "passed": self.passed,
-            "summary": self.summary,
-            "note": self.note,
-            "data": jsonable(self.data),
-        }
-
-
-@dataclasses.dataclass
 class VerifyResult:
     """Every check of one verification."""
 
     scope: dict[str, Any]
-    checks: list[CheckResult]
+    checks: list[Check]
     job_id: str | None = None
     artifact: Path | None = None
 
@@ -152,7 +132,7 @@ def _scope(conn: psycopg.Connection[Any], job_id: str | None, from_ts: Any, to_t
     return Scope(f, t)
 
 
-def check_processed(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult:
+def check_processed(conn: psycopg.Connection[Any], scope: Scope) -> Check:
     """Every snapshot in scope processed or failed; for a job, its counters add up and it is done."""
     p = scope.params()
     counts = templates.fetch_all(conn, "verify/processed_counts.sql", p)[0]
@@ -176,10 +156,10 @@ def check_processed(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult:
         if job["status"] != "done":
             problems.append(f"the job is {job['status']}, not done")
     text = "; ".join(problems) + f" ({summary})" if problems else summary
-    return CheckResult("processed_counts", not problems, text, data)
+    return Check("processed_counts", not problems, text, data)
 
 
-def check_error_types(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult:
+def check_error_types(conn: psycopg.Connection[Any], scope: Scope) -> Check:
     """etl_errors by type for the scope; DB_ERROR fails (the toolkit's fault), other types are data faults."""
     rows = templates.fetch_all(conn, "verify/error_types.sql", scope.params())
     table = [
@@ -198,13 +178,13 @@ def check_error_types(conn: psycopg.Connection[Any], scope: Scope) -> CheckResul
     note = (
         "PARSE_ERROR/VALIDATION_ERROR/FK_VIOLATION are the data's fault: see the quarantine folder" if table else None
     )
-    return CheckResult("error_types", not db_errors, summary, {"by_type": table}, note)
+    return Check("error_types", not db_errors, summary, {"by_type": table}, note=note)
 
 
-def check_parity(conn: psycopg.Connection[Any], scope: Scope, sample_users: int, seed: int) -> CheckResult:
+def check_parity(conn: psycopg.Connection[Any], scope: Scope, sample_users: int, seed: int) -> Check:
     """Re-derive sampled users' rows from their processed snapshots and compare field by field."""
     if sample_users <= 0:
-        return CheckResult("parity", True, "skipped (--sample-users 0)", {"users": 0})
+        return Check("parity", True, "skipped (--sample-users 0)", {"users": 0})
     users = templates.fetch_all(conn, "verify/sample_users.sql", scope.params() | {"seed": seed, "limit": sample_users})
     mismatches: list[parity.Mismatch] = []
     per_user = []
@@ -226,15 +206,15 @@ def check_parity(conn: psycopg.Connection[Any], scope: Scope, sample_users: int,
         summary = f"{len(mismatches)} mismatch(es) in {bad_users} of {len(users)} user(s); first: " + "; ".join(
             m.describe() for m in mismatches[:3]
         )
-        return CheckResult("parity", False, summary, data)
+        return Check("parity", False, summary, data)
     if not users:
-        return CheckResult("parity", True, "no processed snapshot in scope: nothing to compare", data)
-    return CheckResult(
+        return Check("parity", True, "no processed snapshot in scope: nothing to compare", data)
+    return Check(
         "parity", True, f"{len(users)} user(s), {snapshots} processed snapshot(s) re-derived: no mismatch", data
     )
 
 
-def check_uniqueness(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult:
+def check_uniqueness(conn: psycopg.Connection[Any], scope: Scope) -> Check:
     """The runbook's duplicate-key query, per table."""
     rows = templates.fetch_all(conn, "verify/duplicates.sql", scope.params())
     per_table: dict[str, list[dict[str, Any]]] = {
@@ -244,53 +224,53 @@ def check_uniqueness(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult
         per_table[r["table_name"]].append({"key": r["key"], "rows": int(r["n"])})
     bad = {t: v for t, v in per_table.items() if v}
     if not bad:
-        return CheckResult("uniqueness", True, f"no duplicate keys in {', '.join(per_table)}", {"duplicates": {}})
+        return Check("uniqueness", True, f"no duplicate keys in {', '.join(per_table)}", {"duplicates": {}})
     first = [f"{t}[{', '.join(f'{k}={v}' for k, v in d[0]['key'].items())}] x{d[0]['rows']}" for t, d in bad.items()]
     summary = "duplicate keys: " + ", ".join(f"{t} {len(v)}" for t, v in bad.items()) + " (" + "; ".join(first) + ")"
-    return CheckResult("uniqueness", False, summary, {"duplicates": bad})
+    return Check("uniqueness", False, summary, {"duplicates": bad})
 
 
-def check_summary_coverage(conn: psycopg.Connection[Any], scope: Scope) -> CheckResult:
+def check_summary_coverage(conn: psycopg.Connection[Any], scope: Scope) -> Check:
     """Every user with a processed snapshot in scope has a summary row."""
     row = templates.fetch_all(conn, "verify/summary_coverage.sql", scope.params() | {"limit": SHOWN})[0]
     users, missing = int(row["users"]), int(row["missing"])
     data = {"users": users, "missing": missing, "first_missing": row["first_missing"]}
     if missing:
         names = ", ".join(f"{m['namecode']} ({m['user_id']})" for m in row["first_missing"][:5])
-        return CheckResult(
+        return Check(
             "summary_coverage", False, f"{missing} of {users} user(s) have no user_profile_summary row: {names}", data
         )
-    return CheckResult("summary_coverage", True, f"all {users} user(s) with a processed snapshot have a summary", data)
+    return Check("summary_coverage", True, f"all {users} user(s) with a processed snapshot have a summary", data)
 
 
-def check_placeholders(conn: psycopg.Connection[Any]) -> CheckResult:
+def check_placeholders(conn: psycopg.Connection[Any]) -> Check:
     """Placeholder catalog rows: listed; a pass, with a note to replace them with authoritative data."""
     counts = templates.fetch_all(conn, "verify/placeholder_count.sql", {})[0]
     total = sum(int(v) for v in counts.values())
     listed = templates.fetch_all(conn, "verify/placeholders.sql", {"limit": 500})
     data = {"count": total, "by_kind": {k: int(v) for k, v in counts.items()}, "rows": listed}
     if not total:
-        return CheckResult("placeholders", True, "no placeholder catalog rows", data)
+        return Check("placeholders", True, "no placeholder catalog rows", data)
     shown = ", ".join(f"{r['kind']} {r['id']}" for r in listed[:10]) + (" ..." if total > 10 else "")
-    return CheckResult(
+    return Check(
         "placeholders",
         True,
         f"{total} placeholder catalog row(s): {shown}",
         data,
-        "runbook post-backfill: replace placeholder rows with authoritative catalog data",
+        note="runbook post-backfill: replace placeholder rows with authoritative catalog data",
     )
 
 
-def check_orphans(conn: psycopg.Connection[Any]) -> CheckResult:
+def check_orphans(conn: psycopg.Connection[Any]) -> Check:
     """Every derived row has its user and its catalog row."""
     found = templates.fetch_all(conn, "verify/orphans.sql", {"limit": 50})
     total = int(found[0]["total"]) if found else 0
     data = {"count": total, "rows": [{k: v for k, v in r.items() if k != "total"} for r in found]}
     if not total:
-        return CheckResult("orphans", True, "every derived row has its user and catalog row", data)
+        return Check("orphans", True, "every derived row has its user and catalog row", data)
     first = found[0]
     what = "user" if first["missing_user"] else "catalog row"
-    return CheckResult(
+    return Check(
         "orphans",
         False,
         f"{total} derived row(s) without their user or catalog row, e.g. "
@@ -346,7 +326,7 @@ def verify(
             from_ts=scope.from_ts,
             to_ts=scope.to_ts,
             artifact=result.artifact,
-            details={"failed": result.failed, "summaries": {c.name: c.summary for c in checks}},
+            details={"failed": result.failed, "summaries": {c.name: c.detail for c in checks}},
         )
         if job_id:
             jobs.record_event(

@@ -49,7 +49,7 @@ def cfg(pg_dsn: str, tmp_path: Path) -> Any:
 def test_verify_passes_on_a_clean_job(cfg: Any, pg_conn: psycopg.Connection) -> None:
     job_id = _run(cfg)
     res = verify(cfg, job_id=job_id, sample_users=50)
-    assert res.passed, [c.summary for c in res.checks if not c.passed]
+    assert res.passed, [c.detail for c in res.checks if not c.passed]
     assert res.exit_code == ExitCode.OK
     assert [c.name for c in res.checks] == [
         "processed_counts",
@@ -65,7 +65,7 @@ def test_verify_passes_on_a_clean_job(cfg: Any, pg_conn: psycopg.Connection) -> 
     errors = {r["error_type"]: r["errors"] for r in _check(res, "error_types").data["by_type"]}
     assert errors == {"PARSE_ERROR": 4, "VALIDATION_ERROR": 2}
     placeholders = _check(res, "placeholders")
-    assert placeholders.passed and placeholders.note and f"troop {MISSING_TROOP}" in placeholders.summary
+    assert placeholders.passed and placeholders.note and f"troop {MISSING_TROOP}" in placeholders.detail
     saved = artifacts.read_json(Path(cfg.artifacts_dir) / job_id / "verify.json", "verify")
     assert saved["passed"] is True and saved["job_id"] == job_id
     gate = latest_gate(pg_conn, "verify", cfg.fingerprint())
@@ -76,7 +76,7 @@ def test_parity_holds_when_newer_snapshots_were_processed_first(cfg: Any) -> Non
     _run(cfg, "2024-01-01T06:00:00Z", TO)  # the newer snapshots first ...
     _run(cfg, FROM, "2024-01-01T06:00:00Z")  # ... then the oldest: their rows must not overwrite newer ones
     res = verify(cfg, from_ts=FROM, to_ts=TO, sample_users=50)
-    assert res.passed, [c.summary for c in res.checks if not c.passed]
+    assert res.passed, [c.detail for c in res.checks if not c.passed]
 
 
 def test_verify_catches_a_corrupted_row(cfg: Any, pg_conn: psycopg.Connection) -> None:
@@ -98,7 +98,7 @@ def test_verify_catches_a_corrupted_row(cfg: Any, pg_conn: psycopg.Connection) -
         {"user_id": str(user_id), "troop_id": troop_id},
     )
     assert m["found"] == m["expected"] + 7
-    assert f"user_troops[user_id={user_id}, troop_id={troop_id}].amount" in _check(res, "parity").summary
+    assert f"user_troops[user_id={user_id}, troop_id={troop_id}].amount" in _check(res, "parity").detail
 
 
 def test_parity_compares_numbers_exactly(cfg: Any, pg_conn: psycopg.Connection) -> None:
@@ -125,7 +125,7 @@ def test_verify_catches_a_missing_summary(cfg: Any, pg_conn: psycopg.Connection)
     res = verify(cfg, job_id=job_id, sample_users=50)
     assert res.exit_code == ExitCode.CHECK_FAILED
     coverage = _check(res, "summary_coverage")
-    assert not coverage.passed and coverage.data["missing"] == 1 and namecode(2) in coverage.summary
+    assert not coverage.passed and coverage.data["missing"] == 1 and namecode(2) in coverage.detail
     assert any(m["table"] == "user_profile_summary" for m in _check(res, "parity").data["mismatches"])
 
 
@@ -136,7 +136,7 @@ def test_verify_catches_a_duplicate(cfg: Any, pg_conn: psycopg.Connection) -> No
     assert res.exit_code == ExitCode.CHECK_FAILED and res.failed == ["uniqueness"]
     dup = _check(res, "uniqueness")
     assert list(dup.data["duplicates"]) == ["user_pets"] and dup.data["duplicates"]["user_pets"][0]["rows"] == 2
-    assert "user_pets" in dup.summary
+    assert "user_pets" in dup.detail
 
 
 def test_verify_counts_unprocessed_snapshots_and_db_errors(cfg: Any, pg_conn: psycopg.Connection) -> None:
@@ -147,7 +147,7 @@ def test_verify_counts_unprocessed_snapshots_and_db_errors(cfg: Any, pg_conn: ps
     sid = pg_conn.execute("SELECT id FROM hero_snapshots WHERE processed_at IS NULL LIMIT 1").fetchone()[0]
     pg_conn.execute("INSERT INTO etl_errors (snapshot_id, error_type, message) VALUES (%s, 'DB_ERROR', 'x')", [sid])
     res = verify(cfg, from_ts=FROM, to_ts=TO, sample_users=0)
-    assert res.failed == ["error_types"] and "DB_ERROR" in _check(res, "error_types").summary
+    assert res.failed == ["error_types"] and "DB_ERROR" in _check(res, "error_types").detail
 
 
 def test_verify_refuses_bad_usage(cfg: Any) -> None:
@@ -172,6 +172,25 @@ def test_canary_passes_on_a_clean_slice(cfg: Any, pg_conn: psycopg.Connection) -
     # the same request picks the same users (deterministic), now that theirs are processed: others
     again = canary(cfg, users=3, from_ts=FROM, to_ts="2024-01-02T00:00:00Z", observe_s=0)
     assert again.passed and not set(again.selection.namecodes) & set(res.selection.namecodes)
+
+
+def test_a_canary_job_records_what_happened_and_no_forced_event(cfg: Any, pg_conn: psycopg.Connection) -> None:
+    """A canary is not a forced run: its job's events are created, canary, and no `forced` (gates skipped)."""
+    res = canary(cfg, users=2, from_ts=FROM, to_ts="2024-01-02T00:00:00Z", observe_s=0)
+    kinds = [
+        r[0]
+        for r in pg_conn.execute(
+            "SELECT kind FROM backfill_events WHERE job_id = %s ORDER BY id", [res.job["job_id"]]
+        ).fetchall()
+    ]
+    assert kinds[0] == "created" and kinds[-1] == "canary" and "forced" not in kinds, kinds
+    # a forced production run does record it (the event the canary must not borrow)
+    forced = run_job(cfg, from_ts="2024-01-02T00:00:00Z", to_ts=TO, force=True, reason="test the event")
+    forced_kinds = pg_conn.execute(
+        "SELECT kind, details ->> 'reason' FROM backfill_events WHERE job_id = %s AND kind = 'forced'",
+        [forced.job["job_id"]],
+    ).fetchall()
+    assert forced_kinds == [("forced", "test the event")]
 
 
 def test_canary_fails_on_a_slice_of_bad_snapshots(cfg: Any, pg_conn: psycopg.Connection) -> None:
@@ -292,4 +311,4 @@ def test_verify_catches_an_orphan_row(cfg: Any, pg_conn: psycopg.Connection) -> 
     orphans = _check(res, "orphans")
     assert res.exit_code == ExitCode.CHECK_FAILED and "orphans" in res.failed
     assert orphans.data["count"] >= 1 and all(r["item_id"] == troop_id for r in orphans.data["rows"])
-    assert f"id={troop_id}]: no catalog row" in orphans.summary
+    assert f"id={troop_id}]: no catalog row" in orphans.detail
