@@ -288,6 +288,12 @@ def set_status(
     )
 
 
+def newest_progress(conn: psycopg.Connection[Any], mode: str) -> tuple[str, int, int] | None:
+    """(job_id, snapshots handled, total) of the newest job of `mode`, or None when there is none."""
+    row = templates.execute(conn, "jobs/newest_progress.sql", {"mode": mode}).fetchone()
+    return (str(row[0]), int(row[1]), int(row[2])) if row else None
+
+
 def job_status(conn: psycopg.Connection[Any], job_id: str) -> tuple[str, str | None]:
     """(status, reason) of a job."""
     row = templates.execute(conn, "jobs/job_status.sql", {"job_id": job_id}).fetchone()

@@ -100,16 +100,15 @@ def _watch_and_pause(session: Session, proc: subprocess.Popen[str], pause_at: fl
     """Watch the run's job row directly (cheap, fast) and pause it once it passed `pause_at`."""
     import psycopg
 
+    from starforge_backfill import jobs
+
     deadline = time.monotonic() + 600
     job_id = None
     with psycopg.connect(session.dsn, autocommit=True) as conn:
         while proc.poll() is None and time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT job_id, processed_count + error_count, coalesce(total_count, 0) FROM backfill_jobs"
-                " WHERE mode = 'run' ORDER BY created_at DESC LIMIT 1"
-            ).fetchone()
+            row = jobs.newest_progress(conn, "run")
             if row is not None and row[2] and row[1] / row[2] >= pause_at:
-                job_id = str(row[0])
+                job_id = row[0]
                 session.run("pause", "pause", "--job-id", job_id, "--reason", "demo: operator pause", expect=(0, 1))
                 break
             time.sleep(0.1)

@@ -156,7 +156,7 @@ def preflight(
         checks.sort(key=lambda c: CHECKS.index(c.name))
         result = PreflightResult(fp, f, t, concurrency, checks)
         result.artifact = artifacts.write_json(runbook_dir(cfg) / "preflight.json", "preflight", None, result.to_json())
-        if "backfill_gates" not in result.check("schema").data.get("missing_columns", {"backfill_gates": []}):
+        if gates_table_present(result.check("schema")):
             gates.record_gate(
                 conn,
                 "preflight",
@@ -174,6 +174,14 @@ def preflight(
                 },
             )
     return result
+
+
+def gates_table_present(schema_check: Check) -> bool:
+    """True when the schema check read the catalog and `backfill_gates` was not missing: a gate can be recorded.
+
+    A schema check that could not read the catalog (a database error) has no `missing_columns`: not present."""
+    missing = schema_check.data.get("missing_columns")
+    return missing is not None and "backfill_gates" not in missing
 
 
 def _guard(name: str, fn: Callable[[], Check]) -> Check:
