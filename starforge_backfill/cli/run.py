@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
 import click
 
 from starforge_backfill.cli.context import METRICS_PORT_HELP, Ctx, graceful_stop, handled, progress_printer
+
+log = logging.getLogger("starforge_backfill.cli")
 
 
 @click.command("run")
@@ -93,6 +96,11 @@ def _run_in_foreground(obj: Ctx, metrics_port: str | None, **run_kw: Any) -> Non
     if metrics is not None:
         metrics.job_row(res.job)
     obj.emit(res.to_json(), lambda: _render_run(res))
+    if res.budget is not None and res.budget.failed:
+        if res.over_budget:
+            log.error(res.budget.line())  # the last line: a pipeline step must not read this as success
+        else:
+            obj.say(res.budget.line())
     sys.exit(int(res.exit_code))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import __version__, artifacts, jobs, templates
+from starforge_backfill import __version__, artifacts, error_budget, jobs, templates
 from starforge_backfill.artifacts import jsonable
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
@@ -310,6 +310,9 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
             if e["kind"] in EVENT_KINDS_GATES
         ],
         "errors_by_type": row.get("errors_by_type") or {},
+        "error_budget": error_budget.of_job(
+            conn, row, jobs.Selector.from_job(row).params(), cfg.throttle.failure_rate_max
+        ).to_json(),
         "error_messages": messages,
         "quarantine": _quarantine(folder),
         "placeholders": _placeholders(events),

@@ -80,6 +80,9 @@ def _sections(data: dict[str, Any]) -> list[tuple[str, Sequence[str], list[list[
     )
     job_rows = [[f, job.get(f)] for f in fields if f in job]
     job_rows.append(["database", data.get("database") or "-"])
+    budget = data.get("error_budget")
+    if budget:
+        job_rows.append(["error budget", ("OVER: " if budget["over"] else "within: ") + budget["line"]])
     note = None if data.get("config_matches_job") else "the current config's fingerprint differs from the job's"
     out.append(("Job", ("field", "value"), job_rows, note))
     out.append(

@@ -17,11 +17,12 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import __version__, artifacts, capacity, jobs
+from starforge_backfill import __version__, artifacts, capacity, error_budget, jobs
 from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, is_transient, retrying, translate_errors
 from starforge_backfill.engine import ChunkWorker, EngineOptions
+from starforge_backfill.error_budget import ErrorBudget
 from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, UsageError
 from starforge_backfill.etl.pipeline import BatchResult
 from starforge_backfill.jobs import JobStatus, RunOutcome
@@ -77,12 +78,18 @@ class RunResult:
     elapsed_s: float
     totals: BatchResult
     artifact: Path | None = None
+    budget: ErrorBudget | None = None  # the job's failures against the error budget
+
+    @property
+    def over_budget(self) -> bool:
+        """A finished job whose failed share exceeds `throttle.failure_rate_max`: not a success."""
+        return self.outcome == RunOutcome.DONE and self.budget is not None and self.budget.over
 
     @property
     def exit_code(self) -> ExitCode:
-        """The documented exit code for this outcome."""
+        """The documented exit code: 0 done within the error budget, 1 done over it, 4 paused, 130 interrupted."""
         if self.outcome == RunOutcome.DONE:
-            return ExitCode.OK
+            return ExitCode.CHECK_FAILED if self.over_budget else ExitCode.OK
         if self.outcome == RunOutcome.INTERRUPTED:
             return ExitCode.INTERRUPTED
         return ExitCode.PAUSED
@@ -102,6 +109,7 @@ class RunResult:
             "placeholders": len(t.placeholders),
             "reference_path": t.reference_path,
             "rate_per_s": round(handled / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
+            "error_budget": self.budget.to_json() if self.budget is not None else None,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -166,17 +174,20 @@ def run(
     ramp = opts.mode == "run" if opts.ramp is None else opts.ramp
     outcome = _run_workers(cfg, job_id, concurrency, batch_size, state, progress, stop, folder, ramp=ramp)
 
-    def final_read() -> dict[str, Any]:
+    def final_read() -> tuple[dict[str, Any], ErrorBudget]:
         with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
             row = jobs.get_job(conn, job_id) or job
             if outcome == RunOutcome.INTERRUPTED:
                 jobs.record_event(conn, job_id, "interrupted", "run interrupted; checkpoint saved", {})
-            return row
+            scope = jobs.Selector.from_job(row).params()
+            return row, error_budget.of_job(conn, row, scope, cfg.throttle.failure_rate_max)
 
     # the work is committed: a database blip now must not turn a finished run into an error
-    final = retrying(final_read, **config_settings.retry(cfg))
+    final, budget = retrying(final_read, **config_settings.retry(cfg))
     elapsed = time.monotonic() - started
-    result = RunResult(job=final, outcome=outcome, resumed=resumed, elapsed_s=elapsed, totals=state.totals)
+    result = RunResult(
+        job=final, outcome=outcome, resumed=resumed, elapsed_s=elapsed, totals=state.totals, budget=budget
+    )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     result.artifact = artifacts.write_json(
         folder / f"{opts.mode}-{stamp}.json",

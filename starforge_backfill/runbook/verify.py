@@ -7,6 +7,8 @@ Checks, in order:
   count); for a job also processed_count + error_count == total_count and the job is done.
 - `error_types`: etl_errors of the scope by type; fails only when DB_ERROR is present (the other types
   are the data's fault and are quarantined, not the toolkit's).
+- `error_budget`: the failed share (failed / (processed + failed)) is within `throttle.failure_rate_max`;
+  for a job its own counters, else the scope's snapshots (`error_budget.py`, the judgement `run` exits 1 on).
 - `parity`: N users sampled deterministically, their rows re-derived from all their processed snapshots
   with the pure-Python contract (newest observation wins) and compared column by column.
 - `uniqueness`: the runbook's duplicate-key query for every normalized table (users of the scope).
@@ -30,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import artifacts, jobs, templates
+from starforge_backfill import artifacts, error_budget, jobs, templates
 from starforge_backfill.artifacts import jsonable
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
@@ -181,6 +183,25 @@ def check_error_types(conn: psycopg.Connection[Any], scope: Scope) -> Check:
     return Check("error_types", not db_errors, summary, {"by_type": table}, note=note)
 
 
+def check_error_budget(conn: psycopg.Connection[Any], scope: Scope, max_rate: float) -> Check:
+    """The failed share against `throttle.failure_rate_max`: a job's own counters, else the scope's snapshots."""
+    if scope.job is not None:
+        budget = error_budget.of_job(conn, scope.job, scope.params(), max_rate)
+    else:
+        counts = templates.fetch_all(conn, "verify/processed_counts.sql", scope.params())[0]
+        rows = templates.fetch_all(conn, "verify/error_types.sql", scope.params())
+        by_type = {r["error_type"]: int(r["snapshots"]) for r in rows}
+        budget = error_budget.of_scope(conn, counts, by_type, scope.params(), max_rate)
+    return Check(
+        "error_budget",
+        not budget.over,
+        budget.line(),
+        budget.to_json(),
+        value=round(budget.rate, 6),
+        threshold=max_rate,
+    )
+
+
 def check_parity(conn: psycopg.Connection[Any], scope: Scope, sample_users: int, seed: int) -> Check:
     """Re-derive sampled users' rows from their processed snapshots and compare field by field."""
     if sample_users <= 0:
@@ -300,6 +321,7 @@ def verify(
         for label, fn in (
             ("processed counts", lambda: check_processed(conn, scope)),
             ("error types", lambda: check_error_types(conn, scope)),
+            ("error budget", lambda: check_error_budget(conn, scope, cfg.throttle.failure_rate_max)),
             (f"parity ({n} users)", lambda: check_parity(conn, scope, n, cfg.sample.seed)),
             ("uniqueness", lambda: check_uniqueness(conn, scope)),
             ("summary coverage", lambda: check_summary_coverage(conn, scope)),

@@ -23,8 +23,11 @@ def cli(pg_dsn: str, tmp_path: Path) -> Any:
     """Invoke the CLI against this test's database: returns (exit code, all output, stdout)."""
     load_corpus(pg_dsn)
 
+    config = tmp_path / "lenient.yaml"
+    config.write_text("throttle:\n  failure_rate_max: 0.25   # the corpus fails 6 of its 33 snapshots on purpose\n")
+
     def invoke(*args: str) -> tuple[int, str, str]:
-        base = ["--dsn", pg_dsn, "--artifacts-dir", str(tmp_path / "art")]
+        base = ["-c", str(config), "--dsn", pg_dsn, "--artifacts-dir", str(tmp_path / "art")]
         res = CliRunner().invoke(
             main, [*base, *args], catch_exceptions=False, env={"STARFORGE_DATABASE_URL": "", "COLUMNS": "200"}
         )
@@ -37,6 +40,30 @@ def _run_job(cli: Any) -> str:
     code, _out, stdout = cli("run", "--from", FROM, "--to", TO, "--force", "--reason", "test", "--json")
     assert code == 0, _out
     return str(json.loads(stdout)["job_id"])
+
+
+@pytest.mark.parametrize(("budget", "code"), [("0.01", 1), ("0.25", 0)])
+def test_a_run_over_the_error_budget_exits_1_naming_the_top_error(
+    pg_dsn: str, tmp_path: Path, budget: str, code: int
+) -> None:
+    load_corpus(pg_dsn)
+    config = tmp_path / "budget.yaml"
+    config.write_text(f"throttle:\n  failure_rate_max: {budget}\n")
+    args = ["-c", str(config), "--dsn", pg_dsn, "--artifacts-dir", str(tmp_path / "art")]
+    res = CliRunner().invoke(
+        main,
+        [*args, "run", "--from", FROM, "--to", TO, "--force", "--reason", "test"],
+        env={"STARFORGE_DATABASE_URL": "", "COLUMNS": "200"},
+    )
+    assert res.exit_code == code, res.output
+    last = res.stderr.strip().splitlines()[-1]
+    if code:
+        top = 'PARSE_ERROR 4 "ProfileData: missing, expected an object"'
+        assert last == f"error: 6 of 33 snapshots failed (18.2% > 1.0%): {top}"
+    else:
+        assert last == "6 of 33 snapshots failed (18.2% <= 25.0%, within the error budget)"
+    with psycopg.connect(pg_dsn) as conn:  # the job itself is done either way: the judgement is the exit code
+        assert conn.execute("SELECT status, error_count FROM backfill_jobs").fetchall() == [("done", 6)]
 
 
 def test_verify_passes_then_catches_a_corrupted_row(cli: Any, pg_conn: psycopg.Connection) -> None:
@@ -58,7 +85,8 @@ def test_verify_passes_then_catches_a_corrupted_row(cli: Any, pg_conn: psycopg.C
     assert code == 1
     doc = json.loads(stdout)
     assert doc["passed"] is False and doc["failed"] == ["parity"]
-    assert doc["checks"][2]["data"]["mismatches"][0]["column"] == "level"
+    parity = next(c for c in doc["checks"] if c["name"] == "parity")
+    assert parity["data"]["mismatches"][0]["column"] == "level"
 
 
 def test_verify_missing_summary_and_duplicate_exit_1(cli: Any, pg_conn: psycopg.Connection) -> None:

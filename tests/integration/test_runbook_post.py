@@ -42,8 +42,9 @@ def _check(res: Any, name: str) -> Any:
 
 @pytest.fixture
 def cfg(pg_dsn: str, tmp_path: Path) -> Any:
+    """The corpus fails 6 of its 33 snapshots on purpose: an error budget of 25% accepts that."""
     load_corpus(pg_dsn)
-    return make_cfg(pg_dsn, tmp_path / "artifacts")
+    return make_cfg(pg_dsn, tmp_path / "artifacts", **{"throttle.failure_rate_max": 0.25})
 
 
 def test_verify_passes_on_a_clean_job(cfg: Any, pg_conn: psycopg.Connection) -> None:
@@ -54,6 +55,7 @@ def test_verify_passes_on_a_clean_job(cfg: Any, pg_conn: psycopg.Connection) -> 
     assert [c.name for c in res.checks] == [
         "processed_counts",
         "error_types",
+        "error_budget",
         "parity",
         "uniqueness",
         "summary_coverage",
@@ -70,6 +72,26 @@ def test_verify_passes_on_a_clean_job(cfg: Any, pg_conn: psycopg.Connection) -> 
     assert saved["passed"] is True and saved["job_id"] == job_id
     gate = latest_gate(pg_conn, "verify", cfg.fingerprint())
     assert gate is not None and gate["passed"] and gate["job_id"] == job_id
+
+
+def test_a_job_over_the_error_budget_fails_verify_naming_the_top_error(cfg: Any, pg_conn: psycopg.Connection) -> None:
+    strict = cfg.replace(**{"throttle.failure_rate_max": 0.1})
+    job_id = _run(strict)
+    res = verify(strict, job_id=job_id, sample_users=0)
+    assert res.failed == ["error_budget"], res.failed
+    budget = _check(res, "error_budget")
+    assert (budget.data["failed"], budget.data["handled"], budget.value, budget.threshold) == (6, 33, 0.181818, 0.1)
+    assert (
+        budget.detail
+        == '6 of 33 snapshots failed (18.2% > 10.0%): PARSE_ERROR 4 "ProfileData: missing, expected an object"'
+    )
+    job = pg_conn.execute(
+        "SELECT error_count, processed_count FROM backfill_jobs WHERE job_id = %s", [job_id]
+    ).fetchone()
+    assert job == (6, 27)  # the same counts as the job row
+    # a range verification (no job) judges the range's snapshots the same way
+    by_range = verify(strict, from_ts=FROM, to_ts=TO, sample_users=0)
+    assert _check(by_range, "error_budget").detail == budget.detail
 
 
 def test_parity_holds_when_newer_snapshots_were_processed_first(cfg: Any) -> None:
@@ -235,6 +257,7 @@ def test_canary_interrupted_during_observation(cfg: Any, pg_conn: psycopg.Connec
 def test_report_files_manifest_and_tampering(pg_dsn: str, tmp_path: Path) -> None:
     load_corpus(pg_dsn)
     cfg = make_cfg(pg_dsn + " password=s3cret-pw", tmp_path / "artifacts")  # trust auth ignores it
+    cfg = cfg.replace(**{"throttle.failure_rate_max": 0.25})  # the corpus fails 6 of 33 on purpose
     job_id = _run(cfg)
     verify(cfg, job_id=job_id, sample_users=3)
     res = report(cfg, job_id=job_id)
