@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from starforge_backfill import __version__, artifacts, templates
+from starforge_backfill import __version__, artifacts, operator, templates
 from starforge_backfill.artifacts import jsonable
 from starforge_backfill.errors import UsageError
 from starforge_backfill.timerange import parse_ts
@@ -181,10 +181,12 @@ def start_job(
     reason: str | None,
     job_id: str | None = None,
     owner: str | None = None,
+    by: str | None = None,
 ) -> dict[str, Any]:
     """Create a job under this config (row, chunks, `created` event) and write its `config.json` artifact.
 
-    The one way every path (run, canary, the queue worker) starts a job."""
+    The one way every path (run, canary, the queue worker) starts a job; `by` is its operator (default: this
+    process's)."""
     job = create_job(
         conn,
         job_id=job_id or new_job_id(mode),
@@ -197,6 +199,7 @@ def start_job(
         config_fingerprint=cfg.fingerprint(),
         tool_version=__version__,
         reason=reason,
+        by=by,
     )
     artifacts.write_json(
         artifacts.job_dir(cfg.artifacts_dir, str(job["job_id"])) / "config.json",
@@ -220,8 +223,9 @@ def create_job(
     config_fingerprint: str,
     tool_version: str,
     reason: str | None,
+    by: str | None = None,
 ) -> dict[str, Any]:
-    """Create a job and its chunks in one transaction; returns the job row."""
+    """Create a job and its chunks in one transaction (`by`: its operator); returns the job row."""
     with conn.transaction():
         templates.fetch_one(
             conn,
@@ -239,12 +243,13 @@ def create_job(
                 "config_fingerprint": config_fingerprint,
                 "tool_version": tool_version,
                 "reason": reason,
+                "operator": by or operator.current(),
             },
         )
         wanted = templates.execute(conn, "jobs/count_wanted.sql", selector.params()).fetchone()
         size = effective_chunk_size(int(wanted[0]) if wanted else 0, chunk_size, batch_size, concurrency)
         templates.fetch_one(conn, "jobs/create_chunks.sql", {"job_id": job_id, "chunk_size": size, **selector.params()})
-        record_event(conn, job_id, "created", f"{mode} job created", {"selector": selector.to_json()})
+        record_event(conn, job_id, "created", f"{mode} job created", {"selector": selector.to_json()}, by=by)
     job = get_job(conn, job_id)
     assert job is not None
     return job
@@ -288,6 +293,16 @@ def set_status(
     )
 
 
+def set_concurrency(conn: psycopg.Connection[Any], job_id: str, concurrency: int) -> dict[str, Any] | None:
+    """Set how many workers all of a job's runs together may use; the new row."""
+    return templates.fetch_one(conn, "jobs/set_concurrency.sql", {"job_id": job_id, "concurrency": concurrency})
+
+
+def last_event(conn: psycopg.Connection[Any], job_id: str, kind: str) -> dict[str, Any] | None:
+    """The job's newest event of `kind` (created_at, operator, message, details), or None."""
+    return templates.fetch_one(conn, "jobs/last_event.sql", {"job_id": job_id, "kind": kind})
+
+
 def newest_progress(conn: psycopg.Connection[Any], mode: str) -> tuple[str, int, int] | None:
     """(job_id, snapshots handled, total) of the newest job of `mode`, or None when there is none."""
     row = templates.execute(conn, "jobs/newest_progress.sql", {"mode": mode}).fetchone()
@@ -306,13 +321,12 @@ def record_event(
     kind: str,
     message: str,
     details: dict[str, Any] | None = None,
+    *,
+    by: str | None = None,
 ) -> None:
-    """Append an event to the job's audit trail."""
-    templates.execute(
-        conn,
-        "jobs/record_event.sql",
-        {"job_id": job_id, "kind": kind, "message": message, "details": Jsonb(details or {})},
-    )
+    """Append an event to the job's audit trail, with who acted (`by`, else this process's operator)."""
+    params = {"job_id": job_id, "kind": kind, "message": message, "details": Jsonb(details or {})}
+    templates.execute(conn, "jobs/record_event.sql", params | {"operator": by or operator.current()})
 
 
 def claim_chunk(conn: psycopg.Connection[Any], job_id: str, worker: str, claim_ttl_s: float) -> dict[str, Any] | None:

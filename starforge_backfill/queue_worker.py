@@ -132,6 +132,7 @@ class QueueWorker:
             batch_size=int(payload.get("batch_size") or self.cfg.etl.batch_size),
             concurrency=int(payload.get("concurrency") or 1),
             reason=f"queue_jobs {row['id']}",
+            by=str(payload.get("owner") or self.cfg.job.owner),  # the queue job acts for its payload's owner
         )
         self.stats.jobs_created.append(job["job_id"])
         self.notify(f"created job {job_id} from queue: {job['total_count']} snapshot(s)")

@@ -1,7 +1,7 @@
 -- Create a backfill job row (status running). Binds: job_id, owner, mode, from_ts, to_ts, batch_size,
--- concurrency, reprocess, selector (jsonb), config_fingerprint, tool_version, reason.
+-- concurrency, reprocess, selector (jsonb), config_fingerprint, tool_version, reason, operator.
 INSERT INTO backfill_jobs (job_id, owner, mode, from_ts, to_ts, batch_size, concurrency, status, reprocess,
-                           selector, config_fingerprint, tool_version, reason, started_at, heartbeat_at)
+                           selector, config_fingerprint, tool_version, reason, operator, started_at, heartbeat_at)
 VALUES (%(job_id)s, %(owner)s, %(mode)s, %(from_ts)s, %(to_ts)s, %(batch_size)s, %(concurrency)s, 'running',
-        %(reprocess)s, %(selector)s, %(config_fingerprint)s, %(tool_version)s, %(reason)s, now(), now())
+        %(reprocess)s, %(selector)s, %(config_fingerprint)s, %(tool_version)s, %(reason)s, %(operator)s, now(), now())
 RETURNING *

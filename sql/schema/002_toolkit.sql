@@ -99,3 +99,8 @@ CREATE TABLE IF NOT EXISTS backfill_gates (
     created_at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS backfill_gates_lookup_idx ON backfill_gates (kind, config_fingerprint, created_at DESC);
+
+-- Who did it: the operator of each job and event (--operator, $STARFORGE_OPERATOR, else user@host; a queue
+-- job's payload owner). Added after the tables above first shipped, hence ALTER ... IF NOT EXISTS.
+ALTER TABLE backfill_jobs ADD COLUMN IF NOT EXISTS operator text;
+ALTER TABLE backfill_events ADD COLUMN IF NOT EXISTS operator text;

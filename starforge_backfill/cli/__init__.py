@@ -76,6 +76,11 @@ class LazyGroup(click.Group):
     envvar="STARFORGE_LOG_FORMAT",
     help="Logs on stderr: human lines or one JSON object per line (env STARFORGE_LOG_FORMAT; logging.format).",
 )
+@click.option(
+    "--operator",
+    envvar="STARFORGE_OPERATOR",
+    help="Who is acting, recorded on every job and event (env STARFORGE_OPERATOR; default user@host).",
+)
 @click.option("-v", "--verbose", count=True, help="More output: per-batch lines; -vv debug; tracebacks on errors.")
 @click.option("-q", "--quiet", is_flag=True, help="Less human output (warnings and errors only).")
 @click.version_option(__version__, prog_name="starforge-backfill")
@@ -86,5 +91,8 @@ def main(ctx: click.Context, **opts: Any) -> None:
     Exit codes: 0 ok, 1 check or gate failed, 2 usage or config error, 3 database unreachable or schema
     missing, 4 job paused or aborted, 130 interrupted.
     """
+    from starforge_backfill import operator
+
+    operator.set_current(opts.pop("operator", None))
     obj = ctx.obj = Ctx(**opts)
     obj.setup_logging()

@@ -11,6 +11,8 @@ from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import GateFailed, UsageError
 from starforge_backfill.jobs import JobStatus
 
+PAUSED_BY_OPERATOR = "operator"  # a pause event's details.source; gates and retries pause jobs too
+
 
 @dataclasses.dataclass(frozen=True)
 class DbInitResult:
@@ -98,6 +100,6 @@ def pause(cfg: Config, *, job_id: str | None = None, all_jobs: bool = False, rea
                 if job_id:
                     raise GateFailed(f"job {jid} is {current['status']}, not running: nothing to pause")
                 continue
-            jobs.record_event(conn, jid, "paused", why, {})
+            jobs.record_event(conn, jid, "paused", why, {"source": PAUSED_BY_OPERATOR})
             changed.append(jobs.public_row(row))
     return PauseResult(changed)

@@ -30,6 +30,8 @@ from starforge_backfill.runbook import gates
 from starforge_backfill.schema import check_schema
 
 Notify = Callable[[str], None]
+GATE_PAUSE_PREFIX = "gate:"  # throttle.evaluate's pause reasons
+RETRIES_PAUSE_PREFIX = "paused: database errors outlasted the retries"  # engine.ChunkWorker._pause_after_retries
 
 
 def _quiet(_msg: str) -> None:
@@ -156,14 +158,12 @@ def run(
     opts.validate()
     if job_id is None and selector is None:
         raise UsageError("give --from and --to (a created_at range), or --job-id to resume a job")
-    concurrency = opts.concurrency or cfg.job.concurrency
     batch_size = opts.batch_size or cfg.etl.batch_size
     stop = stop or threading.Event()
     started = time.monotonic()
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         check_schema(conn)
-        capacity.read(conn, cfg.database.max_connections_share).require(concurrency)
-        job, resumed = _job_for_run(conn, cfg, selector, job_id, opts, batch_size, concurrency, notify)
+        job, resumed, concurrency = _job_for_run(conn, cfg, selector, job_id, opts, batch_size, notify)
         job_id = str(job["job_id"])
         folder = artifacts.job_dir(cfg.artifacts_dir, job_id)
         state = RunProgress(
@@ -232,46 +232,118 @@ def _job_for_run(
     job_id: str | None,
     opts: RunOptions,
     batch_size: int,
-    concurrency: int,
     notify: Notify,
-) -> tuple[dict[str, Any], bool]:
-    """Find the job to resume (by id, or the unfinished one of this range) or create a new one."""
+) -> tuple[dict[str, Any], bool, int]:
+    """The job to work on and the workers this run adds: the one named, the unfinished one of this range,
+    or a new one (refused without the gates unless forced). Nothing is written when it is refused."""
     if job_id is not None:
         existing: dict[str, Any] | None = _existing_job(conn, job_id)
     else:
         assert selector is not None
         existing = jobs.find_resumable(conn, opts.mode, selector.from_ts, selector.to_ts)
+    cap = capacity.read(conn, cfg.database.max_connections_share)
     if existing is not None:
-        return _resume_existing(conn, cfg, existing, opts, notify), True
+        row, workers = _resume_existing(conn, cfg, existing, opts, cap, notify)
+        return row, True, workers
     assert selector is not None
+    concurrency = opts.concurrency or cfg.job.concurrency
+    cap.require(concurrency)
     if opts.checks_gates:
-        gates.require_for_run(conn, cfg)  # before anything is written: a refused run leaves no job behind
+        gates.require_for_run(conn, cfg)
     new = jobs.start_job(
         conn, cfg, selector, mode=opts.mode, batch_size=batch_size, concurrency=concurrency, reason=opts.reason
     )
     if opts.force:
         jobs.record_event(conn, new["job_id"], "forced", "gates skipped with --force", {"reason": opts.reason})
     notify(f"created job {new['job_id']}: {new['total_count']} snapshot(s) to process")
-    return new, False
+    return new, False, concurrency
 
 
 def _resume_existing(
-    conn: psycopg.Connection[Any], cfg: Config, existing: dict[str, Any], opts: RunOptions, notify: Notify
-) -> dict[str, Any]:
+    conn: psycopg.Connection[Any],
+    cfg: Config,
+    existing: dict[str, Any],
+    opts: RunOptions,
+    cap: capacity.Capacity,
+    notify: Notify,
+) -> tuple[dict[str, Any], int]:
+    """Take up an existing job: (its row, the workers this run adds). Never silently: a job an operator or a
+    gate paused is refused (even with --force: force skips gates, it never undoes a person's pause), and a
+    job that already has live workers gets no more than its concurrency unless --concurrency raises it."""
     _check_resume_allowed(existing, cfg, force=opts.force)
+    job_id = str(existing["job_id"])
     if existing["status"] == JobStatus.DONE:
-        notify(f"job {existing['job_id']} is already done")
-        return existing
+        notify(f"job {job_id} is already done")
+        return existing, 1
+    if existing["status"] == JobStatus.PAUSED:
+        _refuse_a_deliberate_pause(conn, existing)
     if existing["status"] in (JobStatus.PAUSED, JobStatus.FAILED, JobStatus.PENDING):
         resumable = [JobStatus.PAUSED, JobStatus.FAILED, JobStatus.PENDING]
-        jobs.set_status(conn, existing["job_id"], JobStatus.RUNNING, None, resumable)
-        jobs.record_event(conn, existing["job_id"], "resumed", f"resumed by {opts.mode}", {"reason": opts.reason})
+        jobs.set_status(conn, job_id, JobStatus.RUNNING, None, resumable)
+        jobs.record_event(conn, job_id, "resumed", f"resumed by {opts.mode}", {"reason": opts.reason})
+    workers = _workers_to_add(conn, cfg, existing, opts, cap, notify)
     ck = existing.get("last_checkpoint") or {}
     notify(
-        f"resuming job {existing['job_id']} ({existing['processed_count']} processed, "
+        f"resuming job {job_id} ({existing['processed_count']} processed, "
         f"{existing['error_count']} failed so far; last checkpoint {ck.get('created_at', 'none')})"
     )
-    return jobs.get_job(conn, existing["job_id"]) or existing
+    return jobs.get_job(conn, job_id) or existing, workers
+
+
+def _refuse_a_deliberate_pause(conn: psycopg.Connection[Any], job: dict[str, Any]) -> None:
+    """A job paused by an operator or a gate is resumed only by `resume`; one the retries paused, by `run` too."""
+    reason = str(job.get("status_reason") or "")
+    if reason.startswith(RETRIES_PAUSE_PREFIX):
+        return  # the tool paused it after a database outage: running the range again is how it goes on
+    hint = f"when it should go on: `starforge-backfill resume --job-id {job['job_id']}`"
+    if reason.startswith(GATE_PAUSE_PREFIX):
+        event = jobs.last_event(conn, str(job["job_id"]), "gate")
+        when = f" at {event['created_at']:%Y-%m-%d %H:%M:%S} UTC" if event else ""
+        raise GateFailed(f"job {job['job_id']} was paused by a gate{when}: {reason}", hint=hint)
+    event = jobs.last_event(conn, str(job["job_id"]), "paused")
+    who = (event or {}).get("operator") or "an operator"
+    when = f" at {event['created_at']:%Y-%m-%d %H:%M:%S} UTC" if event else ""
+    raise GateFailed(f"job {job['job_id']} was paused by {who}{when}: {reason or 'no reason given'}", hint=hint)
+
+
+def _workers_to_add(
+    conn: psycopg.Connection[Any],
+    cfg: Config,
+    job: dict[str, Any],
+    opts: RunOptions,
+    cap: capacity.Capacity,
+    notify: Notify,
+) -> int:
+    """Workers this run may add to a job: its concurrency less the workers live elsewhere, or more when
+    --concurrency raises the job's concurrency (recorded, and still within the connection budget)."""
+    job_id = str(job["job_id"])
+    rows = jobs.list_jobs(conn, job_id, 1, cfg.job.claim_ttl_s)
+    live = int(rows[0]["live_workers"]) if rows else 0
+    job_c = int(job["concurrency"])
+    if opts.concurrency is not None and opts.concurrency > job_c:
+        cap.require(opts.concurrency)
+        jobs.set_concurrency(conn, job_id, opts.concurrency)
+        jobs.record_event(
+            conn,
+            job_id,
+            "concurrency",
+            f"concurrency raised {job_c} -> {opts.concurrency}",
+            {"from": job_c, "to": opts.concurrency, "reason": opts.reason},
+        )
+        job_c = opts.concurrency
+    else:
+        cap.require(job_c)
+    room = job_c - live
+    workers = room if opts.concurrency is None else min(opts.concurrency, room)
+    if workers < 1:
+        raise GateFailed(
+            f"job {job_id} already has {live} live worker(s), its concurrency {job_c}: this run would add more",
+            hint=f"watch it with `starforge-backfill status --job-id {job_id}`, or pass --concurrency N (N > {job_c})"
+            " to raise the job's concurrency",
+        )
+    if live:
+        notify(f"job {job_id} has {live} live worker(s) elsewhere: adding {workers}, up to its concurrency {job_c}")
+    return workers
 
 
 def _check_resume_allowed(row: dict[str, Any], cfg: Config, *, force: bool) -> None:

@@ -21,7 +21,7 @@ import pytest
 from engine_state import assert_exact, job_row, load_corpus, scalar, scratch_database, table_state
 from running import run_job
 
-from starforge_backfill import jobs, throttle
+from starforge_backfill import jobs, operator, throttle
 from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config, load_config
 from starforge_backfill.engine import ThrottleDecision
@@ -47,6 +47,7 @@ def make_cfg(dsn: str, folder: Path, **overrides: Any) -> Config:
         "gates.ramp": [64],  # start at the requested C (the ramp has its own test)
         "gates.require_preflight": False,  # the engine's tests run without the runbook's gates
         "gates.require_canary": False,
+        "throttle.failure_rate_max": 0.05,  # SPEC fails 2% of its snapshots on purpose: within this budget
     }
     return load_config(None, overrides=base | overrides)
 
@@ -252,6 +253,60 @@ def test_pause_takes_effect_within_one_batch_and_resume_finishes(
     assert_exact(pg_dsn, job_id)
     assert table_state(pg_dsn) == clean_state
     assert [k for k, _ in events(pg_dsn, job_id)].count("resumed") == 1
+
+
+def test_run_never_takes_over_a_job_an_operator_paused(pg_dsn: str, tmp_path: Path) -> None:
+    load_corpus(pg_dsn)
+    cfg = make_cfg(pg_dsn, tmp_path)
+
+    def pause_early(p: RunProgress) -> None:
+        if p.done >= 20 and job_row(pg_dsn, p.job_id)["status"] == "running":
+            operator.set_current("alice@ops")
+            control.pause(cfg, job_id=p.job_id, reason="walk: operator pause")
+
+    try:
+        paused = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1, progress=pause_early)
+        job_id = paused.job["job_id"]
+        for force in (False, True):  # --force skips gates; it never undoes a person's pause
+            with pytest.raises(GateFailed, match=r"was paused by alice@ops at .* UTC: walk: operator pause") as info:
+                run_job(cfg, from_ts=FROM, to_ts=TO, force=force, reason="try" if force else None)
+            assert f"resume --job-id {job_id}" in (info.value.hint or "")
+        assert job_row(pg_dsn, job_id)["status"] == "paused"  # refused: nothing changed
+        operator.set_current("bob@ops")
+        run_module.resume(cfg, job_id=job_id, reason="go on")
+        done = run_job(cfg, job_id=job_id)
+    finally:
+        operator.set_current(None)
+    assert done.outcome == "done"
+    with psycopg.connect(pg_dsn) as conn:
+        who = conn.execute(
+            "SELECT kind, operator FROM backfill_events WHERE job_id = %s AND kind IN ('paused', 'resumed')"
+            " ORDER BY id",
+            [job_id],
+        ).fetchall()
+    assert who == [("paused", "alice@ops"), ("resumed", "bob@ops")]
+
+
+def test_a_second_run_cannot_exceed_the_jobs_concurrency(pg_dsn: str, tmp_path: Path) -> None:
+    load_corpus(pg_dsn)
+    cfg = throttled_cfg(pg_dsn, tmp_path, **{"throttle.long_transaction": "1s", "throttle.sleep": "0.3s"})
+    with psycopg.connect(pg_dsn) as holder:  # the first run backs off (live, heartbeating) while this is open
+        holder.execute("SELECT txid_current()")
+        time.sleep(1.2)
+        first = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1))
+        job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
+        wait_for(lambda: control.status(cfg, job_id=job_id).jobs[0]["live_workers"] == 1, what="the first run's worker")
+        with pytest.raises(GateFailed, match=r"already has 1 live worker\(s\), its concurrency 1"):
+            run_job(cfg, from_ts=FROM, to_ts=TO)
+        with pytest.raises(GateFailed, match="already has 1 live worker"):
+            run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1)
+        assert job_row(pg_dsn, job_id)["concurrency"] == 1
+        second = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=2))  # an explicit raise
+        wait_for(lambda: job_row(pg_dsn, job_id)["concurrency"] == 2, what="the raise")
+        holder.rollback()
+    assert first.result().outcome == "done" and second.result().outcome == "done"
+    assert ("concurrency", "concurrency raised 1 -> 2") in events(pg_dsn, job_id)
+    assert_exact(pg_dsn, job_id)
 
 
 def test_pause_all_pauses_every_running_job(pg_dsn: str, tmp_path: Path) -> None:
@@ -461,7 +516,11 @@ def test_connections_gate_pauses_the_job_with_its_reason(pg_dsn: str, tmp_path: 
 
 def test_failure_rate_gate_pauses_on_a_corpus_with_5_percent_bad(pg_dsn: str, tmp_path: Path) -> None:
     load_corpus(pg_dsn, BAD_SPEC)
-    cfg = throttled_cfg(pg_dsn, tmp_path, **{"throttle.failure_min_sample": 50, "throttle.failure_window": "5m"})
+    cfg = throttled_cfg(
+        pg_dsn,
+        tmp_path,
+        **{"throttle.failure_min_sample": 50, "throttle.failure_window": "5m", "throttle.failure_rate_max": 0.01},
+    )
     res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1)
     assert res.outcome == "paused"
     job = job_row(pg_dsn, res.job["job_id"])
@@ -476,8 +535,11 @@ def test_failure_rate_gate_pauses_on_a_corpus_with_5_percent_bad(pg_dsn: str, tm
         tmp_path,
         **{"throttle.failure_min_sample": 50, "throttle.failure_window": "5m", "throttle.failure_rate_max": 0.5},
     )
-    with pytest.raises(GateFailed):
-        run_job(looser, job_id=job["job_id"])
+    with pytest.raises(GateFailed, match=r"was paused by a gate at .*: gate: failure rate"):
+        run_job(looser, job_id=job["job_id"], force=True, reason="force skips gates, never undoes a pause")
+    with pytest.raises(GateFailed, match="config fingerprint differs"):
+        run_module.resume(looser, job_id=job["job_id"])
+    run_module.resume(looser, job_id=job["job_id"], force=True, reason="known bad snapshots")
     res = run_job(looser, job_id=job["job_id"], force=True, reason="known bad snapshots", concurrency=2)
     assert res.outcome == "done"
     done = assert_exact(pg_dsn, job["job_id"])
