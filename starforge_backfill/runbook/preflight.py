@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from starforge_backfill import artifacts, schema
+from starforge_backfill import artifacts, monitoring, schema
 from starforge_backfill.config import Config, redact_dsn
 from starforge_backfill.db import connect_cfg, the_row, translate_errors
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
@@ -429,4 +429,9 @@ def _monitoring(cfg: Config) -> Check:
         if status != 200:
             return Check("monitoring", FAIL, f"{detail}; Prometheus {shown} answered HTTP {status}", data)
         detail += f"; Prometheus ready ({shown})"
+        rules = monitoring.rules_loaded(m.prometheus_url)
+        data["rules"] = rules.data
+        if not rules.ok:
+            return Check("monitoring", FAIL, f"{detail}; {rules.detail}", data)
+        detail += f"; {rules.detail}"
     return Check("monitoring", PASS, detail, data)
