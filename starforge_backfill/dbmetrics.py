@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 
 from starforge_backfill import templates
+from starforge_backfill.db import connect_cfg, describe_dsn, the_row
 
 log = logging.getLogger("starforge_backfill.metrics")
 
@@ -50,11 +51,7 @@ class DatabaseCollector:
 
     def sample(self, conn: psycopg.Connection[Any]) -> None:
         """Read connections, jobs and queue depth; replace the held sample in one assignment."""
-        max_conn, in_use, reserved = conn.execute(templates.render("runbook/capacity.sql").encode()).fetchone() or (
-            0,
-            0,
-            0,
-        )
+        max_conn, in_use, reserved = the_row(conn.execute(templates.render("runbook/capacity.sql").encode()))
         jobs = conn.execute(
             templates.render("metrics/jobs.sql").encode(), {"recent_s": RECENT_JOBS_S, "limit": MAX_JOBS}
         ).fetchall()
@@ -180,8 +177,6 @@ class DatabaseSampler:
 
 def watch(metrics: Any, cfg: Any, every_s: float | None = None) -> DatabaseSampler | None:
     """Sample the database of `cfg` into `metrics` until it closes; None when there is no DSN."""
-    from starforge_backfill.db import connect_cfg, describe_dsn
-
     if not cfg.database.dsn:
         return None
     sampler = DatabaseSampler(

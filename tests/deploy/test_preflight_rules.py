@@ -5,77 +5,18 @@ Fails (never skips) when the binary is missing; `.ci/run` installs it."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
 import yaml
+from deploy_support import StartPrometheus, free_port
 
 from starforge_backfill.config import load_config
 from starforge_backfill.monitoring import alert_rules_file, rule_groups, rules_loaded
 from starforge_backfill.runbook.preflight import preflight
 
 FROM, TO = "2024-01-01", "2024-02-01"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-StartPrometheus = Callable[[list[Path]], str]
-
-
-@pytest.fixture
-def start_prometheus(tmp_path: Path) -> Iterator[StartPrometheus]:
-    """start(rule_files) -> the URL of a real Prometheus that loaded them; stopped after the test."""
-    exe = shutil.which("prometheus")
-    if exe is None:
-        pytest.fail("prometheus not found: apt-get install -y --no-install-recommends prometheus (.ci/run does)")
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(rule_files: list[Path]) -> str:
-        n = len(procs)
-        config = tmp_path / f"prometheus-{n}.yml"
-        config.write_text(
-            yaml.safe_dump({"global": {"evaluation_interval": "1s"}, "rule_files": [str(p) for p in rule_files]})
-        )
-        port = _free_port()
-        log = (tmp_path / f"prometheus-{n}.log").open("wb")
-        proc = subprocess.Popen(
-            [
-                exe,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / f'tsdb-{n}'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / f"prometheus-{n}.log").read_text()
-            try:
-                with urllib.request.urlopen(url + "/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        return url
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("prometheus did not become ready in 30 s")
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _cfg(dsn: str, tmp_path: Path, url: str) -> object:
@@ -149,5 +90,5 @@ def test_a_rule_that_fails_to_evaluate_fails_the_check(tmp_path: Path, start_pro
 
 
 def test_an_unreachable_prometheus_fails_the_check() -> None:
-    res = rules_loaded(f"http://127.0.0.1:{_free_port()}", timeout=1)
+    res = rules_loaded(f"http://127.0.0.1:{free_port()}", timeout=1)
     assert not res.ok and "cannot read the rules" in res.detail
