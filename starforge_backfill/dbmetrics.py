@@ -140,9 +140,9 @@ class DatabaseSampler:
         self._thread = threading.Thread(target=self._loop, name="starforge-db-metrics", daemon=True)
 
     def start(self) -> DatabaseSampler:
-        """Register the collector, take a first sample now (so the first write has it), then sample on."""
+        """Register the collector and start sampling in the thread: the first sample at once, never blocking
+        the command (a database that does not answer delays only this thread, by database.connect_timeout)."""
         self.metrics.registry.register(self.collector)
-        self.sample_once()
         self._thread.start()
         return self
 
@@ -162,17 +162,20 @@ class DatabaseSampler:
 
     def stop(self) -> None:
         """Stop sampling, then take a last sample for the final write (unless the database was failing)."""
+        started = self._thread.is_alive() or self._thread.ident is not None
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
-        if not self._failing:
+        if started and not self._failing:
             self.sample_once()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
+        while True:
             self.sample_once()
             self.metrics.touch()
             self.metrics.maybe_write()
+            if self._stop.wait(self.every_s):
+                return
 
 
 def watch(metrics: Any, cfg: Any, every_s: float | None = None) -> DatabaseSampler | None:

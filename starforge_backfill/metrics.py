@@ -17,6 +17,10 @@ them); `starforge_etl_batch_processing_duration_seconds` observes each batch onc
 Outputs: `write()` uses `prometheus_client.write_to_textfile` (temp file + rename, atomic) at most every
 `write_every_s` while running and always at `close()`; `close()` also pushes to a Pushgateway when one is
 configured (`pushadd_to_gateway`); `serve()` exposes `/metrics` over HTTP for long runs and the worker.
+
+The database's own figures (connections vs max_connections, job status and backlog, queue depth) come from
+`dbmetrics.watch`, which long commands (run, resume, worker) attach; `touch()` is the heartbeat
+(`starforge_backfill_metrics_updated_timestamp_seconds`) that every event, sample and write refreshes.
 """
 
 from __future__ import annotations
