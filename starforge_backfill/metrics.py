@@ -17,6 +17,10 @@ them); `starforge_etl_batch_processing_duration_seconds` observes each batch onc
 Outputs: `write()` uses `prometheus_client.write_to_textfile` (temp file + rename, atomic) at most every
 `write_every_s` while running and always at `close()`; `close()` also pushes to a Pushgateway when one is
 configured (`pushadd_to_gateway`); `serve()` exposes `/metrics` over HTTP for long runs and the worker.
+
+The database's own figures (connections vs max_connections, job status and backlog, queue depth) come from
+`dbmetrics.watch`, which long commands (run, resume, worker) attach; `touch()` is the heartbeat
+(`starforge_backfill_metrics_updated_timestamp_seconds`) that every event, sample and write refreshes.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +141,12 @@ class Metrics:
             ["command"],
             registry=r,
         )
+        self.updated_at = Gauge(
+            "starforge_backfill_metrics_updated_timestamp_seconds",
+            "Unix time this process last updated its metrics (a batch, a database sample, a write).",
+            ["command"],
+            registry=r,
+        )
         self.processed.labels("applied")
         self.processed.labels("failed")
         self._started = time.monotonic()
@@ -147,6 +157,7 @@ class Metrics:
         self._subscribed = False
         self._server: Any = None
         self._closed = False
+        self._closers: list[Callable[[], None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -167,11 +178,24 @@ class Metrics:
         host, bound = server.server_address[:2]
         return str(host), int(bound)
 
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call `fn` first thing in `close()` (the database sampler's stop)."""
+        self._closers.append(fn)
+
+    def touch(self) -> None:
+        """The heartbeat: this process is alive and its figures are current."""
+        self.updated_at.labels(self.command).set(time.time())
+
     def close(self, exit_code: int | None = None) -> None:
         """Final figures and write, push to the Pushgateway if any, stop the server and the tap. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        for fn in self._closers:
+            try:
+                fn()
+            except Exception as exc:  # the command's outcome never depends on its metrics
+                log.warning("metrics: %s", exc)
         try:
             if exit_code is not None:
                 self.exit_code.labels(self.command).set(exit_code)
@@ -224,6 +248,7 @@ class Metrics:
             self.throttled.labels(job_id).set(1)
         elif event == "gate_pause":
             self.paused.labels(job_id).set(1)
+        self.touch()
         self.maybe_write()
 
     def observe_batch(
@@ -304,6 +329,7 @@ class Metrics:
             return  # another thread is writing right now
         try:
             self.command_duration.labels(self.command).set(time.monotonic() - self._started)
+            self.touch()
             self.file.parent.mkdir(parents=True, exist_ok=True)
             write_to_textfile(str(self.file), self.registry)
             self._last_write = time.monotonic()

@@ -97,7 +97,7 @@ class Ctx:
         cfg = self.config()
         spec = option or (str(cfg.metrics.port) if cfg.metrics.port else None)
         if not spec:
-            return self.metrics()
+            return self._watch_database(self.metrics())
         from starforge_backfill.errors import UsageError
 
         host, _, port = spec.rpartition(":")
@@ -109,6 +109,14 @@ class Ctx:
         except OSError as exc:
             raise UsageError(f"cannot serve metrics on {host or '127.0.0.1'}:{port}: {exc.strerror or exc}") from None
         self.say(f"metrics on http://{bound_host}:{bound_port}/metrics")
+        return self._watch_database(metrics)
+
+    def _watch_database(self, metrics: Any) -> Any:
+        """A long command's metrics also carry the database's figures (connections, jobs, queue depth)."""
+        if metrics is not None:
+            from starforge_backfill.dbmetrics import watch
+
+            watch(metrics, self.config())
         return metrics
 
     def finish(self, code: int) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from starforge_backfill import artifacts, capacity, schema, templates
+from starforge_backfill import artifacts, capacity, monitoring, schema, templates
 from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
@@ -422,4 +422,9 @@ def _monitoring(cfg: Config) -> Check:
         if status != 200:
             return Check("monitoring", FAIL, f"{detail}; Prometheus {shown} answered HTTP {status}", data)
         detail += f"; Prometheus ready ({shown})"
+        rules = monitoring.rules_loaded(m.prometheus_url)
+        data["rules"] = rules.data
+        if not rules.ok:
+            return Check("monitoring", FAIL, f"{detail}; {rules.detail}", data)
+        detail += f"; {rules.detail}"
     return Check("monitoring", PASS, detail, data)

@@ -293,7 +293,8 @@ def test_preflight_monitoring(pg_dsn: str, tmp_path: Path, prometheus: tuple[str
     assert preflight(cfg, from_ts=FROM, to_ts=TO).check("monitoring").result == "fail"
     cfg = make_cfg(pg_dsn, tmp_path, **{"metrics.port": 9109, "metrics.prometheus_url": url})
     check = preflight(cfg, from_ts=FROM, to_ts=TO).check("monitoring")
-    assert check.result == "pass" and "ready" in check.detail
+    # ready, but this stand-in serves no /api/v1/rules: the rules check (tests/deploy, a real Prometheus) fails
+    assert check.result == "fail" and "Prometheus ready" in check.detail and "/api/v1/rules" in check.detail
     handler.status = 503
     check = preflight(cfg, from_ts=FROM, to_ts=TO).check("monitoring")
     assert check.result == "fail" and "HTTP 503" in check.detail
