@@ -182,6 +182,7 @@ def start_job(
     job_id: str | None = None,
     owner: str | None = None,
     by: str | None = None,
+    batch_fixed: bool = False,
 ) -> dict[str, Any]:
     """Create a job under this config (row, chunks, `created` event) and write its `config.json` artifact.
 
@@ -200,6 +201,7 @@ def start_job(
         tool_version=__version__,
         reason=reason,
         by=by,
+        batch_fixed=batch_fixed,
     )
     artifacts.write_json(
         artifacts.job_dir(cfg.artifacts_dir, str(job["job_id"])) / "config.json",
@@ -224,8 +226,11 @@ def create_job(
     tool_version: str,
     reason: str | None,
     by: str | None = None,
+    batch_fixed: bool = False,
 ) -> dict[str, Any]:
-    """Create a job and its chunks in one transaction (`by`: its operator); returns the job row."""
+    """Create a job and its chunks in one transaction (`by`: its operator); returns the job row.
+
+    `batch_fixed`: every batch holds `batch_size` snapshots (the byte cap aside); else sizes adapt."""
     with conn.transaction():
         templates.fetch_one(
             conn,
@@ -237,6 +242,7 @@ def create_job(
                 "from_ts": selector.from_ts,
                 "to_ts": selector.to_ts,
                 "batch_size": batch_size,
+                "batch_fixed": batch_fixed,
                 "concurrency": concurrency,
                 "reprocess": selector.reprocess,
                 "selector": Jsonb(selector.to_json()),

@@ -175,7 +175,9 @@ class QueueWorker:
         row = jobs.get_job(conn, job_id)
         assert row is not None
         folder = artifacts.job_dir(self.cfg.artifacts_dir, job_id)
-        options = config_settings.engine(self.cfg, int(row["batch_size"]), folder, job_id)
+        options = config_settings.engine(
+            self.cfg, int(row["batch_size"]), folder, job_id, fixed=bool(row.get("batch_fixed"))
+        )
 
         def on_batch(_w: str, res: BatchResult, _d: float) -> None:
             self.stats.snapshots.add(res)

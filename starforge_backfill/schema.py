@@ -111,6 +111,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
         "started_at",
         "finished_at",
         "operator",
+        "batch_fixed",
     ),
     "backfill_chunks": ("job_id", "chunk_no", "status"),
     "backfill_events": ("job_id", "kind", "details", "operator"),

@@ -52,8 +52,13 @@ def throttle(cfg: Config) -> ThrottleSettings:
     )
 
 
-def engine(cfg: Config, batch_size: int, folder: Path, job_id: str) -> EngineOptions:
-    """A chunk worker's options for job `job_id`, whose artifacts live in `folder`."""
+def engine(cfg: Config, batch_size: int, folder: Path, job_id: str, *, fixed: bool = False) -> EngineOptions:
+    """A chunk worker's options for job `job_id`, whose artifacts live in `folder`.
+
+    `fixed`: every batch holds `batch_size` snapshots (only `etl.batch_max_bytes` cuts one shorter). Else the
+    size starts there and adapts toward `throttle.target_batch` within [min_batch_size, max_batch_size]."""
+    t = cfg.throttle
+    adaptive = t.enabled and not fixed
     return EngineOptions(
         etl=etl(cfg, quarantine_dir=folder / "quarantine", job_id=job_id),
         batch_size=batch_size,
@@ -61,8 +66,8 @@ def engine(cfg: Config, batch_size: int, folder: Path, job_id: str) -> EngineOpt
         claim_ttl_s=cfg.job.claim_ttl_s,
         heartbeat_s=cfg.job.heartbeat_s,
         retry=retry(cfg),
-        min_batch_size=cfg.throttle.min_batch_size,
-        max_batch_size=cfg.throttle.max_batch_size,
-        target_batch_s=cfg.throttle.target_batch_s if cfg.throttle.enabled else 0.0,
+        min_batch_size=t.min_batch_size if adaptive else batch_size,
+        max_batch_size=t.max_batch_size if adaptive else batch_size,
+        target_batch_s=t.target_batch_s if adaptive else 0.0,
         throttle=HealthThrottle(throttle(cfg)) if cfg.throttle.enabled else None,
     )

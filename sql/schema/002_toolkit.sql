@@ -104,3 +104,5 @@ CREATE INDEX IF NOT EXISTS backfill_gates_lookup_idx ON backfill_gates (kind, co
 -- job's payload owner). Added after the tables above first shipped, hence ALTER ... IF NOT EXISTS.
 ALTER TABLE backfill_jobs ADD COLUMN IF NOT EXISTS operator text;
 ALTER TABLE backfill_events ADD COLUMN IF NOT EXISTS operator text;
+-- `--batch-size N` fixes a job's batches at N (only the byte cap cuts one shorter); without it they adapt.
+ALTER TABLE backfill_jobs ADD COLUMN IF NOT EXISTS batch_fixed boolean NOT NULL DEFAULT false;

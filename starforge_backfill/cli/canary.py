@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from starforge_backfill.cli.context import Ctx, handled
+from starforge_backfill.cli.context import BATCH_SIZE_HELP, BatchSize, Ctx, handled
 
 
 def _duration(value: str | None, option: str) -> float | None:
@@ -30,7 +30,7 @@ def _duration(value: str | None, option: str) -> float | None:
 @click.option("--to", "to_ts", help="End of the created_at range (exclusive, ISO-8601).")
 @click.option("--observe", metavar="DURATION", help="Observation window after the slice [default: canary.observe].")
 @click.option("--concurrency", type=int, help="Workers, 1 to 4 [default: canary.concurrency].")
-@click.option("--batch-size", type=click.IntRange(1, 10000), help="Snapshots per batch (default etl.batch_size).")
+@click.option("--batch-size", type=BatchSize(), help=BATCH_SIZE_HELP)
 @click.pass_obj
 @handled
 def command(obj: Ctx, **kw: Any) -> None:

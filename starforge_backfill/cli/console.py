@@ -120,36 +120,40 @@ class ProgressReporter:
             self._line(self._state)
 
 
+STATUS_COLUMNS = ("job", "mode", "state", "progress", "processed", "errors", "rate/s", "eta", "workers", "note")
+
+
+def status_cells(r: dict[str, Any]) -> list[str]:
+    """One job's cells, in STATUS_COLUMNS order."""
+    return [
+        r["job_id"],
+        r.get("mode", ""),
+        r.get("state") or r["status"],
+        f"{100 * r.get('progress', 0):.1f}%",
+        str(r["processed_count"]),
+        str(r["error_count"]),
+        "" if r.get("rate_per_s") is None else f"{r['rate_per_s']:.1f}",
+        "" if r.get("eta_s") is None else f"{r['eta_s']}s",
+        str(r.get("live_workers", 0)),
+        r.get("status_reason") or r.get("throttle_state") or "",
+    ]
+
+
 def render_status(rows: list[dict[str, Any]]) -> None:
-    """Print jobs as a rich table."""
+    """Print jobs: a rich table on a terminal; plain, whole columns (ids never cut) into a pipe or a file."""
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    cells = [status_cells(r) for r in rows]
+    if not console.is_terminal:
+        widths = [max(len(c) for c in col) for col in zip(STATUS_COLUMNS, *cells, strict=False)]
+        for line in (list(STATUS_COLUMNS), *cells):
+            print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip())
+        return
     table = Table(title="backfill jobs")
-    for col in (
-        "job",
-        "mode",
-        "status",
-        "progress",
-        "processed",
-        "errors",
-        "rate/s",
-        "eta",
-        "workers",
-        "note",
-    ):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["job_id"],
-            r.get("mode", ""),
-            r["status"],
-            f"{100 * r.get('progress', 0):.1f}%",
-            str(r["processed_count"]),
-            str(r["error_count"]),
-            "" if r.get("rate_per_s") is None else f"{r['rate_per_s']:.1f}",
-            "" if r.get("eta_s") is None else f"{r['eta_s']}s",
-            str(r.get("live_workers", 0)),
-            r.get("status_reason") or r.get("throttle_state") or "",
-        )
-    Console().print(table)
+    for col in STATUS_COLUMNS:
+        table.add_column(col, no_wrap=col == "job", overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)

@@ -303,4 +303,27 @@ def graceful_stop(obj: Ctx) -> Iterator[_Stop]:
             signal.signal(sig, old)
 
 
+class BatchSize(click.ParamType):
+    """`--batch-size N` (1..10000: every batch holds N) or `auto` (the default: sizes adapt); auto is None."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return None
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a whole number nor auto", param, ctx)
+        if not 1 <= n <= 10000:
+            self.fail(f"{n} is not in the range 1<=N<=10000", param, ctx)
+        return n
+
+
+BATCH_SIZE_HELP = (
+    "Snapshots per batch: N means every batch holds N (only etl.batch_max_bytes cuts one shorter); auto, the"
+    " default, starts at etl.batch_size and adapts toward throttle.target_batch within"
+    " throttle.min_batch_size..max_batch_size."
+)
+
 METRICS_PORT_HELP = "Serve Prometheus /metrics on [HOST:]PORT while running (default host 127.0.0.1; metrics.port)."

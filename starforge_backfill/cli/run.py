@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from starforge_backfill.cli.context import METRICS_PORT_HELP, Ctx, graceful_stop, handled, progress_printer
+from starforge_backfill.cli.context import (
+    BATCH_SIZE_HELP,
+    METRICS_PORT_HELP,
+    BatchSize,
+    Ctx,
+    graceful_stop,
+    handled,
+    progress_printer,
+)
 
 log = logging.getLogger("starforge_backfill.cli")
 
@@ -16,7 +24,7 @@ log = logging.getLogger("starforge_backfill.cli")
 @click.command("run")
 @click.option("--from", "from_ts", help="Start of the created_at range (inclusive, ISO-8601).")
 @click.option("--to", "to_ts", help="End of the created_at range (exclusive, ISO-8601).")
-@click.option("--batch-size", type=click.IntRange(1, 10000), help="Snapshots per batch (default etl.batch_size).")
+@click.option("--batch-size", type=BatchSize(), help=BATCH_SIZE_HELP)
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Workers, one connection each.")
 @click.option("--job-id", help="Resume this job.")
 @click.option("--reprocess", is_flag=True, help="Also take snapshots already processed.")

@@ -58,11 +58,18 @@ def status(cfg: Config, *, job_id: str | None = None, limit: int = 50) -> Status
         span = float(r.get("recent_span_s") or 0)
         rate = float(r["recent_snapshots"]) / span if span > 0 else None
         remaining = max(total - done, 0)
+        live = int(r["live_workers"])
+        # "running" in the table with no live worker is a run that was interrupted (Ctrl-C, a crash): no rate,
+        # no ETA; `run` on its range (or `resume`) carries on from the checkpoint
+        interrupted = r["status"] == JobStatus.RUNNING and live == 0
+        if interrupted:
+            rate = None
         pub |= {
+            "state": "interrupted" if interrupted else str(r["status"]),
             "progress": round(done / total, 4) if total else (1.0 if r["status"] == JobStatus.DONE else 0.0),
             "rate_per_s": round(rate, 2) if rate else None,
             "eta_s": round(remaining / rate) if rate and r["status"] == JobStatus.RUNNING else None,
-            "live_workers": int(r["live_workers"]),
+            "live_workers": live,
             "chunks_done": int(r["chunks_done"]),
             "chunks_total": int(r["chunks_total"]),
         }

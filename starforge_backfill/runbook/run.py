@@ -123,7 +123,7 @@ class RunResult:
 class RunOptions:
     """How to run a job, beyond which snapshots: sizes, the audit reason, and what may be skipped."""
 
-    batch_size: int | None = None
+    batch_size: int | None = None  # N: every batch holds N (the byte cap aside); None: "auto", sizes adapt
     concurrency: int | None = None
     force: bool = False  # skip the gates and accept a changed config on resume; needs `reason`
     reason: str | None = None
@@ -172,7 +172,12 @@ def run(
             done_before=int(job["processed_count"]) + int(job["error_count"]),
         )
     ramp = opts.mode == "run" if opts.ramp is None else opts.ramp
-    outcome = _run_workers(cfg, job_id, concurrency, batch_size, state, progress, stop, folder, ramp=ramp)
+    if opts.batch_size is not None:
+        batch_size, fixed = opts.batch_size, True
+    else:  # a resumed job keeps the sizing it was started with
+        batch_size, fixed = int(job["batch_size"]), bool(job.get("batch_fixed"))
+    engine = config_settings.engine(cfg, batch_size, folder, job_id, fixed=fixed)
+    outcome = _run_workers(cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp)
 
     def final_read() -> tuple[dict[str, Any], ErrorBudget]:
         with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
@@ -251,7 +256,14 @@ def _job_for_run(
     if opts.checks_gates:
         gates.require_for_run(conn, cfg)
     new = jobs.start_job(
-        conn, cfg, selector, mode=opts.mode, batch_size=batch_size, concurrency=concurrency, reason=opts.reason
+        conn,
+        cfg,
+        selector,
+        mode=opts.mode,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        reason=opts.reason,
+        batch_fixed=opts.batch_size is not None,
     )
     if opts.force:
         jobs.record_event(conn, new["job_id"], "forced", "gates skipped with --force", {"reason": opts.reason})
@@ -422,11 +434,11 @@ def _run_workers(
     cfg: Config,
     job_id: str,
     concurrency: int,
-    batch_size: int,
+    options: EngineOptions,
     state: RunProgress,
     progress: Callable[[RunProgress], None] | None,
     stop: threading.Event,
-    folder: Path,
+    notify: Notify,
     *,
     ramp: bool = False,
 ) -> RunOutcome:
@@ -435,7 +447,6 @@ def _run_workers(
     With `ramp` (production runs), workers start at the first step of `gates.ramp` and step up every
     `gates.ramp_step` while the job runs and the throttle sees a healthy database, up to C."""
     lock = threading.Lock()
-    options = config_settings.engine(cfg, batch_size, folder, job_id)
 
     def on_batch(_worker: str, res: BatchResult, _duration: float) -> None:
         with lock:
@@ -445,6 +456,7 @@ def _run_workers(
 
     pool = _Workers(cfg, job_id, options, stop, on_batch)
     schedule = ramp_schedule(cfg.gates.ramp, concurrency) if ramp else [concurrency]
+    notify(_plan_line(schedule, cfg.gates.ramp_step_s, options))
     step = 0
     pool.grow_to(schedule[0])
     next_step_at = time.monotonic() + cfg.gates.ramp_step_s
@@ -462,6 +474,23 @@ def _run_workers(
         stop.set()
         pool.join()
     return pool.outcome()
+
+
+def _plan_line(schedule: list[int], step_s: float, options: EngineOptions) -> str:
+    """What the run will do, said before it does it: its workers (and ramp) and its batch size."""
+    if options.target_batch_s > 0:
+        lo, hi = options.min_batch_size, options.max_batch_size
+        batches = f"batches adapt from {options.batch_size} toward {options.target_batch_s:g} s each ({lo}-{hi})"
+    else:
+        batches = f"batches of {options.batch_size}"
+    first, last = schedule[0], schedule[-1]
+    if len(schedule) == 1:
+        workers = f"{first} worker{'s' if first != 1 else ''}"
+    else:
+        steps = " -> ".join(map(str, schedule))
+        workers = f"starting with {first} worker{'s' if first != 1 else ''}; ramp {steps} every {step_s:g} s while"
+        workers += f" the gates hold, up to {last}"
+    return f"{workers}; {batches}"
 
 
 def ramp_schedule(ramp: tuple[int, ...], concurrency: int) -> list[int]:

@@ -309,6 +309,37 @@ def test_a_second_run_cannot_exceed_the_jobs_concurrency(pg_dsn: str, tmp_path: 
     assert_exact(pg_dsn, job_id)
 
 
+@pytest.mark.parametrize("batch_size", [10, None])
+def test_batch_size_n_means_n_and_auto_adapts(pg_dsn: str, tmp_path: Path, batch_size: int | None) -> None:
+    load_corpus(pg_dsn)
+    cfg = make_cfg(
+        pg_dsn,
+        tmp_path,
+        **{
+            "throttle.enabled": True,  # the adaptive sizer runs only with the throttle
+            "throttle.max_connections_ratio": 1.0,
+            "throttle.failure_min_sample": 1_000_000,
+            "throttle.target_batch": "30s",  # far above any batch here: auto grows every batch
+            "job.chunk_size": 300,
+        },
+    )
+    notes: list[str] = []
+    res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1, batch_size=batch_size, notify=notes.append)
+    assert res.outcome == "done"
+    with psycopg.connect(pg_dsn) as conn:
+        sizes = [r[0] for r in conn.execute("SELECT snapshots FROM backfill_batches ORDER BY id").fetchall()]
+        fixed = conn.execute("SELECT batch_fixed FROM backfill_jobs").fetchone()[0]  # type: ignore[index]
+        chunks = conn.execute("SELECT count(*) FROM backfill_chunks").fetchone()[0]  # type: ignore[index]
+    assert sum(sizes) == 300
+    if batch_size is None:
+        assert sizes[:3] == [10, 15, 22] and not fixed, sizes  # etl.batch_size 10, then x1.5 toward the target
+        assert any("batches adapt from 10 toward 30 s each (10-500)" in n for n in notes), notes
+    else:
+        short = [n for n in sizes if n != 10]  # a chunk's last batch holds what the chunk has left
+        assert max(sizes) == 10 and len(short) <= chunks and fixed, (sizes, chunks)
+        assert any(n.endswith("; batches of 10") for n in notes), notes
+
+
 def test_pause_all_pauses_every_running_job(pg_dsn: str, tmp_path: Path) -> None:
     load_corpus(pg_dsn)
     cfg = make_cfg(pg_dsn, tmp_path)
