@@ -64,6 +64,8 @@ def test_db_init_then_run_end_to_end(empty_dsn: str, tmp_path: Path) -> None:
         stats = synthetic.load(conn, SPEC)
     assert stats.snapshots == 60
 
+    # ./starforge-backfill.yaml is read by default: the synthetic corpus fails ~1% on purpose, budget 5%
+    (tmp_path / "starforge-backfill.yaml").write_text("throttle:\n  failure_rate_max: 0.05\n")
     run = cli(
         "--dsn", empty_dsn, "--artifacts-dir", art, "--json", "run", *RANGE, "--force", "--reason", "test", cwd=tmp_path
     )

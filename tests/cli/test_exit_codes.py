@@ -116,8 +116,12 @@ def test_4_job_paused_from_another_connection(pg_dsn: str, tmp_path: Path) -> No
     assert doc["job_id"] == job_id and doc["status"] == "paused"
     assert 0 < doc["processed_count"] < 3000
 
-    # `run --job-id` carries on from the checkpoint (the documented way to resume a paused job)
-    res = cli("-c", str(cfg), "--dsn", pg_dsn, "--json", "run", "--job-id", job_id, "--force", "--reason", "go on")
+    # `run` never takes over an operator's pause, even forced: it names the pause and points at `resume`
+    res = cli("-c", str(cfg), "--dsn", pg_dsn, "run", "--job-id", job_id, "--force", "--reason", "go on")
+    assert res.exit_code == 1 and "was paused by " in res.output and ": maintenance window" in res.output
+    assert f"resume --job-id {job_id}" in res.output
+    # `resume` carries on from the checkpoint (the documented way to resume a paused job)
+    res = cli("-c", str(cfg), "--dsn", pg_dsn, "--json", "resume", "--job-id", job_id, "--reason", "go on")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["processed_count"] == 3000
 

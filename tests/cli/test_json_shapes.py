@@ -35,8 +35,10 @@ JOB_ROW = {
     "reason",
     "config_fingerprint",
     "tool_version",
+    "batch_fixed",
+    "operator",
 }
-STATUS_EXTRA = {"progress", "rate_per_s", "eta_s", "live_workers", "chunks_done", "chunks_total"}
+STATUS_EXTRA = {"state", "progress", "rate_per_s", "eta_s", "live_workers", "chunks_done", "chunks_total"}
 RUN_SUMMARY = {
     "outcome",
     "resumed",
@@ -48,6 +50,7 @@ RUN_SUMMARY = {
     "placeholders",
     "reference_path",
     "rate_per_s",
+    "error_budget",
 }
 RANGE = ["--from", FROM, "--to", TO]
 
@@ -94,7 +97,7 @@ def _json(*args: str, code: int | tuple[int, ...] = 0) -> dict[str, Any]:
 def test_shapes_match_the_doc(pg_dsn: str, tmp_path: Path, docs: dict[str, set[str]], monkeypatch: Any) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("canary:\n  observe: 1s\n")
+    cfg.write_text("canary:\n  observe: 1s\nthrottle:\n  failure_rate_max: 0.25   # the corpus fails ~10% on purpose\n")
     base = ["-c", str(cfg), "--dsn", pg_dsn, "--artifacts-dir", str(tmp_path / "art")]
 
     def check(heading: str, *args: str, code: int | tuple[int, ...] = 0) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def test_run_metrics_file_matches_the_job(pg_dsn: str, tmp_path: Path) -> None:
     insert_snapshots(pg_dsn, 120, bad_every=10)
     prom = tmp_path / "textfile" / "backfill.prom"
     res = cli("--dsn", pg_dsn, "--metrics-file", str(prom), "--json", "run", *RANGE, "--force", "--reason", "t")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # 10% failed on purpose: over the 1% error budget
     job = json.loads(res.stdout)
     assert (job["processed_count"], job["error_count"]) == (108, 12)
 
@@ -89,7 +89,7 @@ def test_run_metrics_file_matches_the_job(pg_dsn: str, tmp_path: Path) -> None:
     assert got[("starforge_backfill_job_paused", jid)] == 0
     assert got[("starforge_backfill_job_throttled", jid)] == 0
     assert got[("starforge_backfill_job_rate_snapshots_per_second", jid)] > 0
-    assert got[("starforge_backfill_command_exit_code", (("command", "run"),))] == 0
+    assert got[("starforge_backfill_command_exit_code", (("command", "run"),))] == 1  # over the error budget
     assert not list(prom.parent.glob("*.prom.*")), "temporary files left behind (the write is not atomic)"
 
 
@@ -158,7 +158,7 @@ def test_json_logs_parse_line_by_line(pg_dsn: str, tmp_path: Path) -> None:
         cwd=tmp_path,
         STARFORGE_PROGRESS_EVERY="0",
     )
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr  # 5% failed on purpose: over the 1% error budget
     lines = [json.loads(line) for line in res.stderr.splitlines()]  # every line is one JSON object
     assert lines and all({"timestamp", "level", "message", "logger"} <= set(doc) for doc in lines)
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", doc["timestamp"]) for doc in lines)
@@ -186,7 +186,7 @@ def test_json_log_format_from_the_config_file(tmp_path: Path) -> None:
 def test_batch_lines_are_debug_without_verbose(pg_dsn: str, tmp_path: Path) -> None:
     insert_snapshots(pg_dsn, 30, bad_every=10)
     res = run_cli(["--dsn", pg_dsn, "--log-format", "json", "run", *RANGE, "--force", "--reason", "t"], cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr  # 10% failed on purpose: over the 1% error budget
     events = [json.loads(line).get("event") for line in res.stderr.splitlines()]
     assert "batch" not in events and "snapshot_failed" not in events
     res = run_cli(["--dsn", pg_dsn, "--log-format", "json", "-vv", "status"], cwd=tmp_path)
