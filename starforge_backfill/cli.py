@@ -279,6 +279,7 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 # imported only when invoked or listed, so `--help` stays fast and a missing module hides its command.
 LAZY_COMMANDS: dict[str, str] = {
     "preflight": "preflight",
+    "census": "census",
     "sample": "sample",
     "dry-run": "dry_run",
     "plan": "plan",
