@@ -161,7 +161,7 @@ keyed AS (
     GROUP BY GROUPING SETS ((s.month, k.dim, k.key), (k.dim, k.key))
 ),
 ranked AS (
-    SELECT k.*, row_number() OVER (PARTITION BY k.total, k.month, k.dim ORDER BY k.n DESC, k.key) AS place
+    SELECT k.*, row_number() OVER (PARTITION BY k.total, k.month, k.dim ORDER BY k.n DESC, k.key COLLATE "C") AS place
     FROM keyed AS k
 )
 SELECT c.month, c.total, c.dim, c.value, c.n FROM counted AS c

@@ -29,6 +29,7 @@ from starforge_backfill.db import connect_cfg, the_row, translate_errors
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import ConnectionHolder, EtlSettings
 from starforge_backfill.runbook import gates
+from starforge_backfill.runbook.census import judge_shapes
 from starforge_backfill.runbook.common import RssSampler, mb, parse_range, q, runbook_dir
 from starforge_backfill.runbook.dry_run import trial_apply
 
@@ -39,6 +40,7 @@ CHECKS = (
     "approvals",
     "dry-run",
     "streaming",
+    "payload-shapes",
     "catalog-coverage",
     "capacity",
     "monitoring",
@@ -154,6 +156,8 @@ def preflight(
         checks.append(_db_check("dry-run", schema_ok, lambda: _dry_run_gate(conn, fp)))
         say("preflight: streaming (largest snapshot, rolled back)")
         checks.append(_db_check("streaming", schema_ok, lambda: _streaming(cfg, conn, f, t)))
+        say("preflight: payload shapes (census)")
+        checks.append(_db_check("payload-shapes", schema_ok, lambda: _payload_shapes(cfg, conn, f, t)))
         say("preflight: catalog coverage")
         checks.append(_db_check("catalog-coverage", schema_ok, lambda: _catalog(cfg, conn, f, t, catalog_scan_limit)))
         checks.append(_guard("capacity", lambda: _capacity(cfg, conn, concurrency)))
@@ -334,6 +338,11 @@ def _streaming(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt
     if out.error_type:
         what += f" (it fails validation: {out.error_type}, as a run would record it)"
     return Check("streaming", PASS, what + ", rolled back", data)
+
+
+def _payload_shapes(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt.datetime) -> Check:
+    passed, detail, data = judge_shapes(conn, f, t, budget=cfg.throttle.failure_rate_max, seed=cfg.sample.seed)
+    return Check("payload-shapes", PASS if passed else FAIL, detail, data)
 
 
 def _catalog(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt.datetime, limit: int) -> Check:
