@@ -22,110 +22,132 @@
 -- total, ties by key).
 -- Binds: from_ts, to_ts, big_bytes (bigint), top (int), sensitive_re (text); when sampled: percent
 -- (float8), seed (int).
+-- Each level below is a subquery fenced with OFFSET 0, so that its expressions are computed once per
+-- snapshot and handed up: without the fences the planner copies an expression into every place that uses
+-- it, or puts a Memoize (hashing whole payloads) before each LATERAL step; measured, 15 ms a snapshot.
 WITH snap AS MATERIALIZED (
-    SELECT date_trunc('month', h.created_at AT TIME ZONE 'UTC') AS month,
-           coalesce(h.size_bytes, octet_length(r.doc::text)) AS size_bytes,
-           h.size_bytes IS NOT NULL AS size_from_column,
-           f.form,
-           CASE WHEN f.obj IS NOT NULL THEN CASE WHEN e.enveloped THEN 'enveloped' ELSE 'bare' END END AS envelope,
-           v.verdict,
-           CASE WHEN c.parsed THEN c.namecode END AS namecode,
-           CASE WHEN c.parsed THEN c.name END AS name,
-           CASE WHEN c.parsed THEN c.guild END AS guild,
-           CASE WHEN c.parsed THEN c.troops END AS troops,
-           CASE WHEN c.parsed THEN c.pets END AS pets,
-           CASE WHEN c.parsed THEN c.artifacts END AS artifacts,
-           CASE WHEN pl.p IS NOT NULL AND v.verdict <> 'api_error' THEN
+    SELECT l5.month,
+           coalesce(l5.size_bytes, octet_length(l5.doc::text)) AS size_bytes,
+           l5.size_bytes IS NOT NULL AS size_from_column,
+           l5.form,
+           CASE WHEN l5.obj IS NOT NULL THEN CASE WHEN l5.enveloped THEN 'enveloped' ELSE 'bare' END END AS envelope,
+           -- rules 3 and 4, then the namecode, then the sections: the first failure the ETL would record
+           CASE WHEN l5.p IS NULL THEN 'not_object'
+                WHEN NOT l5.has_pd AND l5.p ? 'error' THEN 'api_error'
+                WHEN NOT l5.has_pd THEN 'no_profile_data'
+                WHEN NOT l5.parsed THEN 'profile_data_not_object'
+                WHEN l5.namecode = 'none' THEN 'no_namecode'
+                WHEN 'invalid' IN (l5.troops, l5.pets, l5.artifacts) THEN 'invalid_section'
+                ELSE 'ok' END AS verdict,
+           CASE WHEN l5.parsed THEN l5.namecode END AS namecode,
+           CASE WHEN l5.parsed THEN l5.name END AS name,
+           CASE WHEN l5.parsed THEN l5.guild END AS guild,
+           CASE WHEN l5.parsed THEN l5.troops END AS troops,
+           CASE WHEN l5.parsed THEN l5.pets END AS pets,
+           CASE WHEN l5.parsed THEN l5.artifacts END AS artifacts,
+           CASE WHEN l5.p IS NOT NULL AND (l5.has_pd OR NOT l5.p ? 'error') THEN
                ARRAY(SELECT DISTINCT CASE WHEN k.key ~ %(sensitive_re)s THEN '[REDACTED]' ELSE left(k.key, 64) END
-                     FROM jsonb_object_keys(pl.p) AS k(key)
+                     FROM jsonb_object_keys(l5.p) AS k(key)
                      WHERE k.key <> ALL (ARRAY['NameCode', 'Name', 'ProfileData']))
            END AS top_keys,
-           CASE WHEN c.parsed THEN
+           CASE WHEN l5.parsed THEN
                ARRAY(SELECT DISTINCT CASE WHEN k.key ~ %(sensitive_re)s THEN '[REDACTED]' ELSE left(k.key, 64) END
-                     FROM jsonb_object_keys(x."ProfileData") AS k(key)
+                     FROM jsonb_object_keys(l5.pd) AS k(key)
                      WHERE k.key <> ALL (ARRAY['NameCode', 'Name', 'Level', 'PvpTier', 'Troops', 'Pets',
                                                'Artifacts', 'EquippedPet', 'Guild', 'GuildName']))
            END AS profile_keys
-{% if sampled %}
-    FROM hero_snapshots AS h TABLESAMPLE SYSTEM (%(percent)s) REPEATABLE (%(seed)s)
-{% else %}
-    FROM hero_snapshots AS h
-{% endif %}
-    -- `raw` is de-TOASTed (decompressed) by every function that reads it: read it once, here, and hand the
-    -- decompressed value on (OFFSET 0 keeps the planner from duplicating the call into each use).
-    CROSS JOIN LATERAL (SELECT jsonb_path_query_first(h.raw, '$') AS doc OFFSET 0) AS r
-    -- Rule 1, double encoding: a jsonb string whose text is a JSON object. PostgreSQL 15 cannot try a cast
-    -- without an error (no pg_input_is_valid, and a plpgsql handler would need a CREATE), so the text is
-    -- checked against JSON's grammar first, for strings only: strings, numbers and literals become one
-    -- letter each (s, n), whitespace goes, then innermost arrays (v) and objects (o) collapse, once per
-    -- level of nesting (at most 200); the text is an object when `o` is all that is left. The string token
-    -- leaves out \u0000 and unpaired surrogates, and a number's exponent is kept to three digits: jsonb
-    -- refuses those, so such a text is counted as a string (the ETL could not store it either).
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN jsonb_typeof(r.doc) = 'string' AND (
-                   WITH RECURSIVE red (s, depth) AS (
-                       SELECT l.s, 0
-                       FROM (SELECT regexp_replace(regexp_replace(regexp_replace(r.doc #>> '{}',
-                                 '"([^"\\\x01-\x1f]|\\["\\/bfnrt]|\\u(?!0000)(?![dD][89a-fA-F])[0-9a-fA-F]{4}|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})*"',
-                                 's', 'g'),
-                                 '-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]{1,3})?|true|false|null', 'n', 'g'),
-                                 '[ \t\n\r]+', '', 'g') AS s) AS l
-                       WHERE l.s ~ '^[][{}:,sn]*$'
-                       UNION ALL
-                       SELECT y.s, w.depth + 1
-                       FROM red AS w
-                       CROSS JOIN LATERAL (SELECT regexp_replace(regexp_replace(w.s,
-                                               '\[([snvo](,[snvo])*)?\]', 'v', 'g'),
-                                               '\{(s:[snvo](,s:[snvo])*)?\}', 'o', 'g') AS s) AS y
-                       WHERE y.s <> w.s AND w.depth < 200
-                   )
-                   SELECT coalesce(bool_or(red.s = 'o'), false) FROM red)
-               THEN (r.doc #>> '{}')::jsonb END AS inner_doc
-    ) AS d
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN jsonb_typeof(r.doc) = 'object' THEN r.doc WHEN d.inner_doc IS NOT NULL THEN d.inner_doc END AS obj,
-               CASE WHEN jsonb_typeof(r.doc) = 'object' THEN 'object'
-                    WHEN d.inner_doc IS NOT NULL THEN 'double_encoded'
-                    ELSE coalesce(jsonb_typeof(r.doc), 'null') END AS form
-    ) AS f
-    -- Rule 2, the envelope: no ProfileData key and an object `result`: that object is the payload.
-    CROSS JOIN LATERAL (SELECT coalesce(NOT f.obj ? 'ProfileData' AND jsonb_typeof(f.obj -> 'result') = 'object',
-                                        false) AS enveloped) AS e
-    CROSS JOIN LATERAL (SELECT CASE WHEN e.enveloped THEN f.obj -> 'result' ELSE f.obj END AS p) AS pl
-    LEFT JOIN LATERAL jsonb_to_record(pl.p) AS x("NameCode" jsonb, "Name" jsonb, "ProfileData" jsonb) ON true
-    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN jsonb_typeof(x."ProfileData") = 'object' THEN x."ProfileData" END)
-        AS pd("NameCode" jsonb, "Name" jsonb, "Troops" jsonb, "Pets" jsonb, "Artifacts" jsonb, "Guild" jsonb,
-              "GuildName" jsonb) ON true
-    -- Rules 5-7 and the sections' forms (absent and null alike: no rows).
-    CROSS JOIN LATERAL (
-        SELECT coalesce(jsonb_typeof(x."ProfileData") = 'object', false) AS parsed,
-               CASE WHEN jsonb_typeof(x."NameCode") = 'string' AND x."NameCode" #>> '{}' <> '' THEN 'payload'
-                    WHEN jsonb_typeof(pd."NameCode") = 'string' AND pd."NameCode" #>> '{}' <> '' THEN 'profile_data'
-                    WHEN h.namecode <> '' THEN 'column'
+    FROM (
+        -- rules 5-7 and the sections' forms (absent and null alike: no rows)
+        SELECT l4.*,
+               coalesce(jsonb_typeof(l4.pd) = 'object', false) AS parsed,
+               CASE WHEN jsonb_typeof(l4.p -> 'NameCode') = 'string' AND l4.p ->> 'NameCode' <> '' THEN 'payload'
+                    WHEN jsonb_typeof(l4.pd -> 'NameCode') = 'string' AND l4.pd ->> 'NameCode' <> '' THEN 'profile_data'
+                    WHEN l4.col_namecode <> '' THEN 'column'
                     ELSE 'none' END AS namecode,
-               CASE WHEN jsonb_typeof(x."Name") = 'string' THEN 'payload'
-                    WHEN jsonb_typeof(pd."Name") = 'string' THEN 'profile_data'
+               CASE WHEN jsonb_typeof(l4.p -> 'Name') = 'string' THEN 'payload'
+                    WHEN jsonb_typeof(l4.pd -> 'Name') = 'string' THEN 'profile_data'
                     ELSE 'none' END AS name,
-               CASE WHEN jsonb_typeof(pd."Guild" -> 'Name') = 'string' THEN 'guild'
-                    WHEN jsonb_typeof(pd."GuildName") = 'string' THEN 'guild_name'
+               CASE WHEN jsonb_typeof(l4.pd -> 'Guild' -> 'Name') = 'string' THEN 'guild'
+                    WHEN jsonb_typeof(l4.pd -> 'GuildName') = 'string' THEN 'guild_name'
                     ELSE 'none' END AS guild,
 {% for section in ("Troops", "Pets", "Artifacts") %}
-               CASE coalesce(jsonb_typeof(pd.{{ ident(section) }}), 'null')
+               CASE coalesce(jsonb_typeof(l4.pd -> {{ sqlstr(section) }}), 'null')
                     WHEN 'array' THEN 'array' WHEN 'object' THEN 'keyed' WHEN 'null' THEN 'absent'
                     ELSE 'invalid' END AS {{ ident(section | lower) }}{{ "," if not loop.last else "" }}
 {% endfor %}
-    ) AS c
-    -- Rules 3 and 4, then the namecode, then the sections: the first failure the ETL would record.
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN pl.p IS NULL THEN 'not_object'
-                    WHEN NOT pl.p ? 'ProfileData' AND pl.p ? 'error' THEN 'api_error'
-                    WHEN NOT pl.p ? 'ProfileData' THEN 'no_profile_data'
-                    WHEN NOT c.parsed THEN 'profile_data_not_object'
-                    WHEN c.namecode = 'none' THEN 'no_namecode'
-                    WHEN 'invalid' IN (c.troops, c.pets, c.artifacts) THEN 'invalid_section'
-                    ELSE 'ok' END AS verdict
-    ) AS v
-    WHERE h.created_at >= %(from_ts)s AND h.created_at < %(to_ts)s
+        FROM (
+            SELECT l3.*, l3.p ? 'ProfileData' AS has_pd,
+                   CASE WHEN jsonb_typeof(l3.p -> 'ProfileData') = 'object' THEN l3.p -> 'ProfileData' END AS pd
+            FROM (
+                -- rule 2, the envelope: no ProfileData key and an object `result`: that object is the payload
+                SELECT l2.*, CASE WHEN l2.enveloped THEN l2.obj -> 'result' ELSE l2.obj END AS p
+                FROM (
+                    SELECT l1.*,
+                           CASE WHEN l1.top = 'object' THEN l1.doc ELSE l1.inner_doc END AS obj,
+                           CASE WHEN l1.top = 'object' THEN 'object'
+                                WHEN l1.inner_doc IS NOT NULL THEN 'double_encoded'
+                                ELSE coalesce(l1.top, 'null') END AS form,
+                           coalesce(CASE WHEN l1.top = 'object' THEN NOT l1.doc ? 'ProfileData'
+                                                                     AND jsonb_typeof(l1.doc -> 'result') = 'object'
+                                         ELSE NOT l1.inner_doc ? 'ProfileData'
+                                              AND jsonb_typeof(l1.inner_doc -> 'result') = 'object' END,
+                                    false) AS enveloped
+                    FROM (
+                        -- Rule 1, double encoding: a jsonb string whose text is a JSON object. PostgreSQL 15
+                        -- cannot try a cast without an error (no pg_input_is_valid; a plpgsql handler would
+                        -- need a CREATE), so the text is checked against JSON's grammar first, for strings
+                        -- only: strings, numbers and literals become one letter each (s, n), whitespace goes,
+                        -- then innermost arrays (v) and objects (o) collapse, once per level of nesting (at
+                        -- most 200); the text is an object when `o` is all that is left. A text holding
+                        -- \u0000 or an unpaired surrogate escape, or a number with an exponent of more than
+                        -- three digits, counts as a string: jsonb refuses those (the ETL could not store it).
+                        SELECT l0.*, jsonb_typeof(l0.doc) AS top,
+                               CASE WHEN jsonb_typeof(l0.doc) = 'string'
+                                         AND (l0.doc #>> '{}') !~ '\\u0000|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]'
+                                         AND (
+                                   WITH RECURSIVE red (s, depth) AS (
+                                       SELECT t.s, 0
+                                       FROM (SELECT translate(regexp_replace(regexp_replace(l0.doc #>> '{}',
+                                                 '"(?:[^"\\\x01-\x1f]+|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"', 's', 'g'),
+                                                 '-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,3})?|true|false|null',
+                                                 'n', 'g'),
+                                                 ' ' || chr(9) || chr(10) || chr(13), '') AS s) AS t
+                                       WHERE t.s ~ '^[][{}:,sn]*$'
+                                       UNION ALL
+                                       SELECT y.s, w.depth + 1
+                                       FROM red AS w
+                                       CROSS JOIN LATERAL (SELECT regexp_replace(regexp_replace(w.s,
+                                                               '\[([snvo](,[snvo])*)?\]', 'v', 'g'),
+                                                               '\{(s:[snvo](,s:[snvo])*)?\}', 'o', 'g') AS s) AS y
+                                       WHERE y.s <> w.s AND w.depth < 200
+                                   )
+                                   SELECT coalesce(bool_or(red.s = 'o'), false) FROM red)
+                               THEN (l0.doc #>> '{}')::jsonb END AS inner_doc
+                        FROM (
+                            -- `raw` is de-TOASTed (decompressed) by every function that reads it: read once,
+                            -- here, and the decompressed value handed up
+                            SELECT date_trunc('month', h.created_at AT TIME ZONE 'UTC') AS month,
+                                   h.namecode AS col_namecode,
+                                   jsonb_path_query_first(h.raw, '$') AS doc,
+                                   h.size_bytes
+{% if sampled %}
+                            FROM hero_snapshots AS h TABLESAMPLE SYSTEM (%(percent)s) REPEATABLE (%(seed)s)
+{% else %}
+                            FROM hero_snapshots AS h
+{% endif %}
+                            WHERE h.created_at >= %(from_ts)s AND h.created_at < %(to_ts)s
+                            OFFSET 0
+                        ) AS l0
+                        OFFSET 0
+                    ) AS l1
+                    OFFSET 0
+                ) AS l2
+                OFFSET 0
+            ) AS l3
+            OFFSET 0
+        ) AS l4
+        OFFSET 0
+    ) AS l5
 ),
 classes AS (
     SELECT s.month, k.dim, k.value
