@@ -96,14 +96,18 @@ WITH snap AS MATERIALIZED (
                         -- Rule 1, double encoding: a jsonb string whose text is a JSON object. PostgreSQL 15
                         -- cannot try a cast without an error (no pg_input_is_valid; a plpgsql handler would
                         -- need a CREATE), so the text is checked against JSON's grammar first, for strings
-                        -- only: strings, numbers and literals become one letter each (s, n), whitespace goes,
+                        -- that look like one (first and last characters { and }, whitespace aside) and only
+                        -- then: strings, numbers and literals become one letter each (s, n), whitespace goes,
                         -- then innermost arrays (v) and objects (o) collapse, once per level of nesting (at
                         -- most 200); the text is an object when `o` is all that is left. A text holding
                         -- \u0000 or an unpaired surrogate escape, or a number with an exponent of more than
                         -- three digits, counts as a string: jsonb refuses those (the ETL could not store it).
                         SELECT l0.*, jsonb_typeof(l0.doc) AS top,
                                CASE WHEN jsonb_typeof(l0.doc) = 'string'
-                                         AND (l0.doc #>> '{}') !~ '\\u0000|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]'
+                                         AND left(btrim(l0.doc #>> '{}', ' ' || chr(9) || chr(10) || chr(13)), 1) = '{'
+                                         AND right(btrim(l0.doc #>> '{}', ' ' || chr(9) || chr(10) || chr(13)), 1) = '}'
+                                         AND (strpos(l0.doc #>> '{}', '\u') = 0
+                                              OR (l0.doc #>> '{}') !~ '\\u0000|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]')
                                          AND (
                                    WITH RECURSIVE red (s, depth) AS (
                                        SELECT t.s, 0
