@@ -2,7 +2,8 @@
 
 Each check ends pass, fail or attested (an operator's word the tool cannot verify: a backup id, approvals,
 communication) with a one-line detail. Checks that read the database never write to it: the streaming
-check applies the largest snapshot of the range in a transaction that is rolled back. The result is
+check applies the largest snapshot of the range in a transaction that is rolled back. The payload-shapes
+check runs the census (runbook/census.py) over the range, sampled above 100,000 snapshots. The result is
 written to `<runbook dir>/preflight.json` and recorded as the `preflight` gate that `run` requires.
 """
 
