@@ -307,7 +307,7 @@ def judge_shapes(
     data: dict[str, Any] = {"in_range": in_range, "budget": budget, "exact_max": exact_max}
     if in_range == 0:
         return False, f"no snapshot in [{from_ts.isoformat()}, {to_ts.isoformat()}): check --from/--to", data
-    percent = None if in_range <= exact_max else round(min(100.0, 100.0 * sample_target / in_range), 4)
+    percent = None if in_range <= exact_max else max(0.0001, round(min(100.0, 100.0 * sample_target / in_range), 4))
     res = run_census(conn, from_ts, to_ts, sample_percent=percent, seed=seed)
     tot = res.totals
     failing = res.failing_shapes()
