@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
 from starforge_backfill import artifacts
@@ -245,11 +246,8 @@ def _tallies(rows: list[dict[str, Any]]) -> tuple[Tally, list[Tally]]:
     def tally(month: str | None) -> Tally:
         g = grouped.get(month) or {"counts": {}, "sizes": {}, "top_key": [], "profile_key": []}
         sizes = {name: g["sizes"].get(name) for name in SIZE_FIGURES}
-        by_count = (
-            sorted(g["top_key"], key=lambda kn: (-kn[1], kn[0])),
-            sorted(g["profile_key"], key=lambda kn: (-kn[1], kn[0])),
-        )
-        return Tally(month, int(g["sizes"].get("snapshots") or 0), g["counts"], sizes, *by_count)
+        top_keys, profile_keys = (sorted(g[d], key=lambda kn: (-kn[1], kn[0])) for d in ("top_key", "profile_key"))
+        return Tally(month, int(g["sizes"].get("snapshots") or 0), g["counts"], sizes, top_keys, profile_keys)
 
     months = sorted(k for k in grouped if k is not None)
     return tally(None), [tally(m) for m in months]
@@ -270,8 +268,15 @@ def census(
     f, t = parse_range(from_ts, to_ts)
     check_options(sample_percent, top)
     seed = cfg.sample.seed if seed is None else seed
-    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
-        result = run_census(conn, f, t, sample_percent=sample_percent, seed=seed, top=top)
+    try:
+        with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+            result = run_census(conn, f, t, sample_percent=sample_percent, seed=seed, top=top)
+    except pg_errors.QueryCanceled:
+        raise UsageError(
+            f"the census of [{f.isoformat()}, {t.isoformat()}) ran past database.statement_timeout "
+            f"({cfg.database.statement_timeout_s:g} s)",
+            hint="sample it (--sample PERCENT) or raise database.statement_timeout",
+        ) from None
     if not result.sampled and result.totals.snapshots == 0:
         raise UsageError(
             f"no snapshot in [{f.isoformat()}, {t.isoformat()}): nothing to census", hint="check --from/--to"
@@ -300,15 +305,26 @@ def judge_shapes(
     """Preflight's payload-shapes verdict: (passed, detail, data). Fails when the share of the range that
     would fail by its shape (FAILING) is over `budget` (throttle.failure_rate_max), naming each shape and
     its share; fails on an empty range too."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(q("census/range_count.sql"), {"from_ts": from_ts, "to_ts": to_ts})
-        counts = cur.fetchone() or {"in_range": 0}
-    in_range = int(counts["in_range"])
-    data: dict[str, Any] = {"in_range": in_range, "budget": budget, "exact_max": exact_max}
-    if in_range == 0:
-        return False, f"no snapshot in [{from_ts.isoformat()}, {to_ts.isoformat()}): check --from/--to", data
-    percent = None if in_range <= exact_max else max(0.0001, round(min(100.0, 100.0 * sample_target / in_range), 4))
-    res = run_census(conn, from_ts, to_ts, sample_percent=percent, seed=seed)
+    data: dict[str, Any] = {"budget": budget, "exact_max": exact_max}
+    percent: float | None = None
+    try:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(q("census/range_count.sql"), {"from_ts": from_ts, "to_ts": to_ts})
+            counts = cur.fetchone() or {"in_range": 0}
+        in_range = data["in_range"] = int(counts["in_range"])
+        if in_range == 0:
+            return False, f"no snapshot in [{from_ts.isoformat()}, {to_ts.isoformat()}): check --from/--to", data
+        if in_range > exact_max:
+            percent = max(0.0001, round(min(100.0, 100.0 * sample_target / in_range), 4))
+        res = run_census(conn, from_ts, to_ts, sample_percent=percent, seed=seed)
+    except pg_errors.QueryCanceled:
+        what = "exact" if percent is None else f"{percent:g}% sampled"
+        return (
+            False,
+            f"the {what} census of the range ran past database.statement_timeout: raise it, or run "
+            "`census --sample PERCENT` to see the shapes",
+            data,
+        )
     tot = res.totals
     failing = res.failing_shapes()
     data |= {

@@ -238,6 +238,10 @@ def test_census_step_writes_its_artifact_and_refuses_an_empty_range(
         census(cfg, from_ts="2024-01-01", to_ts="2024-02-01", sample_percent=0)
     with pytest.raises(UsageError, match="--top"):
         census(cfg, from_ts="2024-01-01", to_ts="2024-02-01", top=0)
+    hurried = make_cfg(pg_dsn, tmp_path, **{"database.statement_timeout": "1ms"})
+    with pytest.raises(UsageError, match=r"ran past database\.statement_timeout") as err:
+        census(hurried, from_ts="2024-01-01", to_ts="2024-02-01")
+    assert err.value.hint is not None and "--sample PERCENT" in err.value.hint
 
 
 def test_a_size_falls_back_to_the_jsonb_text(pg_conn: psycopg.Connection) -> None:
@@ -346,6 +350,11 @@ def test_payload_shapes_pass_within_the_budget_and_fail_over_it_naming_the_shape
     ), detail
     assert [(f["shape"], f["snapshots"]) for f in data["failing_shapes"]] == [("api_error", 2), ("no_namecode", 2)]
     assert judge_shapes(pg_conn, FROM, TO, budget=0.05, seed=1)[0]
+
+    pg_conn.execute("SET statement_timeout = 1")
+    passed, detail, _ = judge_shapes(pg_conn, FROM, TO, budget=0.01, seed=1)
+    assert not passed and "ran past database.statement_timeout" in detail, detail
+    pg_conn.execute("RESET statement_timeout")
 
     passed, detail, _ = judge_shapes(
         pg_conn, dt.datetime(2030, 1, 1, tzinfo=dt.UTC), dt.datetime(2030, 2, 1, tzinfo=dt.UTC), budget=0.01, seed=1
