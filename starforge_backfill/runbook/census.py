@@ -114,7 +114,10 @@ class Tally:
         """JSON shape of a month's (or the totals') census."""
         out: dict[str, Any] = {"month": self.month, "snapshots": self.snapshots}
         for dim, values in CLASSES.items():
-            out[dim] = {v: {"snapshots": self.count(dim, v), "share": round(self.share(dim, v), 6)} for v in values}
+            seen = [v for v in self.counts.get(dim, {}) if v not in values]  # none, unless the SQL gains a class
+            out[dim] = {
+                v: {"snapshots": self.count(dim, v), "share": round(self.share(dim, v), 6)} for v in (*values, *seen)
+            }
         out["sizes"] = dict(self.sizes)
         out["failing"] = {"snapshots": self.failing, "share": round(self.failing_share, 6)}
         out["unknown_top_keys"] = [{"key": k, "snapshots": n} for k, n in self.top_keys]
