@@ -25,6 +25,7 @@ lint: install
 bench: install
 	$(BIN)/python -m compileall -q starforge_backfill
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.census
 
 demo: install
 	$(BIN)/starforge-backfill demo

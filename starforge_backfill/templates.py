@@ -241,4 +241,5 @@ _VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "summary": {"upsert_entities": False},
     },
     "etl/merge_entity.sql": {e: {"entity": e} for e in ("troop", "pet", "artifact")},
+    "census/census.sql": {"exact": {"sampled": False}, "sampled": {"sampled": True}},
 }

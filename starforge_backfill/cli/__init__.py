@@ -21,6 +21,7 @@ from starforge_backfill.cli.context import CONTEXT_SETTINGS, Ctx, prom_path
 COMMANDS: dict[str, str] = {
     "db": "db:group",
     "preflight": "preflight:command",
+    "census": "census:command",
     "sample": "sample:command",
     "dry-run": "dry_run:command",
     "plan": "plan:command",

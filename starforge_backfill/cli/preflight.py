@@ -43,8 +43,8 @@ from starforge_backfill.cli.context import Ctx, handled
 @click.pass_obj
 @handled
 def command(obj: Ctx, **kw: Any) -> None:
-    """Preflight checklist: backup, approvals, dry-run, streaming, catalogs, capacity, monitoring, communication,
-    schema. Records the `preflight` gate that `run` requires; exits 1 when an item fails."""
+    """Preflight checklist: backup, approvals, dry-run, streaming, payload shapes, catalogs, capacity, monitoring,
+    communication, schema. Records the `preflight` gate that `run` requires; exits 1 when an item fails."""
     from starforge_backfill.runbook.preflight import preflight
 
     res = preflight(

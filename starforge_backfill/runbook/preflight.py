@@ -2,7 +2,8 @@
 
 Each check ends pass, fail or attested (an operator's word the tool cannot verify: a backup id, approvals,
 communication) with a one-line detail. Checks that read the database never write to it: the streaming
-check applies the largest snapshot of the range in a transaction that is rolled back. The result is
+check applies the largest snapshot of the range in a transaction that is rolled back. The payload-shapes
+check runs the census (runbook/census.py) over the range, sampled above 100,000 snapshots. The result is
 written to `<runbook dir>/preflight.json` and recorded as the `preflight` gate that `run` requires.
 """
 
@@ -31,6 +32,7 @@ from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import ConnectionHolder
 from starforge_backfill.redact import redact_dsn, scrub_text
 from starforge_backfill.runbook import gates
+from starforge_backfill.runbook.census import judge_shapes
 from starforge_backfill.runbook.common import ATTESTED, FAIL, PASS, Check, RssSampler, mb, runbook_dir
 from starforge_backfill.runbook.dry_run import trial_apply
 from starforge_backfill.timerange import parse_range
@@ -41,6 +43,7 @@ CHECKS = (
     "approvals",
     "dry-run",
     "streaming",
+    "payload-shapes",
     "catalog-coverage",
     "capacity",
     "monitoring",
@@ -142,6 +145,8 @@ def preflight(
         checks.append(_db_check("dry-run", schema_ok, lambda: _dry_run_gate(conn, fp)))
         say("preflight: streaming (largest snapshot, rolled back)")
         checks.append(_db_check("streaming", schema_ok, lambda: _streaming(cfg, conn, f, t)))
+        say("preflight: payload shapes (census)")
+        checks.append(_db_check("payload-shapes", schema_ok, lambda: _payload_shapes(cfg, conn, f, t)))
         say("preflight: catalog coverage")
         checks.append(_db_check("catalog-coverage", schema_ok, lambda: _catalog(cfg, conn, f, t, catalog_scan_limit)))
         checks.append(_guard("capacity", lambda: _capacity(cfg, conn, concurrency)))
@@ -334,6 +339,11 @@ def _streaming(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt
     if out.error_type:
         what += f" (it fails validation: {out.error_type}, as a run would record it)"
     return Check("streaming", PASS, what + ", rolled back", data)
+
+
+def _payload_shapes(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt.datetime) -> Check:
+    passed, detail, data = judge_shapes(conn, f, t, budget=cfg.throttle.failure_rate_max, seed=cfg.sample.seed)
+    return Check("payload-shapes", PASS if passed else FAIL, detail, data)
 
 
 def _catalog(cfg: Config, conn: psycopg.Connection[Any], f: dt.datetime, t: dt.datetime, limit: int) -> Check:

@@ -106,3 +106,15 @@ def test_the_readme_configuration_table_names_every_key_of_the_config_model() ->
             key = config_module._yaml_name(field)
             assert f"`{key}`" in section, f"{name}.{key} missing from the README's configuration table"
     assert "`artifacts_dir`" in section
+
+
+RUNBOOK = (ROOT / "runbooks" / "BACKFILL.md").read_text()
+NOT_RUNBOOK_STEPS = {"demo", "sql"}  # a newcomer's tour and a SQL viewer, not steps of the runbook
+
+
+@pytest.mark.parametrize(
+    "name", sorted(set(main.list_commands(click.Context(main))) - NOT_RUNBOOK_STEPS), ids=lambda n: n
+)
+def test_every_runbook_command_is_in_the_runbooks_step_table(name: str) -> None:
+    table = [line for line in RUNBOOK.split("\n## ", 1)[0].splitlines() if line.startswith("|")]
+    assert any(f"`{name}" in line for line in table), f"`{name}` is not in runbooks/BACKFILL.md's step table"

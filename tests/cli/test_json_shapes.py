@@ -107,6 +107,8 @@ def test_shapes_match_the_doc(pg_dsn: str, tmp_path: Path, docs: dict[str, set[s
 
     check("db init", "db", "init")
     insert_snapshots(pg_dsn, 60, bad_every=10)
+    census = check("census", "census", *RANGE)
+    assert set(census["totals"]) >= {"snapshots", "form", "envelope", "verdict", "namecode", "sizes", "failing"}
     check("sample", "sample", *RANGE, "--buckets", "2,2", "--include-bad", "2")
     check("dry-run", "dry-run")
     check("plan", "plan", *RANGE, "--t-avg", "0.01")

@@ -25,9 +25,25 @@ def corpus(pg_dsn: str) -> dict[str, str]:
     return load_corpus(pg_dsn)
 
 
+def _budget(tmp_path: Path) -> Path:
+    """A config whose error budget admits the corpus's 15% malformed snapshots (preflight's payload-shapes item)."""
+    path = tmp_path / "budget.yaml"
+    path.write_text("throttle:\n  failure_rate_max: 0.2\n")
+    return path
+
+
 def _cli(pg_dsn: str, tmp_path: Path, *args: str) -> tuple[int, str]:
     env = {"STARFORGE_DATABASE_URL": "", "COLUMNS": "120"}
-    base = ["--dsn", pg_dsn, "--artifacts-dir", str(tmp_path / "art"), "--metrics-file", str(tmp_path / "m.prom")]
+    base = [
+        "-c",
+        str(_budget(tmp_path)),
+        "--dsn",
+        pg_dsn,
+        "--artifacts-dir",
+        str(tmp_path / "art"),
+        "--metrics-file",
+        str(tmp_path / "m.prom"),
+    ]
     res = CliRunner().invoke(main, [*base, *args], catch_exceptions=False, env=env)
     return res.exit_code, res.output
 
@@ -89,7 +105,17 @@ def test_usage_errors(pg_dsn: str, tmp_path: Path) -> None:
 
 def test_exit_codes_in_a_subprocess(pg_dsn: str, corpus: dict[str, str], tmp_path: Path) -> None:
     env = {**os.environ, "STARFORGE_DATABASE_URL": pg_dsn}
-    base = [sys.executable, "-m", "starforge_backfill", "--artifacts-dir", str(tmp_path), "--metrics-file", "m.prom"]
+    base = [
+        sys.executable,
+        "-m",
+        "starforge_backfill",
+        "-c",
+        str(_budget(tmp_path)),
+        "--artifacts-dir",
+        str(tmp_path),
+        "--metrics-file",
+        "m.prom",
+    ]
     rng = ["--from", FROM, "--to", TO]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -98,7 +124,8 @@ def test_exit_codes_in_a_subprocess(pg_dsn: str, corpus: dict[str, str], tmp_pat
     failed = run("preflight", *rng, *APPROVED)
     assert failed.returncode == 1, failed.stderr
     first_ok = next(sid for sid, kind in corpus.items() if kind == "ok")
-    assert dry_run(make_cfg(pg_dsn, tmp_path), ids=[first_ok]).passed  # the same fingerprint as the CLI's
+    budget = {"throttle.failure_rate_max": 0.2}
+    assert dry_run(make_cfg(pg_dsn, tmp_path, **budget), ids=[first_ok]).passed  # the same fingerprint as the CLI's
     passed = run("preflight", *rng, *APPROVED, "--backup-id", "snap-1", "--json")
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert json.loads(passed.stdout)["passed"] is True

@@ -22,6 +22,19 @@ from starforge_backfill.runbook.plan import estimate, plan, recommend_batch_size
 from starforge_backfill.runbook.preflight import preflight
 from starforge_backfill.runbook.sample import sample
 
+# synthetic malformed kinds that fail by their shape (the census's FAILING verdicts); the others fail on values
+SHAPE_FAILING_KINDS = {
+    "top_level_array",
+    "top_level_string",
+    "missing_profile_data",
+    "profile_data_not_object",
+    "troops_not_array",
+    "no_namecode",
+}
+
+# The corpus is 15% malformed on purpose: with the default error budget (1%) preflight's payload-shapes item
+# fails on it (test_preflight_catalog_policy_fail_capacity_and_usage), so the tests of the other items raise it.
+BUDGET = {"throttle.failure_rate_max": 0.2}
 ATTESTED_ALL = {
     "backup_id": "snap-2024-01-11",
     "approved_by": ["engineering:alice", "sre:bob"],
@@ -196,7 +209,7 @@ def test_plan_recommendations_pure() -> None:
 def test_preflight_fails_without_backup(
     pg_conn: psycopg.Connection, pg_dsn: str, corpus: dict[str, str], tmp_path: Path
 ) -> None:
-    cfg = make_cfg(pg_dsn, tmp_path, **{"metrics.file": str(tmp_path / "m.prom")})
+    cfg = make_cfg(pg_dsn, tmp_path, **{"metrics.file": str(tmp_path / "m.prom")}, **BUDGET)
     dry_run(cfg, from_ts=FROM, to_ts=TO, limit=5)
     res = preflight(cfg, from_ts=FROM, to_ts=TO, **{**ATTESTED_ALL, "backup_id": None})
     assert res.failed == ["backup"] and res.exit_code == ExitCode.CHECK_FAILED
@@ -208,7 +221,7 @@ def test_preflight_fails_without_backup(
 def test_preflight_passes_when_everything_is_present(
     pg_conn: psycopg.Connection, pg_dsn: str, corpus: dict[str, str], tmp_path: Path
 ) -> None:
-    cfg = make_cfg(pg_dsn, tmp_path / "art", **{"metrics.file": str(tmp_path / "m.prom")})
+    cfg = make_cfg(pg_dsn, tmp_path / "art", **{"metrics.file": str(tmp_path / "m.prom")}, **BUDGET)
     res = preflight(cfg, from_ts=FROM, to_ts=TO, **ATTESTED_ALL)
     assert res.failed == ["dry-run"]  # no dry-run recorded for this config yet
 
@@ -224,6 +237,7 @@ def test_preflight_passes_when_everything_is_present(
         "approvals": "attested",
         "dry-run": "pass",
         "streaming": "pass",
+        "payload-shapes": "pass",
         "catalog-coverage": "pass",
         "capacity": "pass",
         "monitoring": "pass",
@@ -243,7 +257,11 @@ def test_preflight_passes_when_everything_is_present(
     gate = gates.latest_gate(pg_conn, "preflight", cfg.fingerprint())
     assert gate is not None and gate["passed"] and gate["details"]["backup"]["backup_id"] == "snap-2024-01-11"
     body = artifacts.read_json(tmp_path / "art" / "runbook" / cfg.fingerprint()[:12] / "preflight.json", "preflight")
-    assert body["passed"] and len(body["checks"]) == 9
+    assert body["passed"] and len(body["checks"]) == 10
+    shapes = res.check("payload-shapes")
+    failing = sum(1 for kind in corpus.values() if kind.split(":")[-1] in SHAPE_FAILING_KINDS)
+    assert shapes.data["exact"] and shapes.data["snapshots"] == len(corpus) and shapes.data["failing"] == failing > 0
+    assert "within the budget 20.0%" in shapes.detail
 
 
 def test_preflight_catalog_policy_fail_capacity_and_usage(
@@ -255,6 +273,9 @@ def test_preflight_catalog_policy_fail_capacity_and_usage(
     assert {"catalog-coverage", "capacity"} <= set(res.failed)
     assert "FK_VIOLATION" in res.check("catalog-coverage").detail
     assert "exceeds the budget" in res.check("capacity").detail
+    shapes = res.check("payload-shapes")  # the corpus's malformed shapes are over the default 1% budget
+    assert "payload-shapes" in res.failed and "over the error budget 1.0% (throttle.failure_rate_max)" in shapes.detail
+    assert "not_object" in shapes.detail and "no_profile_data" in shapes.detail
     assert "no snapshot in" in preflight(cfg, from_ts="2030-01-01", to_ts="2030-02-01").check("streaming").detail
     with pytest.raises(UsageError, match="ROLE:NAME"):
         preflight(cfg, from_ts=FROM, to_ts=TO, approved_by=["alice"])
