@@ -119,6 +119,7 @@ def walk_runbook(session: Session, fingerprint12: str, pause_at: float = 0.35) -
     """Every runbook step in order, as an operator would type them."""
     f, t = RANGE
     runbook_dir = session.artifacts / "runbook" / fingerprint12
+    session.run("census", "census", "--from", f, "--to", t)
     session.run("sample", "sample", "--from", f, "--to", t, "--seed", "7")
     session.run("dry-run", "dry-run", "--sample", str(runbook_dir / "sample.json"))
     session.run("plan", "plan", "--from", f, "--to", t, "--concurrency", "2")

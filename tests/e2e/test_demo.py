@@ -31,7 +31,7 @@ def test_demo_walks_the_whole_runbook_and_leaves_a_report(tmp_path: Path) -> Non
     for name in ("report.md", "report.json", "manifest.json", "verify.json"):
         assert (folder / name).is_file(), name
     steps = [s[0] for s in result["steps"]]
-    for step in ("db init", "sample", "dry-run", "plan", "preflight", "canary", "run", "verify", "report"):
+    for step in ("db init", "census", "sample", "dry-run", "plan", "preflight", "canary", "run", "verify", "report"):
         assert step in steps, step
     # every step ended as the demo expected: the run may have been paused (4) and resumed; on a small corpus
     # the pause may land after the run finished (pause exits 1: nothing to pause)
