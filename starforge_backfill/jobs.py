@@ -335,6 +335,14 @@ def record_event(
     templates.execute(conn, "jobs/record_event.sql", params | {"operator": by or operator.current()})
 
 
+def live_workers(conn: psycopg.Connection[Any], job_id: str, claim_ttl_s: float) -> list[str]:
+    """Workers of a job that are alive: a running chunk with a fresh heartbeat, and not a dead local process."""
+    params = {"job_id": job_id, "claim_ttl_s": claim_ttl_s}
+    fresh = [str(r[0]) for r in templates.execute(conn, "jobs/live_workers.sql", params)]
+    dead = set(dead_local_workers(fresh))
+    return [w for w in fresh if w not in dead]
+
+
 def claim_chunk(conn: psycopg.Connection[Any], job_id: str, worker: str, claim_ttl_s: float) -> dict[str, Any] | None:
     """Claim the next free (or abandoned) chunk of a job, or None."""
     running = [r[0] for r in templates.execute(conn, "jobs/running_workers.sql", {"job_id": job_id})]

@@ -329,8 +329,7 @@ def _workers_to_add(
     """Workers this run may add to a job: its concurrency less the workers live elsewhere, or more when
     --concurrency raises the job's concurrency (recorded, and still within the connection budget)."""
     job_id = str(job["job_id"])
-    rows = jobs.list_jobs(conn, job_id, 1, cfg.job.claim_ttl_s)
-    live = int(rows[0]["live_workers"]) if rows else 0
+    live = len(jobs.live_workers(conn, job_id, cfg.job.claim_ttl_s))  # a killed local worker is not live
     job_c = int(job["concurrency"])
     if opts.concurrency is not None and opts.concurrency > job_c:
         cap.require(opts.concurrency)
