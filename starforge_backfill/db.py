@@ -82,7 +82,13 @@ def connect(
     connect_timeout_s: float = 10.0,
     autocommit: bool = False,
 ) -> psycopg.Connection[Any]:
-    """Open a connection with the toolkit's session settings; failures become DatabaseUnavailable."""
+    """Open a connection with the toolkit's session settings; failures become DatabaseUnavailable.
+
+    psycopg's automatic server-side prepared statements are off (`prepare_threshold=None`): behind a
+    PgBouncer in transaction pooling (1.18 does not track protocol-level prepared statements) a statement
+    prepared on one server connection is then executed, or prepared again, on another one, and fails with
+    `prepared statement "_pg3_0" already exists` (or `does not exist`). Measured on the backfill itself it
+    costs nothing (docs/DESIGN.md): every batch statement is planned for its own bound values anyway."""
     if not dsn:
         raise UsageError(
             "no database DSN given",
@@ -100,6 +106,7 @@ def connect(
             application_name=application_name,
             connect_timeout=max(1, int(connect_timeout_s)),
             options=" ".join(opts) or None,
+            prepare_threshold=None,
         )
     except psycopg.ProgrammingError as exc:
         raise UsageError(f"invalid database DSN {redact_dsn(dsn)!r}: {_first_line(exc)}") from None
