@@ -32,7 +32,8 @@ class ThrottleDecision:
 
     sleep_s: float = 0.0
     pause_reason: str | None = None
-    state: str | None = None
+    state: str | None = None  # what the job's throttle_state shows: the kind of hold and its latest readings
+    key: str | None = None  # the kind of hold alone (None: healthy); an event is written when it changes
 
 
 class Throttle(Protocol):

@@ -195,11 +195,13 @@ class Standby:
             conf.write(f"recovery_min_apply_delay = '{self.apply_delay}'\n")
         opts = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories= -c fsync=off"
-            " -c hot_standby=on -c wal_receiver_status_interval=1s"
+            " -c hot_standby=on -c wal_receiver_status_interval=1s -c max_connections=200"  # >= the primary's
         )
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60", "-o", opts, "start"
-        )
+        log = self.root / "server.log"
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-l", str(log), "-w", "-t", "60", "-o", opts, "start")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\nstandby log: {log.read_text(errors='replace')[-1500:]}") from None
         return self
 
     def set_apply_delay(self, value: str) -> None:
