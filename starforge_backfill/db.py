@@ -55,8 +55,15 @@ def describe_dsn(dsn: str | None) -> str:
     return f"{host}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user') or '?'}"
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying: lost connections, deadlocks, serialization failures, restarts."""
+# The server is away (shut down, restarting, starting up): retried until the time budget is spent.
+CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the database (or the pooler in front of it) is away rather than refusing this work: a lost
+    or refused connection (an OperationalError without SQLSTATE, class 08), an administrator or crash
+    shutdown, a server still starting (57P01-57P03), a pool that found no connection. Such errors are
+    retried until `retry.max_delay` is spent, however many attempts that takes."""
     if isinstance(exc, DatabaseUnavailable):
         return True
     try:
@@ -70,7 +77,14 @@ def is_transient(exc: BaseException) -> bool:
     state = exc.sqlstate
     if state is None:
         return isinstance(exc, psycopg.OperationalError)
-    return state in TRANSIENT_SQLSTATES or state.startswith("08")
+    return state in CONNECTION_SQLSTATES or state.startswith("08")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: lost connections, deadlocks, serialization failures, restarts."""
+    if is_connection_error(exc):
+        return True
+    return isinstance(exc, psycopg.Error) and exc.sqlstate in TRANSIENT_SQLSTATES
 
 
 def connect(
@@ -138,15 +152,29 @@ def retrying(
     wait_max_s: float = 5.0,
     on_retry: Callable[[BaseException, int], None] | None = None,
 ) -> T:
-    """Run `fn` (one whole transaction) again on transient errors, with jittered exponential backoff."""
+    """Run `fn` (one whole transaction) again on transient errors, with jittered exponential backoff.
+
+    Two budgets: every retry stops once `max_delay_s` has passed since the first attempt; a connection-class
+    error (`is_connection_error`: the server restarting, a failover, a pooler restart) is retried until then,
+    however many attempts that takes, while the other transient errors (deadlocks, serialization failures,
+    lock timeouts, too many connections) also stop after `max_attempts`."""
 
     def _before_sleep(state: Any) -> None:
         if on_retry is not None and state.outcome is not None:
             on_retry(state.outcome.exception(), state.attempt_number)
 
+    by_count = stop_after_attempt(max_attempts)
+    by_time = stop_after_delay(max_delay_s)
+
+    def _stop(state: Any) -> bool:
+        if by_time(state):
+            return True
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return not (exc is not None and is_connection_error(exc)) and by_count(state)
+
     retryer = Retrying(
         retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(max_attempts) | stop_after_delay(max_delay_s),
+        stop=_stop,
         wait=wait_random_exponential(multiplier=wait_initial_s, max=wait_max_s),
         before_sleep=_before_sleep,
         reraise=True,

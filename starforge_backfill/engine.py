@@ -17,6 +17,7 @@ from starforge_backfill.db import is_transient, retrying
 from starforge_backfill.errors import DatabaseUnavailable
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, process_batch
 from starforge_backfill.logs import detail_level
+from starforge_backfill.outages import Outages
 
 log = logging.getLogger("starforge_backfill.engine")
 
@@ -78,6 +79,7 @@ class EngineOptions:
     max_batch_size: int = 500
     target_batch_s: float = 0.0
     throttle: Throttle | None = None
+    outages: Outages = dataclasses.field(default_factory=Outages)  # shared by the workers of one process
 
 
 OnBatch = Callable[[str, BatchResult, float], None]
@@ -145,7 +147,14 @@ class Worker:
     def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(conn, *args)`: one bookkeeping statement (autocommit), retried like a batch on transient errors
         (a lost connection is reopened), so a database restart between batches is survived too."""
-        return retrying(lambda: fn(self.holder.get(), *args), **self.options.retry)
+        out = retrying(lambda: fn(self.holder.get(), *args), on_retry=self.options.outages.failed, **self.options.retry)
+        self._recovered()
+        return out
+
+    def _recovered(self) -> None:
+        """After a statement went through: record an outage it rode through, once (see outages.py)."""
+        if self.options.outages.open:
+            self.options.outages.recovered(self.holder.get(), self.job_id)
 
     def _loop(self) -> str:
         row = self._db(jobs.get_job, self.job_id)
@@ -237,7 +246,12 @@ class Worker:
 
             try:
                 result = process_batch(
-                    self.holder, items, self.options.etl, bookkeeping=bookkeeping, retry=self.options.retry
+                    self.holder,
+                    items,
+                    self.options.etl,
+                    bookkeeping=bookkeeping,
+                    retry=self.options.retry,
+                    on_retry=self.options.outages.failed,
                 )
             except psycopg.Error as exc:
                 if not is_transient(exc):
@@ -245,6 +259,7 @@ class Worker:
                 self._pause_after_retries(exc)
                 return "paused"
             duration = time.monotonic() - started
+            self._recovered()
             self._last_beat = time.monotonic()  # the checkpoint refreshed the heartbeat
             log.log(
                 detail_level(),
