@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -24,6 +25,17 @@ T = TypeVar("T")
 
 # SQLSTATEs that are not the snapshot's fault: retry the whole transaction (ENGINEERING_NOTES.md).
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
+
+
+# The statement and lock timeouts each connection asked for (as settings values, e.g. '60000ms'), so that a
+# transaction can apply them locally: behind PgBouncer the startup `options` never reach the server.
+_LIMITS: weakref.WeakKeyDictionary[psycopg.Connection[Any], tuple[str | None, str | None]] = weakref.WeakKeyDictionary()
+
+
+def session_limits(conn: psycopg.Connection[Any]) -> tuple[str | None, str | None]:
+    """(statement_timeout, lock_timeout) that `connect` gave `conn`, as setting values ('60000ms'); None
+    where it set none (the server's or the role's setting applies)."""
+    return _LIMITS.get(conn, (None, None))
 
 
 def redact_dsn(dsn: str | None) -> str:
@@ -102,7 +114,10 @@ def connect(
     PgBouncer in transaction pooling (1.18 does not track protocol-level prepared statements) a statement
     prepared on one server connection is then executed, or prepared again, on another one, and fails with
     `prepared statement "_pg3_0" already exists` (or `does not exist`). Measured on the backfill itself it
-    costs nothing (docs/DESIGN.md): every batch statement is planned for its own bound values anyway."""
+    costs nothing (docs/DESIGN.md): every batch statement is planned for its own bound values anyway.
+
+    The timeouts travel in the startup `options`, which PgBouncer drops (`ignore_startup_parameters`);
+    `session_limits` keeps them so that the ETL's transactions set them again locally (SET LOCAL)."""
     if not dsn:
         raise UsageError(
             "no database DSN given",
@@ -114,7 +129,7 @@ def connect(
     if lock_timeout_s:
         opts.append(f"-c lock_timeout={int(lock_timeout_s * 1000)}")
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             autocommit=autocommit,
             application_name=application_name,
@@ -128,6 +143,11 @@ def connect(
         raise DatabaseUnavailable(
             f"cannot connect to the database at {describe_dsn(dsn)}: {_scrub(_first_line(exc), dsn)}"
         ) from None
+    _LIMITS[conn] = (
+        f"{int(statement_timeout_s * 1000)}ms" if statement_timeout_s else None,
+        f"{int(lock_timeout_s * 1000)}ms" if lock_timeout_s else None,
+    )
+    return conn
 
 
 def connect_cfg(cfg: Any, *, autocommit: bool = False, application_name: str | None = None) -> psycopg.Connection[Any]:

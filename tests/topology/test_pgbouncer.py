@@ -16,11 +16,13 @@ from typing import Any
 import psycopg
 import pytest
 from engine_state import SPEC, assert_exact, load_corpus, scalar, scratch_database, table_state
+from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from topo_support import PgBouncer
 
 from starforge_backfill import db, ops
 from starforge_backfill.config import load_config
+from starforge_backfill.etl.pipeline import ConnectionHolder, EtlSettings, process_batch
 from starforge_backfill.synthetic import SyntheticSpec
 
 FROM, TO = "2024-01-01T00:00:00Z", "2024-07-01T00:00:00Z"
@@ -181,3 +183,29 @@ def test_the_whole_runbook_through_pgbouncer(
     # the canary's users and then the rest: every snapshot handled once by one of the two jobs
     assert scalar(empty_dsn, "SELECT count(*) FROM hero_snapshots WHERE processed_at IS NULL AND error_count = 0") == 0
     assert table_state(empty_dsn) == direct_state
+
+
+def test_the_lock_timeout_holds_through_pgbouncer(bouncer: PgBouncer, pg_dsn: str) -> None:
+    """PgBouncer drops the startup options that carry statement_timeout and lock_timeout: the ETL's
+    transactions set them locally, so a batch that meets a lock gives up after lock_timeout."""
+    load_corpus(pg_dsn, SyntheticSpec(**{**SPEC.__dict__, "snapshots": 20, "malformed_ratio": 0.0}))
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute("SELECT id, created_at FROM hero_snapshots ORDER BY created_at, id").fetchall()
+    items = [(sid, (created, sid)) for sid, created in rows]
+    dsn = bouncer.dsn(conninfo_to_dict(pg_dsn)["dbname"])
+    holder = ConnectionHolder(lambda: db.connect(dsn, autocommit=True, lock_timeout_s=0.3))
+    blocker = psycopg.connect(pg_dsn)
+    blocker.execute("LOCK TABLE users IN SHARE MODE")  # production holding a lock the batch needs
+    release = threading.Timer(15, blocker.rollback)  # without the limit the batch would wait this long
+    release.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(pg_errors.LockNotAvailable):
+            process_batch(holder, items, EtlSettings(), retry={"max_attempts": 1})
+        assert time.monotonic() - started < 10
+    finally:
+        release.cancel()
+        blocker.rollback()
+        blocker.close()
+        holder.close()
+    assert scalar(pg_dsn, "SELECT count(*) FROM users") == 0  # nothing half written
