@@ -5,8 +5,8 @@ drops that suffix in YAML and accepts a duration: ``30``, ``1.5`` (seconds), ``"
 ``"5m"``, ``"1h"``, ``"2d"``, ``"1h30m"``. So YAML ``database.statement_timeout`` sets
 ``DatabaseConfig.statement_timeout_s``; likewise database ``lock_timeout``, ``connect_timeout``; retry
 ``max_delay``, ``wait_initial``, ``wait_max``; job ``claim_ttl``, ``heartbeat``; throttle ``failure_window``,
-``long_transaction``, ``replica_lag_max``, ``sleep``, ``check_every``, ``target_batch``; gates ``ramp_step``; canary
-``observe``, ``recent``. ``examples/starforge-backfill.yaml`` documents every key.
+``long_transaction``, ``replica_lag_max``, ``replica_lag_resume``, ``sleep``, ``check_every``, ``target_batch``;
+gates ``ramp_step``; canary ``observe``, ``recent``. ``examples/starforge-backfill.yaml`` documents every key.
 ``etl.batch_max_bytes`` takes a size: bytes, or ``"512kB"``/``"64MB"`` (powers of 10), ``"64MiB"`` (of 2).
 Precedence: overrides (dotted YAML keys, from command-line options) > environment
 (``STARFORGE_DATABASE_URL`` -> ``database.dsn``) > config file > built-in defaults.
@@ -100,6 +100,7 @@ class ThrottleConfig:
     failure_window_s: float = field(default=300.0, metadata=_m("duration", lo=0, lo_open=True))
     long_transaction_s: float = field(default=60.0, metadata=_m("duration", lo=0, lo_open=True))
     replica_lag_max_s: float = field(default=30.0, metadata=_m("duration", lo=0, lo_open=True))
+    replica_lag_resume_s: float | None = field(default=None, metadata=_m("duration", optional=True, lo=0))
     sleep_s: float = field(default=1.0, metadata=_m("duration"))
     check_every_s: float = field(default=1.0, metadata=_m("duration"))
     target_batch_s: float = field(default=2.0, metadata=_m("duration", lo=0, lo_open=True))
@@ -373,6 +374,7 @@ _ORDERED = (  # (lower key, upper key, strictly lower?)
     ("retry.wait_initial", "retry.wait_max", False),
     ("job.heartbeat", "job.claim_ttl", True),
     ("throttle.min_batch_size", "throttle.max_batch_size", False),
+    ("throttle.replica_lag_resume", "throttle.replica_lag_max", False),  # unset (None): half the max
 )
 
 
@@ -393,7 +395,7 @@ def _build(tree: Mapping[str, tuple[Any, str]], base: Config) -> Config:
             raise ConfigError(f"{where}: {exc}") from None
     for low, high, strict in _ORDERED:
         lo, hi = current(low), current(high)
-        if lo < hi or (lo == hi and not strict):
+        if lo is None or hi is None or lo < hi or (lo == hi and not strict):
             continue
         unit = "s" if known[low][1].metadata["kind"] == "duration" else ""
         if high in tree:

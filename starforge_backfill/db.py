@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -27,6 +28,17 @@ T = TypeVar("T")
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
 
 
+# The statement and lock timeouts each connection asked for (as settings values, e.g. '60000ms'), so that a
+# transaction can apply them locally: behind PgBouncer the startup `options` never reach the server.
+_LIMITS: weakref.WeakKeyDictionary[psycopg.Connection[Any], tuple[str | None, str | None]] = weakref.WeakKeyDictionary()
+
+
+def session_limits(conn: psycopg.Connection[Any]) -> tuple[str | None, str | None]:
+    """(statement_timeout, lock_timeout) that `connect` gave `conn`, as setting values ('60000ms'); None
+    where it set none (the server's or the role's setting applies)."""
+    return _LIMITS.get(conn, (None, None))
+
+
 def the_row(cursor: psycopg.Cursor[Any]) -> Any:
     """The one row of a query that always returns one (an aggregate): an error rather than a None if not."""
     row = cursor.fetchone()
@@ -45,8 +57,15 @@ def describe_dsn(dsn: str | None) -> str:
     return f"{host}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user') or '?'}"
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying: lost connections, deadlocks, serialization failures, restarts."""
+# The server is away (shut down, restarting, starting up): retried until the time budget is spent.
+CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the database (or the pooler in front of it) is away rather than refusing this work: a lost
+    or refused connection (an OperationalError without SQLSTATE, class 08), an administrator or crash
+    shutdown, a server still starting (57P01-57P03), a pool that found no connection. Such errors are
+    retried until `retry.max_delay` is spent, however many attempts that takes."""
     if isinstance(exc, DatabaseUnavailable):
         return True
     try:
@@ -60,7 +79,14 @@ def is_transient(exc: BaseException) -> bool:
     state = exc.sqlstate
     if state is None:
         return isinstance(exc, psycopg.OperationalError)
-    return state in TRANSIENT_SQLSTATES or state.startswith("08")
+    return state in CONNECTION_SQLSTATES or state.startswith("08")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: lost connections, deadlocks, serialization failures, restarts."""
+    if is_connection_error(exc):
+        return True
+    return isinstance(exc, psycopg.Error) and exc.sqlstate in TRANSIENT_SQLSTATES
 
 
 def connect(
@@ -72,7 +98,16 @@ def connect(
     connect_timeout_s: float = 10.0,
     autocommit: bool = False,
 ) -> psycopg.Connection[Any]:
-    """Open a connection with the toolkit's session settings; failures become DatabaseUnavailable."""
+    """Open a connection with the toolkit's session settings; failures become DatabaseUnavailable.
+
+    psycopg's automatic server-side prepared statements are off (`prepare_threshold=None`): behind a
+    PgBouncer in transaction pooling (1.18 does not track protocol-level prepared statements) a statement
+    prepared on one server connection is then executed, or prepared again, on another one, and fails with
+    `prepared statement "_pg3_0" already exists` (or `does not exist`). Measured on the backfill itself it
+    costs nothing (docs/DESIGN.md): every batch statement is planned for its own bound values anyway.
+
+    The timeouts travel in the startup `options`, which PgBouncer drops (`ignore_startup_parameters`);
+    `session_limits` keeps them so that the ETL's transactions set them again locally (SET LOCAL)."""
     if not dsn:
         raise UsageError(
             "no database DSN given",
@@ -84,12 +119,13 @@ def connect(
     if lock_timeout_s:
         opts.append(f"-c lock_timeout={int(lock_timeout_s * 1000)}")
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             autocommit=autocommit,
             application_name=application_name,
             connect_timeout=max(1, int(connect_timeout_s)),
             options=" ".join(opts) or None,
+            prepare_threshold=None,
         )
     except psycopg.ProgrammingError as exc:
         raise UsageError(f"invalid database DSN {redact_dsn(dsn)!r}: {_first_line(exc)}") from None
@@ -97,6 +133,11 @@ def connect(
         raise DatabaseUnavailable(
             f"cannot connect to the database at {describe_dsn(dsn)}: {_scrub(_first_line(exc), dsn)}"
         ) from None
+    _LIMITS[conn] = (
+        f"{int(statement_timeout_s * 1000)}ms" if statement_timeout_s else None,
+        f"{int(lock_timeout_s * 1000)}ms" if lock_timeout_s else None,
+    )
+    return conn
 
 
 def connect_cfg(cfg: Any, *, autocommit: bool = False, application_name: str | None = None) -> psycopg.Connection[Any]:
@@ -121,15 +162,29 @@ def retrying(
     wait_max_s: float = 5.0,
     on_retry: Callable[[BaseException, int], None] | None = None,
 ) -> T:
-    """Run `fn` (one whole transaction) again on transient errors, with jittered exponential backoff."""
+    """Run `fn` (one whole transaction) again on transient errors, with jittered exponential backoff.
+
+    Two budgets: every retry stops once `max_delay_s` has passed since the first attempt; a connection-class
+    error (`is_connection_error`: the server restarting, a failover, a pooler restart) is retried until then,
+    however many attempts that takes, while the other transient errors (deadlocks, serialization failures,
+    lock timeouts, too many connections) also stop after `max_attempts`."""
 
     def _before_sleep(state: Any) -> None:
         if on_retry is not None and state.outcome is not None:
             on_retry(state.outcome.exception(), state.attempt_number)
 
+    by_count = stop_after_attempt(max_attempts)
+    by_time = stop_after_delay(max_delay_s)
+
+    def _stop(state: Any) -> bool:
+        if by_time(state):
+            return True
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return not (exc is not None and is_connection_error(exc)) and by_count(state)
+
     retryer = Retrying(
         retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(max_attempts) | stop_after_delay(max_delay_s),
+        stop=_stop,
         wait=wait_random_exponential(multiplier=wait_initial_s, max=wait_max_s),
         before_sleep=_before_sleep,
         reraise=True,

@@ -97,6 +97,7 @@ class EmbeddedPostgres:
         self._run_as: dict[str, Any] = {}
         self._bindir: Path | None = None
         self._pgdata: Path | None = None  # set once a system server may be running in it
+        self._opts = ""  # the system server's command-line options (port, settings), to start it again
         self._pgserver: Any = None
         self._dsn: str | None = None
 
@@ -168,6 +169,7 @@ class EmbeddedPostgres:
             opts = f"-c listen_addresses=127.0.0.1 -p {port} {_SERVER_OPTIONS} -c unix_socket_directories="
             opts += shlex.quote(socket_dir)
             self._pgdata = data
+            self._opts = opts
             try:
                 self._run("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", opts, "start")
                 return f"postgresql://postgres@127.0.0.1:{port}/postgres"
@@ -224,16 +226,23 @@ class EmbeddedPostgres:
             raise DatabaseUnavailable(f"pgserver started but cannot be configured: {exc}") from None
         return dsn
 
-    def restart(self, mode: str = "fast") -> None:
+    def restart(self, mode: str = "fast", down_s: float = 0.0) -> None:
         """Restart the running server in place (same data, port and options), as `pg_ctl restart -m MODE`
-        does; every open connection is cut. For tests of surviving a database restart (system launcher only)."""
+        does; every open connection is cut. With `down_s`, the server stays stopped that long before it
+        starts again (an outage of a few seconds). For tests of surviving a database restart (system
+        launcher only)."""
         if self._dsn is None:
             raise DatabaseUnavailable("the embedded PostgreSQL server is not running (call start() first)")
         if self._pgdata is None:
             raise DatabaseUnavailable("restart() needs the system launcher (pgserver manages its own server)")
         data = self._pgdata
         log = data / "server.log"
-        self._run("pg_ctl", "-D", str(data), "-l", str(log), "-m", mode, "-w", "-t", "60", "restart")
+        if down_s <= 0:
+            self._run("pg_ctl", "-D", str(data), "-l", str(log), "-m", mode, "-w", "-t", "60", "restart")
+            return
+        self._run("pg_ctl", "-D", str(data), "-m", mode, "-w", "-t", "60", "stop")
+        time.sleep(down_s)
+        self._run("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", self._opts, "start")
 
     @property
     def pgdata(self) -> Path | None:

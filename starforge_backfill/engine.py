@@ -18,6 +18,7 @@ from starforge_backfill.errors import DatabaseUnavailable
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, process_batch
 from starforge_backfill.jobs import ChunkOutcome, JobStatus, RunOutcome
 from starforge_backfill.logs import detail_level
+from starforge_backfill.outages import Outages
 
 log = logging.getLogger("starforge_backfill.engine")
 _BACK_OFF = "back-off"  # _gate: the throttle asked for a pause; look again before the batch
@@ -34,7 +35,8 @@ class ThrottleDecision:
 
     sleep_s: float = 0.0
     pause_reason: str | None = None
-    state: str | None = None
+    state: str | None = None  # what the job's throttle_state shows: the kind of hold and its latest readings
+    key: str | None = None  # the kind of hold alone (None: healthy); an event is written when it changes
 
 
 class Throttle(Protocol):
@@ -79,6 +81,7 @@ class EngineOptions:
     max_batch_size: int = 500
     target_batch_s: float = 0.0
     throttle: Throttle | None = None
+    outages: Outages = dataclasses.field(default_factory=Outages)  # shared by the workers of one process
 
 
 OnBatch = Callable[[str, BatchResult, float], None]
@@ -155,7 +158,14 @@ class ChunkWorker:
     def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(conn, *args)`: one bookkeeping statement (autocommit), retried like a batch on transient errors
         (a lost connection is reopened), so a database restart between batches is survived too."""
-        return retrying(lambda: fn(self.holder.get(), *args), **self.options.retry)
+        out = retrying(lambda: fn(self.holder.get(), *args), on_retry=self.options.outages.failed, **self.options.retry)
+        self._recovered()
+        return out
+
+    def _recovered(self) -> None:
+        """After a statement went through: record an outage it rode through, once (see outages.py)."""
+        if self.options.outages.open:
+            self.options.outages.recovered(self.holder.get(), self.job_id)
 
     def _loop(self) -> str:
         row = self._db(jobs.get_job, self.job_id)
@@ -257,7 +267,12 @@ class ChunkWorker:
 
         try:
             result = process_batch(
-                self.holder, batch.items, self.options.etl, bookkeeping=bookkeeping, retry=self.options.retry
+                self.holder,
+                batch.items,
+                self.options.etl,
+                bookkeeping=bookkeeping,
+                retry=self.options.retry,
+                on_retry=self.options.outages.failed,
             )
         except psycopg.Error as exc:
             if not is_transient(exc):
@@ -265,6 +280,7 @@ class ChunkWorker:
             self._pause_after_retries(exc)
             return RunOutcome.PAUSED
         duration = time.monotonic() - started
+        self._recovered()
         self._last_beat = time.monotonic()  # the checkpoint refreshed the heartbeat
         fields = listeners.batch_fields(self.job_id, self.name, len(batch.items), result, duration)
         log.log(

@@ -293,7 +293,7 @@ class Metrics:
                 self.throttled.labels(job_id).set(0)
 
     def progress(self, state: Any) -> None:
-        """A run's progress callback (ops.RunProgress): the progress ratio, then a write if one is due."""
+        """A run's progress callback (runbook.run.RunProgress): the progress ratio, then a write if one is due."""
         total = int(getattr(state, "total", 0) or 0)
         if total:
             self.progress_ratio.labels(state.job_id).set(min(1.0, state.done / total))

@@ -46,6 +46,7 @@ def throttle(cfg: Config) -> ThrottleSettings:
         failure_window_s=t.failure_window_s,
         long_transaction_s=t.long_transaction_s,
         replica_lag_max_s=t.replica_lag_max_s,
+        replica_lag_resume_s=t.replica_lag_max_s / 2 if t.replica_lag_resume_s is None else t.replica_lag_resume_s,
         sleep_s=t.sleep_s,
         check_every_s=t.check_every_s,
         app_prefix=cfg.database.application_name,

@@ -29,19 +29,26 @@ class ThrottleSettings:
     failure_window_s: float = 300.0
     long_transaction_s: float = 60.0
     replica_lag_max_s: float = 30.0
+    replica_lag_resume_s: float = 15.0
     sleep_s: float = 1.0
     check_every_s: float = 1.0
     app_prefix: str = "starforge-backfill"
 
 
-def evaluate(health: dict[str, Any], s: ThrottleSettings) -> ThrottleDecision:
-    """Decide from one health reading: pause reasons first, then slow-downs."""
+REPLICA_LAG = "slow:replica-lag"
+
+
+def evaluate(health: dict[str, Any], s: ThrottleSettings, previous: str | None = None) -> ThrottleDecision:
+    """Decide from one health reading: pause reasons first, then slow-downs. `previous` is the key of the
+    decision in force: a hold for replica lag lasts until the lag is below `replica_lag_resume_s`, not
+    merely back under the max (hysteresis)."""
     conns, max_conns = int(health["connections"]), int(health["max_connections"])
     if max_conns and conns / max_conns > s.max_connections_ratio:
         return ThrottleDecision(
             pause_reason=f"gate: database connections at {conns}/{max_conns} "
             f"(> {s.max_connections_ratio:.0%} of max_connections)",
             state="paused:connections",
+            key="paused:connections",
         )
     sample, failed = int(health["window_snapshots"]), int(health["window_failed"])
     if sample >= s.failure_min_sample and sample and failed / sample > s.failure_rate_max:
@@ -49,16 +56,24 @@ def evaluate(health: dict[str, Any], s: ThrottleSettings) -> ThrottleDecision:
             pause_reason=f"gate: failure rate {failed}/{sample} = {failed / sample:.1%} over the last "
             f"{s.failure_window_s:.0f}s (> {s.failure_rate_max:.1%})",
             state="paused:failure-rate",
+            key="paused:failure-rate",
         )
     if int(health["long_transactions"]) > 0:
         return ThrottleDecision(
             sleep_s=s.sleep_s,
             state=f"slow: {health['long_transactions']} other transaction(s) older than {s.long_transaction_s:.0f}s",
+            key="slow:long-transactions",
         )
-    if int(health["replicas"]) > 0 and float(health["replica_lag_s"]) > s.replica_lag_max_s:
+    lag = float(health["replica_lag_s"]) if int(health["replicas"]) > 0 else 0.0
+    if lag > s.replica_lag_max_s:
+        return ThrottleDecision(
+            sleep_s=s.sleep_s, state=f"slow: replica lag {lag:.1f}s > {s.replica_lag_max_s:g}s", key=REPLICA_LAG
+        )
+    if previous == REPLICA_LAG and lag >= s.replica_lag_resume_s:
         return ThrottleDecision(
             sleep_s=s.sleep_s,
-            state=f"slow: replica lag {float(health['replica_lag_s']):.1f}s > {s.replica_lag_max_s:.0f}s",
+            state=f"slow: replica lag {lag:.1f}s, resuming below {s.replica_lag_resume_s:g}s",
+            key=REPLICA_LAG,
         )
     return ThrottleDecision()
 
@@ -71,7 +86,8 @@ class HealthThrottle:
         self._lock = threading.Lock()
         self._last_check = 0.0
         self._last: ThrottleDecision = ThrottleDecision()
-        self._recorded_state: str | None = None
+        self._recorded_state: str | None = None  # the throttle_state last written (with its readings)
+        self._recorded_key: str | None = None  # the kind of hold last recorded as an event
 
     def read(self, conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:
         """One health reading."""
@@ -95,11 +111,15 @@ class HealthThrottle:
 
         One reading at a time: the other workers wait for it instead of going on with the previous (healthy)
         decision, so a gate that trips stops every worker before its next batch. The state is remembered as
-        recorded only once the job row and the event are written."""
+        recorded only once the job row and the event are written.
+
+        Events are written on state changes only (healthy, or a kind of hold: `ThrottleDecision.key`): a
+        hold whose readings change (the lag of a lagging replica, every second) updates the job's
+        `throttle_state` with the latest readings and writes no event."""
         with self._lock:
             if time.monotonic() - self._last_check < self.settings.check_every_s and not self._last.pause_reason:
                 return self._last
-            decision = evaluate(self.read(conn, job_id), self.settings)
+            decision = evaluate(self.read(conn, job_id), self.settings, self._last.key)
             self._last_check = time.monotonic()
             self._last = decision
             if decision.pause_reason:
@@ -112,15 +132,17 @@ class HealthThrottle:
                     "jobs/set_throttle.sql",
                     {"job_id": job_id, "state": decision.state},
                 )
+                self._recorded_state = decision.state
+            if decision.key != self._recorded_key:
                 if not decision.pause_reason:
                     jobs.record_event(
                         conn,
                         job_id,
                         "throttle",
                         decision.state or "healthy: throttle lifted",
-                        {"sleep_s": decision.sleep_s},
+                        {"sleep_s": decision.sleep_s, "key": decision.key},
                     )
-                self._recorded_state = decision.state
+                self._recorded_key = decision.key
         return decision
 
     def healthy(self) -> bool:

@@ -29,7 +29,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from starforge_backfill import artifacts, templates
-from starforge_backfill.db import is_transient, retrying
+from starforge_backfill.db import is_transient, retrying, session_limits
 from starforge_backfill.errors import EtlError
 from starforge_backfill.etl import contract
 from starforge_backfill.logs import detail_level
@@ -193,7 +193,10 @@ def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dic
 
 
 def _session_settings(conn: psycopg.Connection[Any], settings: EtlSettings) -> None:
-    """work_mem and no JIT for this transaction; on a session's first batch, room for its staging tables.
+    """work_mem, no JIT and the connection's statement and lock timeouts for this transaction (set locally:
+    behind PgBouncer the connection's own startup settings never reached the server, and a transaction is
+    the one unit that stays on one server connection); on a session's first batch, room for its staging
+    tables.
 
     JIT: the statements are large and their row estimates (jsonb functions, recursive CTEs) are guesses; once
     an estimate crossed jit_above_cost, compiling took seconds for a statement that runs in a fraction of one.
@@ -201,10 +204,13 @@ def _session_settings(conn: psycopg.Connection[Any], settings: EtlSettings) -> N
     temp_buffers (default 8MB) caps a session's buffers for temporary tables: a batch stages more than that,
     and the overflow went through the kernel (pwrite, then pread in the merge). It can only change before
     the session first touches a temporary table, hence the savepoint: if something else did, keep going."""
+    statement_timeout, lock_timeout = session_limits(conn)
     row = conn.execute(
         "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true),"
-        " to_regclass('pg_temp.sf_stage_snap') IS NULL",
-        [settings.work_mem],
+        " to_regclass('pg_temp.sf_stage_snap') IS NULL,"
+        " set_config('statement_timeout', coalesce(%s, current_setting('statement_timeout')), true),"
+        " set_config('lock_timeout', coalesce(%s, current_setting('lock_timeout')), true)",
+        [settings.work_mem, statement_timeout, lock_timeout],
     ).fetchone()
     if row is not None and row[2]:
         try:

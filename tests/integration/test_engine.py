@@ -25,7 +25,7 @@ from starforge_backfill import jobs, operator, throttle
 from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config, load_config
 from starforge_backfill.engine import ThrottleDecision
-from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, UsageError
+from starforge_backfill.errors import ConfigError, DatabaseUnavailable, ExitCode, GateFailed, UsageError
 from starforge_backfill.runbook import control
 from starforge_backfill.runbook import run as run_module
 from starforge_backfill.runbook.run import RunProgress
@@ -512,6 +512,24 @@ def test_evaluate_replica_lag_slows_down() -> None:
     assert throttle.evaluate(HEALTHY | {"replicas": 0, "replica_lag_s": 99.0}, s) == ThrottleDecision()
     d = throttle.evaluate(HEALTHY | {"replicas": 2, "replica_lag_s": 45.5}, s)
     assert d.pause_reason is None and d.sleep_s == 2 and d.state == "slow: replica lag 45.5s > 30s"
+
+
+def test_evaluate_replica_lag_holds_until_below_the_resume_mark() -> None:
+    s = throttle.ThrottleSettings(replica_lag_max_s=30, replica_lag_resume_s=10, sleep_s=2)
+    lagging = HEALTHY | {"replicas": 1}
+    held = throttle.evaluate(lagging | {"replica_lag_s": 31.0}, s)
+    assert held.key == throttle.REPLICA_LAG and held.sleep_s == 2
+    band = throttle.evaluate(lagging | {"replica_lag_s": 20.0}, s, held.key)  # under the max, over the mark
+    assert band.key == throttle.REPLICA_LAG and band.sleep_s == 2
+    assert band.state == "slow: replica lag 20.0s, resuming below 10s"
+    assert throttle.evaluate(lagging | {"replica_lag_s": 20.0}, s) == ThrottleDecision()  # not held: no hold
+    assert throttle.evaluate(lagging | {"replica_lag_s": 9.9}, s, held.key) == ThrottleDecision()
+    other = throttle.evaluate(lagging | {"replica_lag_s": 20.0}, s, "slow:long-transactions")
+    assert other == ThrottleDecision()  # only a hold for lag is kept by the lower mark
+    cfg_default = config_settings.throttle(load_config(None, overrides={"throttle.replica_lag_max": "8s"}))
+    assert cfg_default.replica_lag_resume_s == 4.0  # unset: half the max
+    with pytest.raises(ConfigError, match=r"throttle\.replica_lag_resume: must be <= throttle\.replica_lag_max"):
+        load_config(None, overrides={"throttle.replica_lag_resume": "40s"})
 
 
 def test_evaluate_pauses_before_slowing_down() -> None:

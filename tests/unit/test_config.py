@@ -50,7 +50,7 @@ def yaml_keys() -> set[str]:
         if section.name in ("artifacts_dir", "source_path"):
             continue
         for f in dataclasses.fields(section.default_factory):
-            is_duration = f.name.endswith("_s") and f.type in ("float", float)
+            is_duration = f.name.endswith("_s") and f.type in ("float", float, "float | None")
             keys.add(f"{section.name}.{f.name[:-2] if is_duration else f.name}")
     return keys
 
