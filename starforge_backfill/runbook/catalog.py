@@ -127,14 +127,16 @@ class ImportResult:
 def import_catalog(
     cfg: Config, data: bytes, *, source: str, fmt: str | None = None, update: bool = False
 ) -> ImportResult:
-    """Load the authoritative catalog rows in `data` (CSV or JSON lines, `source` names it) in one transaction.
+    """Load the authoritative catalog rows in `data` (CSV or JSON lines; `source` names it, `-` for stdin) in
+    one transaction.
 
     The whole file is validated first (a bad record: UsageError naming its line, nothing applied). A placeholder
     row gets its real name and meta and loses the flag; a new id is inserted; an existing real row is left as
     it is unless `update` (and then written only when its name or meta differs). Writes a
     `catalog-import-<timestamp>.json` artifact under `<artifacts_dir>/runbook/`."""
     kind = catalog_file.file_format(source, fmt)
-    records = catalog_file.parse(data, source, kind)
+    label = "stdin" if source == "-" else source
+    records = catalog_file.parse(data, label, kind)
     params = {
         "kinds": [r.kind for r in records],
         "ids": [r.id for r in records],
@@ -158,7 +160,7 @@ def import_catalog(
             key = (row["kind"], int(row["id"]))
             changes[counter].append({"kind": key[0], "id": key[1], "line": lines[key]})
     res = ImportResult(
-        source=source,
+        source=label,
         format=kind,
         sha256=hashlib.sha256(data).hexdigest(),
         records=len(records),

@@ -16,7 +16,7 @@ from catalog_support import MISSING_PET, UNUSED, backfill_with_placeholders, cat
 from runbook_post_corpus import MISSING_TROOP
 
 from starforge_backfill import artifacts
-from starforge_backfill.errors import UsageError
+from starforge_backfill.errors import GateFailed, UsageError
 from starforge_backfill.runbook.catalog import cleanup, import_catalog, placeholders
 
 
@@ -139,7 +139,7 @@ def test_json_lines_are_read_like_csv(cfg: Any, pg_dsn: str) -> None:
     ]
     data = ("\n".join(json.dumps(x) for x in lines) + "\n\n").encode()
     res = import_catalog(cfg, data, source="-", fmt="jsonl")
-    assert res.format == "jsonl" and res.source == "-"
+    assert res.format == "jsonl" and res.source == "stdin"
     assert res.counts["placeholders_replaced"] == 2 and res.counts["unchanged"] == 1
     rows = catalog_rows(pg_dsn)
     assert rows[("pet", MISSING_PET)][:2] == ("Ember", {})
@@ -286,3 +286,16 @@ def test_cleanup_waits_for_a_batch_past_its_placeholder_step(cfg: Any, pg_dsn: s
     assert "error" not in out, out.get("error")
     assert orphans(pg_dsn) == [] and ("troop", 998) in catalog_rows(pg_dsn)
     assert out["res"].deleted == [{"kind": "artifact", "id": 700}]
+
+
+def test_a_foreign_key_that_refuses_the_delete_rolls_cleanup_back(cfg: Any, pg_dsn: str) -> None:
+    """A production table referencing a catalog through an FK: its references are not user_* rows, so the
+    DELETE tries to remove troop 998; the FK refuses and nothing at all is deleted."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE shop_offers (troop_id integer REFERENCES troop_catalog (id))")
+        conn.execute("INSERT INTO shop_offers VALUES (998)")
+    before = catalog_rows(pg_dsn)
+    with pytest.raises(GateFailed, match=r"foreign key \(shop_offers_troop_id_fkey\): nothing deleted"):
+        cleanup(cfg)
+    assert catalog_rows(pg_dsn) == before  # artifact 700 was not deleted either
+    assert not list((Path(cfg.artifacts_dir) / "runbook").glob("catalog-cleanup-*"))
