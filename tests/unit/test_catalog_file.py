@@ -76,3 +76,13 @@ def test_records_are_frozen() -> None:
     record = CatalogRecord("troop", 1, "a", {}, 1)
     with pytest.raises(AttributeError):
         record.id = 2  # type: ignore[misc]
+
+
+def test_the_example_files_hold_the_same_records() -> None:
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    csv_rows = parse((examples / "catalog.csv").read_bytes(), "catalog.csv", "csv")
+    jsonl_rows = parse((examples / "catalog.jsonl").read_bytes(), "catalog.jsonl", "jsonl")
+    assert len(csv_rows) == 5
+    assert [(r.kind, r.id, r.name, r.meta) for r in csv_rows] == [(r.kind, r.id, r.name, r.meta) for r in jsonl_rows]
