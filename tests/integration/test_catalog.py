@@ -299,3 +299,17 @@ def test_a_foreign_key_that_refuses_the_delete_rolls_cleanup_back(cfg: Any, pg_d
         cleanup(cfg)
     assert catalog_rows(pg_dsn) == before  # artifact 700 was not deleted either
     assert not list((Path(cfg.artifacts_dir) / "runbook").glob("catalog-cleanup-*"))
+
+
+def test_cleanup_gives_up_within_lock_timeout_and_changes_nothing(cfg: Any, pg_dsn: str) -> None:
+    """A writer that keeps a catalog locked past lock_timeout: cleanup exits 1 saying so, nothing deleted."""
+    quick = cfg.replace(**{"database.lock_timeout": "300ms"})
+    before = catalog_rows(pg_dsn)
+    with psycopg.connect(pg_dsn) as writer:
+        writer.execute("UPDATE pet_catalog SET name = name WHERE id = 1")
+        t0 = time.monotonic()
+        with pytest.raises(GateFailed, match=r"locked by other sessions for longer than lock_timeout \(0.3 s\)"):
+            cleanup(quick)
+        assert time.monotonic() - t0 < 10
+        writer.rollback()
+    assert catalog_rows(pg_dsn) == before
