@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "worker": "worker:command",
     "verify": "verify:command",
     "report": "report:command",
+    "catalog": "catalog:group",
     "sql": "sql:group",
     "demo": "demo:command",
 }

@@ -17,8 +17,21 @@ from starforge_backfill.etl.contract import SENSITIVE_PARTS
 EXAMPLES = templates.render_examples()
 
 
+# sqlglot parses LOCK as an opaque Command: a LOCK statement passes only when it is exactly this shape.
+_LOCK = re.compile(
+    r"TABLE (\w+|\"[^\"]+\")(, (\w+|\"[^\"]+\"))* IN (ACCESS SHARE|ROW SHARE|ROW EXCLUSIVE|SHARE UPDATE EXCLUSIVE|SHARE"
+    r"|SHARE ROW EXCLUSIVE|EXCLUSIVE|ACCESS EXCLUSIVE) MODE( NOWAIT)?"
+)
+
+
+def _vouched(node: exp.Command) -> bool:
+    """A LOCK TABLE statement of the one shape `_LOCK` allows (names, a lock mode, nothing else)."""
+    return str(node.this).upper() == "LOCK" and _LOCK.fullmatch(str(node.expression.name).strip()) is not None
+
+
 def sql_problems(text: str) -> list[str]:
-    """Why sqlglot (postgres dialect) cannot vouch for `text`: parse errors, opaque Command nodes, no statement.
+    """Why sqlglot (postgres dialect) cannot vouch for `text`: parse errors, opaque Command nodes (a plain
+    LOCK TABLE aside), no statement.
 
     psycopg placeholders (`%(name)s`, `%s`) parse as sqlglot Placeholder nodes as they are."""
     try:
@@ -32,6 +45,7 @@ def sql_problems(text: str) -> list[str]:
         f"opaque Command: {node.sql(dialect='postgres')[:80]!r}"
         for statement in statements
         for node in statement.find_all(exp.Command)
+        if not _vouched(node)
     ]
 
 
@@ -76,11 +90,24 @@ def test_multi_statement_templates_parse_every_statement() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["SELEC 1 FROM users", "SELECT (1 FROM users", "VACUUM ANALYZE users", "", "-- only a comment\n"],
-    ids=["typo", "unbalanced", "command", "empty", "comment-only"],
+    [
+        "SELEC 1 FROM users",
+        "SELECT (1 FROM users",
+        "VACUUM ANALYZE users",
+        "",
+        "-- only a comment\n",
+        "LOCK TABLE users IN SHARE MODE junk",
+        "LOCK TABLE users IN SHRE MODE",
+        "LOCK users",
+    ],
+    ids=["typo", "unbalanced", "command", "empty", "comment-only", "lock-trailing", "lock-typo", "lock-bare"],
 )
 def test_the_check_fails_on_bad_sql(text: str) -> None:
     assert sql_problems(text) != []
+
+
+def test_the_check_vouches_for_a_plain_lock() -> None:
+    assert sql_problems("LOCK TABLE troop_catalog, pet_catalog IN SHARE ROW EXCLUSIVE MODE") == []
 
 
 def test_finalize_refuses_a_caller_supplied_string() -> None:
