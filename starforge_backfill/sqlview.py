@@ -174,8 +174,8 @@ def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
     names = set(templates.template_names())
     out = []
     for name, extra, when in steps:
-        if name not in names:  # a template renamed or removed: show what exists, never fail a read-only view
-            continue
+        if name not in names:  # this list is kept by hand: a renamed template must not vanish from the view
+            raise RuntimeError(f"sqlview.run_statements lists {name}, which is not a template under sql/")
         label = name + "".join(f"[{k}={str(v).lower()}]" for k, v in extra.items())
         out.append(Statement(label, templates.render(name, **(ctx | extra)), when))
     return out

@@ -153,7 +153,7 @@ def make_env(bytecode_dir: Path | None) -> jinja2.Environment:
 
 
 def template_names() -> list[str]:
-    """Every template under sql/, as names like `etl/apply_batch.sql`."""
+    """Every template under sql/, as names like `etl/merge.sql` (include fragments, `_*.sql`, left out)."""
     return sorted(n for n in _env().list_templates() if n.endswith(".sql") and not n.rsplit("/", 1)[-1].startswith("_"))
 
 
@@ -214,7 +214,8 @@ def fetch_all(
 
 
 def render_examples() -> dict[str, str]:
-    """Every template rendered with each structural variant it supports (for tests and --print-sql)."""
+    """Every template rendered with each structural variant it supports (`tests/unit/test_templates.py` parses
+    and checks them all)."""
     out: dict[str, str] = {}
     for name in template_names():
         if name.startswith("schema/"):
