@@ -10,6 +10,8 @@ Where a runbook step lives, in one hop each: `cli/<step>.py` -> `runbook/<step>.
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -39,8 +41,71 @@ COMMANDS: dict[str, str] = {
 }
 
 
+GLOBAL_OPTIONS = (
+    "--config",
+    "--dsn",
+    "--artifacts-dir",
+    "--metrics-file",
+    "--log-format",
+    "--operator",
+    "--verbose",
+    "--quiet",
+)
+
+
+def usage_error(exc: click.UsageError) -> tuple[str, str | None]:
+    """A click usage error as our one `error:` line and a `hint:` (a misplaced global option, a misspelt command)."""
+    message = exc.format_message().strip().splitlines()[0]
+    hint = None
+    if isinstance(exc, click.NoSuchOption) and exc.option_name in GLOBAL_OPTIONS:
+        where = f"starforge-backfill {exc.option_name} ... <command>"
+        hint = f"{exc.option_name} is a global option: put it before the subcommand ({where})"
+    elif exc.ctx is not None:
+        hint = f"see `{exc.ctx.command_path} --help`"
+    return message, hint
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported from `COMMANDS` only when invoked or listed in help."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Usage errors in the toolkit's style (`error: ...`, `hint: ...`, exit 2), not click's own banner."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            message, hint = usage_error(exc)
+            click.echo(f"error: {message}", err=True)
+            if hint:
+                click.echo(f"hint: {hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        if isinstance(rv, int) and rv:  # click returns an Exit's code when it does not exit itself
+            sys.exit(rv)
+        return rv
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """An unknown command says which known one it looks like."""
+        name = args[0] if args else None
+        if name is not None and not name.startswith("-") and name not in COMMANDS:
+            import difflib  # only on this error path: it costs --help ~0.1 s
+
+            close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+            guess = f" (did you mean {close[0]}?)" if close else ""
+            raise click.UsageError(f"no such command {name!r}{guess}", ctx)
+        return super().resolve_command(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Every command of `COMMANDS`."""
