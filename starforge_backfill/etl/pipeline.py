@@ -226,7 +226,7 @@ def _reference_path(
             continue
         raw_text, namecode, _created = row
         try:
-            snap = contract.normalize(_decode_exact(raw_text), namecode)
+            snap = contract.normalize(contract.decode_exact(raw_text), namecode)
             if settings.catalog_policy == "fail":
                 _check_catalogs(conn, snap, settings)
         except EtlError as err:
@@ -248,28 +248,6 @@ def _reference_path(
             {"reason": "fast path and reference disagree"},
         )
         record_failure(conn, sid, rejected, settings, result)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _decode_exact(raw_text: str) -> Any:
-    """The column's JSON text as Python values with exact numbers: a fraction becomes a Decimal, never a
-    float, so that "5.0000000000000001" stays fractional (VALIDATION_ERROR) and extra keeps every digit.
-    A double-encoded object is decoded the same way; anything else is left to the reference to report."""
-    try:
-        value = json.loads(raw_text, parse_float=Decimal)
-    except (ValueError, RecursionError):
-        return raw_text.encode()
-    if isinstance(value, str):
-        try:
-            inner = json.loads(value, parse_float=Decimal, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            return value
-        if isinstance(inner, dict):
-            return inner
-    return value
 
 
 _DECIMAL_MARK = "\x00\x01sf-decimal:"
