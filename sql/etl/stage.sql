@@ -2,6 +2,10 @@
 -- element, each flagged `ok` when it satisfies the snapshot contract (flag.sql finishes the verdict).
 -- The payload never leaves the server. Binds: ids uuid[]; with source == 'params' also
 -- payloads jsonb, an object {snapshot id: canonical payload} produced by the reference path.
+-- Contract v2 is applied here (the envelope, the lookup order of namecode, display name and guild name; the
+-- `username` key is removed by screen.sql with the other sensitive keys): an enveloped payload with keyed
+-- sections is staged like any other. An API error body has no ProfileData, so it is not ok and the
+-- reference records its PARSE_ERROR, as for a double-encoded payload.
 -- The inserts return nothing (PostgreSQL runs every data-modifying CTE to completion anyway): a RETURNING
 -- clause would collect a row per staged element only to be counted. Sensitive keys are removed afterwards,
 -- from the staged rows, by screen.sql (source 'table'; the reference path's payloads are clean already).
@@ -25,6 +29,7 @@ WITH RECURSIVE src AS MATERIALIZED (
            t.is_obj,
            jsonb_typeof(x."ProfileData") = 'object' AS pd_is_obj,
            x."Name" AS j_name,
+           p."Name" AS j_pname,
            p."Level" AS j_level,
            p."PvpTier" AS j_pvp,
            p."Troops" AS j_troops,
@@ -32,6 +37,7 @@ WITH RECURSIVE src AS MATERIALIZED (
            p."Artifacts" AS j_artifacts,
            p."EquippedPet" AS j_equipped,
            p."Guild" AS j_guild,
+           p."GuildName" AS j_guild_name,
            nc.namecode,
 {% if skip_superseded %}
            cu.user_id AS cand_user
@@ -50,13 +56,23 @@ WITH RECURSIVE src AS MATERIALIZED (
                         OFFSET 0) AS r
 {% endif %}
     CROSS JOIN LATERAL (SELECT r.obj IS NOT NULL AS is_obj) AS t
-    LEFT JOIN LATERAL jsonb_to_record(r.obj)
+    -- contract v2, rule 2 (the envelope): an object with no ProfileData key whose `result` is an object is
+    -- replaced by that object. A v1 payload pays one key lookup (`?`); an enveloped one a copy of `result`.
+    CROSS JOIN LATERAL (SELECT CASE WHEN NOT r.obj ? 'ProfileData' THEN r.obj -> 'result' END AS res
+                        OFFSET 0) AS env
+    CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(env.res) = 'object' THEN env.res ELSE r.obj END AS obj)
+        AS pl
+    LEFT JOIN LATERAL jsonb_to_record(pl.obj)
         AS x("NameCode" jsonb, "Name" jsonb, "ProfileData" jsonb) ON true
     LEFT JOIN LATERAL jsonb_to_record(CASE WHEN jsonb_typeof(x."ProfileData") = 'object' THEN x."ProfileData" END)
         AS p("Level" jsonb, "PvpTier" jsonb, "Troops" jsonb, "Pets" jsonb, "Artifacts" jsonb,
-             "EquippedPet" jsonb, "Guild" jsonb) ON true
+             "EquippedPet" jsonb, "Guild" jsonb, "NameCode" jsonb, "Name" jsonb, "GuildName" jsonb) ON true
+    -- rule 5: the payload's NameCode, else ProfileData.NameCode, else the column (the first non-empty string)
     CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(x."NameCode") = 'string' AND x."NameCode" #>> '{}' <> ''
-                                    THEN x."NameCode" #>> '{}' ELSE nullif(h.namecode, '') END AS namecode) AS nc
+                                    THEN x."NameCode" #>> '{}'
+                                    WHEN jsonb_typeof(p."NameCode") = 'string' AND p."NameCode" #>> '{}' <> ''
+                                    THEN p."NameCode" #>> '{}'
+                                    ELSE nullif(h.namecode, '') END AS namecode) AS nc
 {% if skip_superseded %}
     -- the snapshot's user when its summary already holds a newer snapshot ((last_seen, id) greater): only
     -- such a snapshot's elements may be left unstaged (below); merge.sql's top troops never read it
@@ -70,8 +86,11 @@ WITH RECURSIVE src AS MATERIALIZED (
 ),
 snap_n AS (
     SELECT s.*,
+           -- rule 6: the top-level Name, else ProfileData.Name (the first non-empty string)
            CASE WHEN jsonb_typeof(s.j_name) = 'string' AND s.j_name #>> '{}' <> ''
-                THEN s.j_name #>> '{}' END AS username,
+                THEN s.j_name #>> '{}'
+                WHEN jsonb_typeof(s.j_pname) = 'string' AND s.j_pname #>> '{}' <> ''
+                THEN s.j_pname #>> '{}' END AS username,
            {{ m.num("s.j_level") }} AS n_level,
            {{ m.num("s.j_pvp") }} AS n_pvp,
            CASE WHEN jsonb_typeof(s.j_equipped) = 'object' THEN s.j_equipped -> 'PetId'
@@ -96,8 +115,11 @@ ins_snap AS (
                     'level', CASE WHEN {{ m.in_range("v.n_pet_level", 0, 2147483647) }}
                                   THEN v.n_pet_level::integer END)
            END,
+           -- rule 7: Guild.Name, else GuildName (the first string, kept exactly)
            CASE WHEN jsonb_typeof(v.j_guild) = 'object' AND jsonb_typeof(v.j_guild -> 'Name') = 'string'
-                THEN jsonb_build_object('guild_name', v.j_guild ->> 'Name') ELSE '{}'::jsonb END,
+                THEN jsonb_build_object('guild_name', v.j_guild ->> 'Name')
+                WHEN jsonb_typeof(v.j_guild_name) = 'string'
+                THEN jsonb_build_object('guild_name', v.j_guild_name #>> '{}') ELSE '{}'::jsonb END,
            v.is_obj AND coalesce(v.pd_is_obj, false) AND v.namecode IS NOT NULL
            AND (v.j_level IS NULL OR {{ m.in_range("v.n_level", 0, 2147483647) }})
            AND (v.j_pvp IS NULL OR {{ m.in_range("v.n_pvp", 0, 2147483647) }})
