@@ -2,7 +2,8 @@
 
 This module is the reference for the per-snapshot fallback, dry-run, the real-time path and verification
 parity; the set-based SQL implementation is differential-tested against it. It touches no database and
-imports neither click nor rich. See docs SNAPSHOT_CONTRACT.md, sections "The payload" and "Sensitive keys".
+imports neither click nor rich. See docs SNAPSHOT_CONTRACT.md, sections "The payload", "Sensitive keys"
+and "v2".
 
 Decisions
 ---------
