@@ -17,8 +17,10 @@ import psycopg
 import pytest
 from helpers import apply, at, errors, find_text, insert_snapshot, one, rows, seed_catalog, snapshot_rows
 
+from starforge_backfill import synthetic
 from starforge_backfill.etl.payload import API_ERROR_MESSAGE
-from starforge_backfill.etl.pipeline import EtlSettings
+from starforge_backfill.etl.pipeline import BatchResult, EtlSettings
+from starforge_backfill.synthetic import SyntheticSpec, generate
 
 PATHS = pytest.mark.parametrize("fast_path", [True, False], ids=["sql", "reference"])
 LOGIN = "login-name-of-the-account"
@@ -295,3 +297,20 @@ def test_v1_and_v2_shapes_of_one_user_newest_wins(pg_conn: psycopg.Connection) -
     assert res.applied == 2 and res.reference_path == 0
     got = summary(pg_conn, "REAL_007")
     assert (got["level"], got["user_name"], got["extra"]) == (47, "Real 7", {"guild_name": "Knights of Adana  "})
+
+
+def test_the_synthetic_v2_mix_takes_the_reference_path_only_for_its_failures(pg_conn: psycopg.Connection) -> None:
+    spec = SyntheticSpec(snapshots=80, users=12, size_mix=((1.0, 6_000),), malformed_ratio=0.1)
+    generated = list(generate(spec))
+    with psycopg.connect(pg_conn.info.dsn) as conn:
+        synthetic.load(conn, spec)
+    ids = [r["id"] for r in rows(pg_conn, "SELECT id FROM hero_snapshots ORDER BY created_at DESC, id DESC")]
+    total = BatchResult()
+    for start in range(0, len(ids), 20):
+        total.add(apply(pg_conn, ids[start : start + 20]))
+    ok = [s for s in generated if s.kind == "ok"]
+    assert sum(s.shape == "v2" for s in ok) >= 0.6 * len(ok)
+    assert any(s.kind == "malformed:api_error_body" for s in generated)
+    assert (total.applied, total.failed) == (len(ok), len(generated) - len(ok))
+    assert total.reference_path == total.failed  # every applied snapshot, v2 or v1, went the set-based way
+    assert find_text(pg_conn, [synthetic.SECRET_MARKER]) == []
