@@ -140,7 +140,7 @@ cand_user AS MATERIALIZED (
 {% set coldefs %}{{ ident(e.id_field) }} text{% for jf, col, d, hi in e.ints %}, {{ ident(jf) }} text{% endfor %}{% for jf, col in e.arrays %}, {{ ident(jf) }} jsonb{% endfor %}{% endset %}
 {% set colnames %}{{ ident(e.id_field) }}{% for jf, col, d, hi in e.ints %}, {{ ident(jf) }}{% endfor %}{% for jf, col in e.arrays %}, {{ ident(jf) }}{% endfor %}{% endset %}
 -- Each element of the section (an array, or an object keyed by id) with its fields as text: its position,
--- whether it is an object, the id its key gives (object form) and the element itself.
+-- whether it is an object, its key (object form: the id when the entry has none) and the element itself.
 {{ e.name }}_el AS (
 {% if read_elements == "recordset" %}
     -- one jsonb_populate_recordset call per snapshot reads every element's fields (cheaper than a
@@ -173,7 +173,7 @@ cand_user AS MATERIALIZED (
     -- not a LATERAL jsonb_to_record, whose function scan built a one-row tuplestore per entry (-1.5 percent
     -- of the stage's instructions on the v2 mix)
     SELECT s.sid, s.cand_user, o.ord, o.elem, NULL::jsonb, o.is_obj,
-           CASE WHEN o.k ~ '^[0-9]+$' THEN o.k END,
+           o.k,  -- the id when the entry has none: int_ok() below accepts only a decimal integer
            {% for c in colnames.split(", ") %}{{ "(o.rec)." ~ c }}{{ ", " if not loop.last else "" }}{% endfor %}
 
     FROM src AS s

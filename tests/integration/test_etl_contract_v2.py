@@ -314,3 +314,33 @@ def test_the_synthetic_v2_mix_takes_the_reference_path_only_for_its_failures(pg_
     assert (total.applied, total.failed) == (len(ok), len(generated) - len(ok))
     assert total.reference_path == total.failed  # every applied snapshot, v2 or v1, went the set-based way
     assert find_text(pg_conn, [synthetic.SECRET_MARKER]) == []
+
+
+@PATHS
+@pytest.mark.parametrize(
+    ("key", "troop_id"),
+    [
+        ("6001", 6001),
+        ("0006001", 6001),
+        ("2147483647", 2147483647),
+        ("12.0", None),
+        ("-5", None),
+        ("٣", None),
+        ("", None),
+        ("+7", None),
+        (" 7", None),
+        ("2147483648", None),
+        ("0", None),
+    ],
+)
+def test_keyed_entry_without_its_id_takes_a_decimal_key(
+    pg_conn: psycopg.Connection, fast_path: bool, key: str, troop_id: int | None
+) -> None:
+    sid = insert_snapshot(pg_conn, {"result": {"ProfileData": {"NameCode": "KEY_X", "Troops": {key: {"Amount": 2}}}}})
+    res = apply(pg_conn, [sid], EtlSettings(fast_path=fast_path))
+    got = [r["troop_id"] for r in rows(pg_conn, "SELECT troop_id FROM user_troops")]
+    if troop_id is None:
+        assert res.failed == 1 and errors(pg_conn)[0]["error_type"] == "VALIDATION_ERROR" and got == []
+    else:
+        assert res.applied == 1 and got == [troop_id]
+        assert res.reference_path == (0 if fast_path else 1)
