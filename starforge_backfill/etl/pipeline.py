@@ -2,12 +2,13 @@
 
 Fast path: `sql/etl/stage.sql` parses the whole batch server-side (the payload never leaves PostgreSQL)
 into per-connection staging tables and flags each snapshot it can apply exactly; `sql/etl/screen.sql` then
-removes sensitive keys from the staged rows. Every flagged snapshot (malformed, double-encoded, an odd
-integer form, an id missing under policy `fail`, ...) goes through the pure-Python reference
-(`etl.contract`): a failure is recorded, a success is re-staged as its canonical payload. The same merge
-statements then write all of them: newest observation wins, nothing is written twice. A batch that fails
-as a whole is retried snapshot by snapshot, so one bad snapshot cannot fail its neighbours. This module
-imports neither click nor rich.
+removes sensitive keys from the staged rows. Contract v2's real shapes (the envelope, keyed sections,
+NameCode/Name inside ProfileData, GuildName) are staged there too. Every flagged snapshot (malformed, an
+API error body, double-encoded, an odd integer form, an id missing under policy `fail`, ...) goes through
+the pure-Python reference (`etl.contract`): a failure is recorded, a success is re-staged as its canonical
+payload. The same merge statements then write all of them: newest observation wins, nothing is written
+twice. A batch that fails as a whole is retried snapshot by snapshot, so one bad snapshot cannot fail its
+neighbours. This module imports neither click nor rich.
 """
 
 from __future__ import annotations
