@@ -1,6 +1,9 @@
-"""`python -m bench` (`make bench`): floor vs the project's `run` vs a naive loop, on the same synthetic data.
+"""`python -m bench` (`make bench`): floor vs the project's `run` vs a naive loop, on the same synthetic data,
+and `run` on the v2 mix of shapes beside `run` on the v1 mix.
 
-One process, one server, one database per method. The synthetic snapshots are generated and loaded once
+One process, one server, one database per method. floor, run and naive use the v1 mix (`SyntheticSpec(mix=
+"v1")`, the corpus of the earlier sessions' figures); run_v2 the same spec in the v2 mix (contract v2's real
+shapes: envelopes, keyed sections, ...). The synthetic snapshots of each mix are generated and loaded once
 (`synthetic.load`) into a data database that is then VACUUM (FREEZE, ANALYZE)d, and every method gets a fresh
 `CREATE DATABASE bench_<method>_<pid> TEMPLATE <it>`, so each starts from identical, analyzed tables. All of
 them are dropped at the end (`--keep` keeps them and bench/data/). The bench reports; it does not gate: it
@@ -15,6 +18,7 @@ import shutil
 import sys
 import time
 import traceback
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from bench.server import init_schema, server
 from starforge_backfill.synthetic import SyntheticSpec, load
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-METHODS = ("floor", "run", "naive")
+METHODS = ("floor", "run", "run_v2", "naive")
 
 
 def _log(message: str) -> None:
@@ -46,7 +50,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=None, help="distinct namecodes (default snapshots/6)")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     parser.add_argument(
-        "--methods", default=",".join(METHODS), help="comma-separated subset of floor,run,naive (default all)"
+        "--methods", default=",".join(METHODS), help="comma-separated subset of floor,run,run_v2,naive (default all)"
     )
     parser.add_argument(
         "--repeat",
@@ -107,10 +111,10 @@ def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ordered[(len(ordered) - 1) // 2], "seconds_each": [round(r["seconds"], 3) for r in results]}
 
 
-def _measure_run(dsn: str, workdir: Path, concurrency: int, states: dict[str, Any]) -> dict[str, Any]:
-    result = runcmd.measure(dsn, workdir / "run-artifacts", concurrency, workdir / "run-logs")
+def _measure_run(dsn: str, workdir: Path, concurrency: int, states: dict[str, Any], key: str = "run") -> dict[str, Any]:
+    result = runcmd.measure(dsn, workdir / f"{key}-artifacts", concurrency, workdir / f"{key}-logs")
     state, done = tables.snapshot_state(dsn), tables.progress(dsn)
-    states["run"] = state
+    states[key] = state
     result.update(rows_in_tables={t: v["rows"] for t, v in state.items()}, snapshots_state=done)
     if result["exit_code"] != 0 or result["report"] is None:  # not a measurement: no rates, no ratios
         last = (result.get("stderr_tail") or "").strip().splitlines()[-1:] or ["(no stderr)"]
@@ -136,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     pid, started_at = os.getpid(), datetime.now(UTC)
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     users = args.users or max(10, args.snapshots // 6)
-    spec = SyntheticSpec(snapshots=args.snapshots, users=users, seed=args.seed)
+    spec = SyntheticSpec(snapshots=args.snapshots, users=users, seed=args.seed, mix="v1")
+    spec_v2 = replace(spec, mix="v2")
+    stats_v2 = None
     workdir = DATA_DIR / f"{stamp}-{pid}"
     methods: dict[str, dict[str, Any]] = {}
     states: dict[str, Any] = {}
@@ -157,6 +163,15 @@ def main(argv: list[str] | None = None) -> int:
             f"in {time.perf_counter() - t0:.1f} s"
         )
         ok = stats.by_kind.get("ok", 0)
+        template_v2 = f"bench_data_v2_{pid}"
+        if "run_v2" in args.methods:
+            data_v2_dsn = srv.create_db(template_v2)
+            init_schema(data_v2_dsn)
+            with psycopg.connect(data_v2_dsn) as conn:
+                stats_v2 = load(conn, spec_v2)
+            with psycopg.connect(data_v2_dsn, autocommit=True) as conn:
+                conn.execute("VACUUM (FREEZE, ANALYZE)")
+            _log(f"loaded the v2 mix: {stats_v2.snapshots} snapshots, {stats_v2.bytes / 1e6:.1f} MB of JSON")
         if "floor" in args.methods:
             _log("floor: normalizing and writing COPY files (untimed)")
             prepared = floor.prepare(spec, workdir / "floor")
@@ -167,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         # floor and run alternate, so that a drift of the machine's speed (20-30% within minutes on a shared
         # VM) hits both alike; each adjacent pair gives one floor/run ratio
-        measured: dict[str, list[dict[str, Any]]] = {"floor": [], "run": []}
+        measured: dict[str, list[dict[str, Any]]] = {"floor": [], "run": [], "run_v2": []}
         for i in range(args.repeat):
             tag = f" ({i + 1}/{args.repeat})" if args.repeat > 1 else ""
             if "floor" in args.methods:
@@ -186,6 +201,18 @@ def main(argv: list[str] | None = None) -> int:
                         args.keep,
                     )
                 )
+            if "run_v2" in args.methods:
+                measured["run_v2"].append(
+                    _run_method(
+                        "run_v2",
+                        srv,
+                        template_v2,
+                        pid,
+                        lambda d: _measure_run(d, workdir, args.concurrency, states, "run_v2"),
+                        tag,
+                        args.keep,
+                    )
+                )
         for name, results in measured.items():
             if results:
                 methods[name] = _median(results)
@@ -197,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             _log(f"keeping databases: {', '.join(srv.created)}")
             srv.created.clear()
+    rows_v2 = floor.count_rows(spec_v2) if "run_v2" in methods else 0
     for name, m in methods.items():
         if "error" not in m:
-            methods[name] = _rates(m, spec.snapshots, rows)
+            methods[name] = _rates(m, spec.snapshots, rows_v2 if name == "run_v2" else rows)
     result: dict[str, Any] = {
         "schema_version": 1,
         "generated_at": started_at.isoformat(),
@@ -210,6 +238,15 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "json_bytes": stats.bytes,
         "snapshots_by_kind": dict(stats.by_kind),
+        "mixes": {"floor": "v1", "run": "v1", "naive": "v1", "run_v2": "v2"},
+        "v2": None
+        if stats_v2 is None
+        else {
+            "ok_snapshots": stats_v2.by_kind.get("ok", 0),
+            "rows": rows_v2,
+            "json_bytes": stats_v2.bytes,
+            "snapshots_by_kind": dict(stats_v2.by_kind),
+        },
         "concurrency": args.concurrency,
         "server": server_info,
         "methods": methods,

@@ -57,7 +57,9 @@ def _as_owner(cmd: str, owner: str | None) -> list[str]:
     return ["su", owner, "-c", cmd] if owner else ["sh", "-c", cmd]
 
 
-def _cluster(workdir: Path, bindir: Path, owner: str | None, snapshots: int, port: int, applied: int) -> list[str]:
+def _cluster(
+    workdir: Path, bindir: Path, owner: str | None, snapshots: int, port: int, applied: int, mix: str = "v1"
+) -> list[str]:
     """initdb, start, load the bench corpus, apply its newest `applied` snapshots with the ETL core (as a
     newest-first job's earlier batches would have), stop. Returns the other ids, newest first (as jobs go)."""
     data = workdir / "data"
@@ -71,7 +73,7 @@ def _cluster(workdir: Path, bindir: Path, owner: str | None, snapshots: int, por
         dsn = dsn.replace("dbname=postgres", "dbname=bench")
         init_schema(dsn)
         with psycopg.connect(dsn) as conn:
-            load(conn, SyntheticSpec(snapshots=snapshots, users=max(10, snapshots // 6)))
+            load(conn, SyntheticSpec(snapshots=snapshots, users=max(10, snapshots // 6), mix=mix))
         with psycopg.connect(dsn, autocommit=True) as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM hero_snapshots ORDER BY created_at DESC, id DESC")]
             for i in range(0, applied, 150):
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "that already hold newer observations, as a newest-first job's later batches do",
     )
     parser.add_argument("--port", type=int, default=5499, help="port of the scratch cluster while loading")
+    parser.add_argument("--mix", choices=("v1", "v2"), default="v1", help="synthetic mix of shapes (default v1)")
     args = parser.parse_args(argv)
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed")
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if owner:
             uid = pwd.getpwnam(owner)
             os.chown(workdir, uid.pw_uid, uid.pw_gid)
-        ids = _cluster(workdir, bindir, owner, args.snapshots, args.port, args.applied)
+        ids = _cluster(workdir, bindir, owner, args.snapshots, args.port, args.applied, args.mix)
         batches = [ids[i : i + args.batch] for i in range(0, len(ids), args.batch)][: args.batches]
         setup = ["SET work_mem = '64MB'", templates.render("etl/stage_tables.sql")]
         variants = {name: [templates.render(t, **ctx) for t, ctx in steps] for name, steps in VARIANTS.items()}

@@ -30,14 +30,29 @@ def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if pairs:  # floor and run alternated: the median of the adjacent pairs, each measured minutes apart at most
         out["floor_over_run"] = round(statistics.median(pairs), 3)
         out["floor_over_run_pairs"] = pairs
+    # throughput on the v2 mix over throughput on the v1 mix (same snapshot count): run time / run_v2 time,
+    # per alternated pair (run_i and run_v2_i ran back to back), the median of them
+    v2_pairs = pair_ratios(methods, "run", "run_v2")
+    out["v2_over_v1_throughput"] = round(statistics.median(v2_pairs), 3) if v2_pairs else over_run_v2(methods)
+    if v2_pairs:
+        out["v2_over_v1_throughput_pairs"] = v2_pairs
     return out
 
 
-def pair_ratios(methods: dict[str, dict[str, Any]]) -> list[float]:
-    """floor_i/run_i for each alternated pair (empty unless both were measured the same number of times)."""
-    floor_s = methods.get("floor", {}).get("seconds_each") or []
-    run_s = methods.get("run", {}).get("seconds_each") or []
-    if "error" in methods.get("floor", {}) or "error" in methods.get("run", {}) or len(floor_s) != len(run_s):
+def over_run_v2(methods: dict[str, dict[str, Any]]) -> float | None:
+    """run time / run_v2 time from the medians, when the runs were not paired."""
+    run, v2 = methods.get("run", {}), methods.get("run_v2", {})
+    if "error" in run or "error" in v2 or not run.get("seconds") or not v2.get("seconds"):
+        return None
+    return round(run["seconds"] / v2["seconds"], 3)
+
+
+def pair_ratios(methods: dict[str, dict[str, Any]], top: str = "floor", bottom: str = "run") -> list[float]:
+    """top_i/bottom_i (seconds) for each alternated pair (empty unless both were measured the same number of
+    times)."""
+    floor_s = methods.get(top, {}).get("seconds_each") or []
+    run_s = methods.get(bottom, {}).get("seconds_each") or []
+    if "error" in methods.get(top, {}) or "error" in methods.get(bottom, {}) or len(floor_s) != len(run_s):
         return []
     return [round(f / r, 3) for f, r in zip(floor_s, run_s, strict=True)]
 
@@ -46,10 +61,14 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target with its measured value and pass/fail (None when it could not be measured)."""
     r, run = result["ratios"], result["methods"].get("run", {})
     run = {} if "error" in run else run
+    v2 = result["methods"].get("run_v2", {})
+    v2 = {} if "error" in v2 else v2
     wanted = [
         ("ratio_floor", "floor_time/run_time", ">=", 0.25, r["floor_over_run"]),
         ("ratio_naive", "naive_time/run_time", ">=", 5.0, r["naive_over_run"]),
         ("run_peak_rss", "run peak RSS (MB)", "<", 150.0, run.get("peak_rss_mb")),
+        ("v2_throughput", "v2/v1 mix throughput (run)", ">=", 0.90, r.get("v2_over_v1_throughput")),
+        ("run_v2_peak_rss", "run_v2 peak RSS (MB)", "<", 150.0, v2.get("peak_rss_mb")),
     ]
     if result["concurrency"] == 2:
         wanted.append(("ratio_floor_c2", "floor_time/run_time at C=2", ">=", 0.40, r["floor_over_run"]))
@@ -70,7 +89,7 @@ def table(result: dict[str, Any]) -> str:
         "",
         f"{'method':<8} {'seconds':>9} {'snapshots/s':>12} {'rows/s':>10} {'peak RSS MB':>12}  note",
     ]
-    for name in ("floor", "run", "naive"):
+    for name in ("floor", "run", "run_v2", "naive"):
         m = result["methods"].get(name)
         if m is None:
             continue
@@ -83,13 +102,16 @@ def table(result: dict[str, Any]) -> str:
             f"{m['rows_per_s']:>10,.0f} {rss:>12}  {m.get('note', '')}"
         )
     lines.append("")
-    for name in ("floor", "run"):
+    for name in ("floor", "run", "run_v2"):
         each = result["methods"].get(name, {}).get("seconds_each")
         if each and len(each) > 1:
             lines.append(f"{name} each time (s): {', '.join(f'{s:.2f}' for s in each)} (the row above is the median)")
     if pairs := result["ratios"].get("floor_over_run_pairs"):
         shown = ", ".join(f"{p:.3f}" for p in pairs)
         lines.append(f"floor/run per alternated pair: {shown} (the target uses the median)")
+    if pairs := result["ratios"].get("v2_over_v1_throughput_pairs"):
+        shown = ", ".join(f"{p:.3f}" for p in pairs)
+        lines.append(f"v2/v1 throughput (run s / run_v2 s) per pair: {shown} (the target uses the median)")
     if lines[-1] != "":
         lines.append("")
     for t in result["targets"]:

@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=150, help="snapshots per batch (default 150)")
     parser.add_argument("--oldest-first", action="store_true", help="apply oldest first (jobs go newest first)")
     parser.add_argument("--dsn", help="admin DSN of the server to use (default as `python -m bench`)")
+    parser.add_argument("--mix", choices=("v1", "v2"), default="v1", help="synthetic mix of shapes (default v1)")
     args = parser.parse_args(argv)
-    spec = SyntheticSpec(snapshots=args.snapshots, users=max(10, args.snapshots // 6))
+    spec = SyntheticSpec(snapshots=args.snapshots, users=max(10, args.snapshots // 6), mix=args.mix)
     order = "" if args.oldest_first else " DESC"
     with server(args.dsn) as srv:
         dsn = srv.create_db(f"bench_statements_{os.getpid()}")

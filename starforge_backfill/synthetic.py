@@ -7,7 +7,17 @@ over time (amounts and levels follow the observation time: the newest snapshot w
 ETL ignores (`Inventory`, `Log`, `Stats`) are rendered straight to JSON text to reach the target size
 cheaply. Malformed kinds are listed in `MALFORMED_KINDS` with the error type the contract gives them.
 Secret values planted under sensitive keys all contain `SECRET_MARKER`, so a leak is easy to grep for.
-No click or rich here.
+
+Two mixes of shapes (`SyntheticSpec.mix`). "v1": the v1 contract's shapes only (top-level NameCode/Name,
+array sections, 5% keyed), byte-identical to the generator before contract v2. "v2" (the default), the mix
+a backfill over years of real responses meets (SNAPSHOT_CONTRACT.md, "v2"): `v2_ratio` (80%) of the
+snapshots are Parse Cloud envelopes `{"result": {"ProfileData": {...}}}` with NameCode and Name inside
+ProfileData (a third of them with no namecode column), Troops and Pets keyed by id strings (entries with
+`EliteLevel`, most without their id field), a flat `GuildName` with the trailing spaces real names have,
+extra profile keys (`KingdomLevels`, `Progress`, stat bonuses) and the login name under `username` (a
+secret: it holds `SECRET_MARKER`); the rest are v1-shaped; and the malformed share includes API error
+bodies (`{"code": 141, "error": "..."}`, bare or enveloped). The v2 choices come from a generator of their
+own, so the v1 draws are the same in both mixes. No click or rich here.
 """
 
 from __future__ import annotations
@@ -49,15 +59,22 @@ _FIELD_BREAKS = {  # malformed kind -> (section, field, bad value) set on the se
     "pet_xp_out_of_range": ("Pets", "XP", 2**63 + 12345),  # bigint overflow
     "orbs_used_not_array": ("Pets", "OrbsUsed", "none"),
 }
-# malformed kind -> the error type the contract gives it (SNAPSHOT_CONTRACT.md, "The payload")
+# malformed kind -> the error type the contract gives it (SNAPSHOT_CONTRACT.md, "The payload" and "v2")
 MALFORMED_KINDS: dict[str, str] = {
     **dict.fromkeys(
         ("top_level_array", "top_level_string", "missing_profile_data", "profile_data_not_object"),
         "PARSE_ERROR",
     ),
     **dict.fromkeys(("troop_id_missing", "troops_not_array", *_FIELD_BREAKS, "no_namecode"), "VALIDATION_ERROR"),
+    "api_error_body": "PARSE_ERROR",  # v2 mix only
 }
-_MALFORMED = tuple(MALFORMED_KINDS)
+_MALFORMED = tuple(k for k in MALFORMED_KINDS if k != "api_error_body")
+# the v2 mix cycles through these: two API error bodies in every 13 malformed snapshots, the first one first
+_MALFORMED_V2 = ("api_error_body", *_MALFORMED[:5], "api_error_body", *_MALFORMED[5:])
+MIXES = ("v1", "v2")
+_V2_SALT = 0x5EED_0F_0002  # the v2 choices' generator: seeded from the snapshot's seed, apart from its draws
+_API_ERRORS = ("Hero not found", "Invalid session token", "Too many requests, please slow down")
+_STAT_BONUSES = ("GoldBonus", "SoulsBonus", "XpBonus", "MagicBonus")
 _SYLLABLES = ("co", "ri", "der", "ka", "zu", "mo", "la", "ven", "tor", "is", "bel", "nor", "ax", "qui", "el")
 _GUILDS = tuple(
     f"{a} {b}"
@@ -130,6 +147,8 @@ class SyntheticSpec:
     artifact_catalog_size: int = 60
     keyed_form_ratio: float = 0.05
     sensitive_ratio: float = 0.05
+    mix: str = "v2"  # "v1": the v1 contract's shapes only; "v2": the real mix (see the module's docstring)
+    v2_ratio: float = 0.8  # mix "v2": share of the snapshots in v2 shapes
 
 
 @dataclass(frozen=True)
@@ -142,6 +161,8 @@ class SyntheticSnapshot:
     raw: bytes
     size_bytes: int
     kind: str  # "ok" | "malformed:<what>"
+    user: str = ""  # the namecode the contract finds for an "ok" snapshot (the column may be NULL in v2)
+    shape: str = "v1"  # "v1" | "v2"
 
     @property
     def expected_error(self) -> str | None:
@@ -337,6 +358,39 @@ def _keyed(section: list[dict], id_field: str, srng: random.Random) -> dict[str,
     return out
 
 
+def _keyed_v2(section: list[dict], id_field: str, vrng: random.Random) -> dict[str, dict]:
+    """A section keyed by id strings, as real responses have it: most entries without their id field."""
+    return {
+        str(elem[id_field]): {k: v for k, v in elem.items() if k != id_field} if vrng.random() < 0.9 else elem
+        for elem in section
+    }
+
+
+def _envelope(payload: dict[str, Any], profile: dict[str, Any], u: _User, kind: str, vrng: random.Random) -> dict:
+    """The v2 shape of a v1 payload: NameCode and Name move into ProfileData (a fifth keep a top-level
+    NameCode too), Guild becomes a flat GuildName with trailing spaces, extra profile keys and the login name
+    are added, and the whole is wrapped in the Parse Cloud envelope."""
+    payload.pop("NameCode", None)
+    payload.pop("Name", None)
+    if kind != "malformed:no_namecode":
+        profile["NameCode"] = u.namecode
+        if vrng.random() < 0.2:
+            payload["NameCode"] = u.namecode
+    if vrng.random() < 0.95:
+        profile["Name"] = u.name
+    guild = profile.pop("Guild", None)
+    if isinstance(guild, dict):
+        profile["GuildName"] = guild["Name"] + " " * (u.index % 3)
+    level = profile.get("Level")
+    base = level if isinstance(level, int) else 1
+    profile["KingdomLevels"] = {str(3000 + i): 1 + (base + i) % 15 for i in range(len(_KINGDOMS))}
+    profile["Progress"] = {"Campaign": base // 3, "Challenges": [base % 7, base % 5], "Tower": vrng.randrange(50)}
+    for bonus in _STAT_BONUSES:
+        profile[bonus] = vrng.randrange(0, 40)
+    profile["username"] = f"{u.name.lower()}-{SECRET_MARKER}-{u.index}"
+    return {"result": payload}
+
+
 def _bulk(srng: random.Random, budget: int, day: str) -> dict[str, str]:
     """JSON text of the ignored bulky sections, about `budget` bytes in all."""
     gb = srng.getrandbits
@@ -379,11 +433,16 @@ def _payload(
     kind: str,
     flags: dict[str, Any],
     srng: random.Random,
+    vrng: random.Random | None = None,
 ) -> bytes:
-    """The JSON text of one snapshot."""
+    """The JSON text of one snapshot; in v2 shapes when `vrng` (the v2 choices' generator) is given."""
     ok = kind == "ok"
     if kind == "malformed:top_level_string":
         return orjson.dumps("<html><body><h1>502 Bad Gateway</h1></body></html>")
+    if kind == "malformed:api_error_body":
+        assert vrng is not None
+        api_error = {"code": 141, "error": vrng.choice(_API_ERRORS)}
+        return orjson.dumps({"result": api_error} if vrng.random() < 0.5 else api_error)
     (t_lo, t_hi), (p_lo, p_hi), (a_lo, a_hi) = _class_counts(target)
     troops = _troops(spec, cat.troops, u, min(srng.randint(t_lo, t_hi), len(cat.troops)), t, srng, ok)
     pets = _pets(spec, cat.pets, u, max(1, min(srng.randint(p_lo, p_hi), len(cat.pets))), t, srng)
@@ -420,6 +479,9 @@ def _payload(
             artifacts.append({"ArtifactId": missing_id, "Level": 0, "XP": 0, "Equipped": False})
     if flags["sensitive"]:
         _plant_secrets(troops, pets, artifacts, srng)
+    if vrng is not None:
+        for troop in troops:
+            troop["EliteLevel"] = int(troop["Level"]) // 7
     if flags["duplicate"]:  # a stale copy earlier in the array; the later, current one must win
         for _ in range(srng.randint(1, 3)):
             victim = troops[srng.randrange(len(troops))]
@@ -431,9 +493,15 @@ def _payload(
     if srng.random() < 0.85:
         profile["Guild"] = {"Name": u.guild, "Rank": srng.randrange(5)}
     profile["Stats"] = _BULK.format("Stats")
-    profile["Troops"] = _keyed(troops, "TroopId", srng) if flags["keyed"] else troops
+    if vrng is not None and flags["keyed"]:
+        profile["Troops"] = _keyed_v2(troops, "TroopId", vrng)
+    else:
+        profile["Troops"] = _keyed(troops, "TroopId", srng) if flags["keyed"] else troops
     profile["Inventory"] = _BULK.format("Inventory")
-    profile["Pets"] = _keyed(pets, "PetId", srng) if flags["keyed"] and srng.random() < 0.7 else pets
+    if vrng is not None and flags["keyed"]:
+        profile["Pets"] = _keyed_v2(pets, "PetId", vrng)
+    else:
+        profile["Pets"] = _keyed(pets, "PetId", srng) if flags["keyed"] and srng.random() < 0.7 else pets
     profile["Artifacts"] = (
         _keyed(artifacts, "ArtifactId", srng) if flags["keyed"] and srng.random() < 0.7 else artifacts
     )
@@ -467,6 +535,9 @@ def _payload(
     elif what in _FIELD_BREAKS:
         section, name, bad = _FIELD_BREAKS[what]
         (troops if section == "Troops" else pets)[-1][name] = bad
+    if vrng is not None:
+        top = _envelope(payload, profile, u, kind, vrng)
+        obj = [top] if what == "top_level_array" else top
     text = orjson.dumps(obj)
     if "ProfileData" in payload and isinstance(payload["ProfileData"], dict):
         bulk = _bulk(srng, max(600, target - len(text)), created.strftime("%Y-%m-%d"))
@@ -479,6 +550,9 @@ def generate(spec: SyntheticSpec) -> Iterator[SyntheticSnapshot]:
     """Yield `spec.snapshots` snapshots, oldest first, one at a time; same spec -> same bytes."""
     if spec.snapshots < 0 or spec.users < 1:
         raise ValueError("snapshots must be >= 0 and users >= 1")
+    if spec.mix not in MIXES:
+        raise ValueError(f"mix must be one of {', '.join(MIXES)}")
+    malformed_kinds = _MALFORMED_V2 if spec.mix == "v2" else _MALFORMED
     rng = random.Random(spec.seed)
     cat = catalogs(spec)
     users = _users(spec)
@@ -501,7 +575,7 @@ def generate(spec: SyntheticSpec) -> Iterator[SyntheticSnapshot]:
         malformed = draws[0] < spec.malformed_ratio
         kind = "ok"
         if malformed:
-            kind = f"malformed:{_MALFORMED[malformed_seen % len(_MALFORMED)]}"
+            kind = f"malformed:{malformed_kinds[malformed_seen % len(malformed_kinds)]}"
             malformed_seen += 1
         carrier = None
         wanted = carriers < len(cat.missing) or draws[4] < MISSING_ID_CARRIER_RATIO
@@ -509,16 +583,23 @@ def generate(spec: SyntheticSpec) -> Iterator[SyntheticSnapshot]:
             carrier = cat.missing[carriers % len(cat.missing)]
             carriers += 1
         duplicate = not malformed and draws[1] < spec.duplicate_id_ratio
+        vrng = random.Random(snap_seed ^ _V2_SALT) if spec.mix == "v2" else None
+        v2 = vrng is not None and (vrng.random() < spec.v2_ratio or kind == "malformed:api_error_body")
         flags = {
             "duplicate": duplicate,
             "carrier": carrier,
-            "keyed": not malformed and not duplicate and draws[2] < spec.keyed_form_ratio,
+            # v2: keyed sections are the common case (a section with a duplicate id is an array)
+            "keyed": not malformed and not duplicate and (v2 or draws[2] < spec.keyed_form_ratio),
             "sensitive": draws[3] < spec.sensitive_ratio,
         }
         created = spec.start + span * frac
-        raw = _payload(spec, cat, user, created, frac, target, kind, flags, random.Random(snap_seed))
+        raw = _payload(
+            spec, cat, user, created, frac, target, kind, flags, random.Random(snap_seed), vrng if v2 else None
+        )
         namecode = "" if kind == "malformed:no_namecode" else user.namecode
-        yield SyntheticSnapshot(snap_id, namecode, created, raw, len(raw), kind)
+        if v2 and kind == "ok" and vrng is not None and vrng.random() < 1 / 3:
+            namecode = ""  # ProfileData.NameCode is the only one
+        yield SyntheticSnapshot(snap_id, namecode, created, raw, len(raw), kind, user.namecode, "v2" if v2 else "v1")
 
 
 def seed_catalogs(conn: Any, spec: SyntheticSpec) -> dict[str, int]:

@@ -35,7 +35,7 @@ CASE jsonb_typeof({{ v }}) WHEN 'number' THEN ({{ v }})::numeric WHEN 'string' T
     the database's locale (under a Turkish one "I" is not the capital of "i"). The Kelvin sign (U+212A) is a
     "k" to str.lower(); U+0130 lowers to "i" plus a combining dot, which cannot complete any part. A unit test
     derives this regex from etl.contract.SENSITIVE_PARTS and checks those two facts over all of Unicode. -#}
-{% set SENSITIVE_RE = "([tT][oO][kK\\u212a][eE][nN]|[pP][aA][sS][sS][wW][oO][rR][dD]|[pP][aA][sS][sS][wW][dD]|[sS][eE][cC][rR][eE][tT]|[sS][eE][sS][sS][iI][oO][nN]|[aA][uU][tT][hH])" %}
+{% set SENSITIVE_RE = "([tT][oO][kK\\u212a][eE][nN]|[pP][aA][sS][sS][wW][oO][rR][dD]|[pP][aA][sS][sS][wW][dD]|[sS][eE][cC][rR][eE][tT]|[sS][eE][sS][sS][iI][oO][nN]|[aA][uU][tT][hH]|[uU][sS][eE][rR][nN][aA][mM][eE])" %}
 
 {#- Fast-path integer check on a field extracted as text (jsonb_to_record with a text column): a JSON
     integer, a float with an all-zero fraction, or a string of digits, non-negative and within the column

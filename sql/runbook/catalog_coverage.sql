@@ -1,6 +1,6 @@
 -- Catalog coverage of a created_at range, on a bounded scan: up to scan_limit of the range's snapshots
 -- (a deterministic spread: ordered by md5 of the id), their Troops/Pets/Artifacts elements (list or keyed
--- form) unpacked server-side, and the referenced ids their catalog lacks. One row per kind: kind, scanned
+-- form, in a v2 envelope or not) unpacked server-side, and the referenced ids their catalog lacks. One row per kind: kind, scanned
 -- (snapshots scanned), in_range (snapshots in the range), missing_ids, snapshots (that reference one),
 -- examples (up to 10 missing ids). Binds: from_ts, to_ts, scan_limit.
 {% import "etl/_macros.sql" as m %}
@@ -16,7 +16,11 @@ src AS MATERIALIZED (
     FROM picked
     JOIN hero_snapshots AS h ON h.id = picked.id
     CROSS JOIN LATERAL (SELECT coalesce(jsonb_typeof(h.raw) = 'object', false) AS is_obj) AS t
-    LEFT JOIN LATERAL jsonb_to_record(CASE WHEN t.is_obj THEN h.raw END) AS x("ProfileData" jsonb) ON true
+    -- contract v2, rule 2: an object with no ProfileData key whose `result` is an object is that object
+    CROSS JOIN LATERAL (SELECT CASE WHEN t.is_obj AND NOT h.raw ? 'ProfileData'
+                                     AND jsonb_typeof(h.raw -> 'result') = 'object'
+                                    THEN h.raw -> 'result' WHEN t.is_obj THEN h.raw END AS obj) AS pl
+    LEFT JOIN LATERAL jsonb_to_record(pl.obj) AS x("ProfileData" jsonb) ON true
     LEFT JOIN LATERAL jsonb_to_record(CASE WHEN jsonb_typeof(x."ProfileData") = 'object' THEN x."ProfileData" END)
         AS p("Troops" jsonb, "Pets" jsonb, "Artifacts" jsonb) ON true
 ),

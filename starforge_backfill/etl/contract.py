@@ -2,23 +2,17 @@
 
 This module is the reference for the per-snapshot fallback, dry-run, the real-time path and verification
 parity; the set-based SQL implementation is differential-tested against it. It touches no database and
-imports neither click nor rich. See docs SNAPSHOT_CONTRACT.md, sections "The payload" and "Sensitive keys".
+imports neither click nor rich. See docs SNAPSHOT_CONTRACT.md, sections "The payload", "Sensitive keys"
+and "v2".
 
 Decisions
 ---------
-Where the contract is silent, this module decides as follows (the SQL path must mirror these):
+Where the contract is silent, the reference decides as follows (the SQL path must mirror these). The parts
+live in modules named for what they hold, and this module re-exports their public names:
+``etl.payload`` (decoding, double encoding, the v2 envelope, API error bodies, the namecode, display name
+and guild name lookups), ``etl.integers`` (the integer rule), ``etl.failures`` (how a violation is located
+and reported), ``etl.sensitive`` (sensitive keys). This module maps the sections to rows.
 
-- Integer rule: a JSON integer (a bool is *not* an integer), a float with no fractional part (finite), or a
-  str matching ``-?[0-9]+`` in full (ASCII digits only; no ``+``, no spaces, no trailing newline; leading
-  zeros allowed, ``"-0"`` is 0). Ids (TroopId, PetId, ArtifactId) must be >= 1, every other integer >= 0.
-  Every int column must be <= INT32_MAX, ``xp`` <= INT64_MAX. Absent or None takes the field's default.
-  A violation is a VALIDATION_ERROR whose message reads like
-  ``Troops[3].Amount: expected a non-negative integer, got string`` and whose details are
-  ``{"section", "index" (list form) or "key" (keyed form), "field", "reason", "value_type"}``, plus
-  ``"value"``, ``"minimum"`` and ``"maximum"`` for range violations (the value only when it is an integer of
-  at most 128 bits and the field name is not sensitive). Details never hold the raw payload, string values,
-  or a sensitive key's value; keys shown in details are truncated to 64 characters and a sensitive key is
-  shown as ``[REDACTED]``.
 - Sections ``Troops``, ``Pets``, ``Artifacts``: absent/None means no rows; a list of objects; or an object
   whose values are objects (keyed form, iterated in the object's own order). In keyed form an entry whose
   id field is absent or None takes its id from its key when the key matches ``[0-9]+`` (then the id rule
@@ -32,24 +26,22 @@ Where the contract is silent, this module decides as follows (the SQL path must 
 - ``extra`` holds every other key of the element (mapped JSON field names are matched case-sensitively and
   excluded even when null), values unchanged except that ``strip_sensitive`` is applied: sensitive keys are
   dropped at any depth, including the top-level keys of ``extra``.
-- Sensitive key: ``str.lower()`` of the key contains one of SENSITIVE_PARTS.
-- NameCode: payload ``NameCode`` if a non-empty str (not stripped), else ``column_namecode`` if a non-empty
-  str, else VALIDATION_ERROR "no namecode ...". ``username``: payload ``Name`` if a non-empty str, else None
-  (a non-string Name is not an error).
+- Sensitive key: ``str.lower()`` of the key contains one of SENSITIVE_PARTS (``username`` since v2).
+- NameCode, ``username`` (the display name) and the guild name: see ``etl.payload`` (v2 rules 5-7).
 - ``level`` / ``pvp_tier``: ``ProfileData.Level`` / ``PvpTier`` through the integer rule (>= 0,
   <= INT32_MAX); None when absent/None; invalid is a VALIDATION_ERROR.
 - ``equipped_pet``: ``ProfileData.EquippedPet`` as an object whose ``PetId`` passes the id rule gives
   ``{"pet_id": id, "level": Level if it passes the >= 0 rule else None}``; a bare value passing the id rule
   gives ``{"pet_id": id, "level": None}``; anything else gives None. Never an error.
-- ``summary_extra``: ``{"guild_name": Guild.Name}`` when ``Guild`` is an object and ``Name`` is a str (even
-  empty), else ``{}``.
+- ``summary_extra``: ``{"guild_name": name}`` when v2 rule 7 finds one (a str, even empty), else ``{}``.
 - ``top_troops``: up to five troops, highest amount first, ties by higher level, then lower troop_id.
-- Raw input (``parse_payload``): a dict is the payload. A str is the Python value psycopg gives for a jsonb
-  *string* and is parsed exactly once: an object is the payload (double-encoded), anything else is a
-  PARSE_ERROR. bytes/bytearray are the JSON *text of the column* (e.g. ``raw::text`` encoded): they are
-  parsed, then the rules above apply to the result (so a double-encoded document is accepted there too).
-  JSON text is parsed with the stdlib and ``NaN``/``Infinity`` are rejected, as jsonb does. Any other
-  value (list, number, bool, None) is a PARSE_ERROR, as is a missing, null or non-object ``ProfileData``.
+- Raw input (``parse_payload``, ``etl.payload``): a dict is the payload. A str is the Python value psycopg
+  gives for a jsonb *string* and is parsed exactly once: an object is the payload (double-encoded), anything
+  else is a PARSE_ERROR. bytes/bytearray are the JSON *text of the column* (e.g. ``raw::text`` encoded):
+  they are parsed, then the rules above apply to the result (so a double-encoded document is accepted there
+  too). ``NaN``/``Infinity`` are rejected, as jsonb does. Then the envelope and API error rules (v2 2-3).
+  Any other value (list, number, bool, None) is a PARSE_ERROR, as is a missing, null or non-object
+  ``ProfileData``.
 - Errors are raised in this order: PARSE_ERROR, namecode, Level, PvpTier, Troops, Pets, Artifacts; within a
   section, element order; within an element, the id, the integer fields in mapping order, then OrbsUsed.
 - A payload nested too deeply for Python's recursion limit is a VALIDATION_ERROR ("nested too deeply").
@@ -63,14 +55,19 @@ may differ from PostgreSQL ``numeric``; the stdlib refuses JSON integers of more
 from __future__ import annotations
 
 import heapq
-import json
-import math
 import re
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any
 
 from starforge_backfill.errors import EtlError
+from starforge_backfill.etl.failures import fail as _fail
+from starforge_backfill.etl.failures import json_type as _json_type
+from starforge_backfill.etl.integers import INT32_MAX, INT64_MAX, parse_int
+from starforge_backfill.etl.integers import Invalid as _Invalid
+from starforge_backfill.etl.integers import coerce_int as _coerce_int
+from starforge_backfill.etl.integers import raise_invalid as _raise_invalid
+from starforge_backfill.etl.integers import try_int as _try_int
+from starforge_backfill.etl.payload import decode_exact, display_name, guild_name, namecode, parse_payload
 from starforge_backfill.etl.sensitive import REDACTED, SENSITIVE_PARTS, is_sensitive_key, redact, strip_sensitive
 
 __all__ = [
@@ -82,6 +79,7 @@ __all__ = [
     "NormalizedSnapshot",
     "PetRow",
     "TroopRow",
+    "decode_exact",
     "is_sensitive_key",
     "normalize",
     "parse_int",
@@ -90,19 +88,8 @@ __all__ = [
     "strip_sensitive",
 ]
 
-INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
-
-_INT_TEXT = re.compile(r"-?[0-9]+")
 _KEY_ID_TEXT = re.compile(r"[0-9]+")
-_MAX_SHOWN_BITS = 128
-_MAX_KEY_CHARS = 64
-# A decimal string with more significant digits than this is out of range for any column.
-_MAX_SIGNIFICANT_DIGITS = 40
-
 _CONTAINERS = (dict, list, tuple)
-_BELOW = "below minimum"
-_ABOVE = "above maximum"
 
 # (JSON field, default, minimum, maximum) for every mapped integer field except the id.
 _TROOP_ID = "TroopId"
@@ -129,267 +116,6 @@ _ARTIFACT_FIELDS = (
 _TROOP_MAPPED = frozenset({_TROOP_ID, *(f[0] for f in _TROOP_FIELDS)})
 _PET_MAPPED = frozenset({_PET_ID, "OrbsUsed", *(f[0] for f in _PET_FIELDS)})
 _ARTIFACT_MAPPED = frozenset({_ARTIFACT_ID, *(f[0] for f in _ARTIFACT_FIELDS)})
-
-
-# --------------------------------------------------------------------------------------------------
-# Errors
-
-
-def _json_type(value: Any) -> str:
-    """Name `value`'s JSON type for messages and details (never the value itself)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float | Decimal):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list | tuple):
-        return "array"
-    return type(value).__name__
-
-
-def _shown_key(key: Any) -> str:
-    """Return a dict key fit for messages and details: truncated, and hidden when sensitive."""
-    text = key if isinstance(key, str) else str(key)
-    if is_sensitive_key(text):
-        return REDACTED
-    if len(text) > _MAX_KEY_CHARS:
-        return text[:_MAX_KEY_CHARS] + "..."
-    return text
-
-
-def _locate(section: str | None, index: int | None, key: Any, field: str | None) -> tuple[str, dict]:
-    """Return the message label and the base details for a place in the payload."""
-    details: dict[str, Any] = {}
-    label = ""
-    if section is not None:
-        details["section"] = section
-        label = section
-    if index is not None:
-        details["index"] = index
-        label += f"[{index}]"
-    elif key is not None:
-        shown = _shown_key(key)
-        details["key"] = shown
-        label += f"[{json.dumps(shown)}]"
-    if field is not None:
-        details["field"] = field
-        label = f"{label}.{field}" if label else field
-    return label, details
-
-
-def _fail(
-    error_type: str,
-    message_tail: str,
-    *,
-    section: str | None = None,
-    index: int | None = None,
-    key: Any = None,
-    field: str | None = None,
-    reason: str,
-    value_type: str | None = None,
-) -> NoReturn:
-    """Raise an EtlError located at a place in the payload."""
-    label, details = _locate(section, index, key, field)
-    details["reason"] = reason
-    if value_type is not None:
-        details["value_type"] = value_type
-    raise EtlError(error_type, f"{label}: {message_tail}" if label else message_tail, details)
-
-
-# --------------------------------------------------------------------------------------------------
-# Integers
-
-
-class _Invalid(Exception):
-    """An integer-rule violation, before it is located in the payload."""
-
-    def __init__(self, reason: str, value_type: str, number: int | None = None, shown: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.value_type = value_type
-        self.number = number
-        self.shown = shown or value_type
-
-
-def _coerce_int(value: Any, minimum: int, maximum: int) -> int:
-    """Apply the integer rule to a non-None value; raise _Invalid on a violation."""
-    kind = type(value)
-    if kind is int:
-        number = value
-    elif kind is str:
-        if _INT_TEXT.fullmatch(value) is None:
-            raise _Invalid("not a decimal integer string", "string")
-        negative = value[0] == "-"
-        digits = value.lstrip("-").lstrip("0")
-        if len(digits) > _MAX_SIGNIFICANT_DIGITS:
-            raise _Invalid(_BELOW if negative else _ABOVE, "string")
-        number = int(digits) if digits else 0
-        if negative:
-            number = -number
-    elif isinstance(value, float):
-        if not value.is_integer():
-            what = "fractional number" if math.isfinite(value) else "non-finite number"
-            raise _Invalid(what, "number", shown=what)
-        number = int(value)
-    elif kind is bool:
-        raise _Invalid("boolean is not an integer", "boolean")
-    elif isinstance(value, int):
-        number = int(value)
-    elif isinstance(value, Decimal):
-        if not value.is_finite() or value != value.to_integral_value():
-            raise _Invalid("fractional number", "number", shown="fractional number")
-        number = int(value)
-    else:
-        raise _Invalid("not an integer", _json_type(value))
-    if number < minimum:
-        raise _Invalid(_BELOW, _json_type(value), number)
-    if number > maximum:
-        raise _Invalid(_ABOVE, _json_type(value), number)
-    return number
-
-
-def _expected(minimum: int) -> str:
-    """Describe the accepted integers for a message."""
-    if minimum == 0:
-        return "a non-negative integer"
-    if minimum == 1:
-        return "a positive integer"
-    return f"an integer >= {minimum}"
-
-
-def _raise_invalid(
-    invalid: _Invalid,
-    *,
-    minimum: int,
-    maximum: int,
-    section: str | None,
-    index: int | None,
-    key: Any,
-    field: str,
-) -> NoReturn:
-    """Turn an _Invalid into a located VALIDATION_ERROR."""
-    label, details = _locate(section, index, key, field)
-    details["reason"] = invalid.reason
-    details["value_type"] = invalid.value_type
-    number = invalid.number
-    if invalid.reason in (_BELOW, _ABOVE):
-        details["minimum"] = minimum
-        details["maximum"] = maximum
-        show = number is not None and number.bit_length() <= _MAX_SHOWN_BITS and not is_sensitive_key(field)
-        if show:
-            details["value"] = number
-        if invalid.reason == _BELOW:
-            tail = f"expected {_expected(minimum)}, got {number if show else 'a smaller value'}"
-        else:
-            tail = f"{number if show else 'value'} exceeds the maximum {maximum}"
-    else:
-        tail = f"expected {_expected(minimum)}, got {invalid.shown}"
-    raise EtlError(EtlError.VALIDATION_ERROR, f"{label}: {tail}", details)
-
-
-def parse_int(value: Any, *, field: str, minimum: int, maximum: int) -> int:
-    """Apply the contract's integer rule to `value` (None is an error here); raise VALIDATION_ERROR."""
-    if value is None:
-        _fail(
-            EtlError.VALIDATION_ERROR,
-            f"expected {_expected(minimum)}, got null",
-            field=field,
-            reason="missing",
-            value_type="null",
-        )
-    try:
-        return _coerce_int(value, minimum, maximum)
-    except _Invalid as invalid:
-        _raise_invalid(invalid, minimum=minimum, maximum=maximum, section=None, index=None, key=None, field=field)
-
-
-def _try_int(value: Any, minimum: int, maximum: int) -> int | None:
-    """Return `value` under the integer rule, or None when it is None or invalid."""
-    if value is None:
-        return None
-    try:
-        return _coerce_int(value, minimum, maximum)
-    except _Invalid:
-        return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Parsing
-
-
-def _reject_constant(name: str) -> NoReturn:
-    """Refuse NaN and Infinity in JSON text, as jsonb does."""
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _loads(text: str | bytes) -> Any:
-    """Parse JSON text strictly; raise PARSE_ERROR without echoing the text."""
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise EtlError(
-            EtlError.PARSE_ERROR,
-            f"raw payload: invalid JSON text ({exc.msg})",
-            {"reason": "invalid JSON text", "error": exc.msg, "position": exc.pos},
-        ) from None
-    except (ValueError, RecursionError):
-        raise EtlError(
-            EtlError.PARSE_ERROR, "raw payload: invalid JSON text", {"reason": "invalid JSON text"}
-        ) from None
-
-
-def _payload_from_value(value: Any) -> dict:
-    """Apply the top-level rules to a decoded jsonb value."""
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str):
-        decoded = _loads(value)
-        if isinstance(decoded, dict):
-            return decoded
-        _fail(
-            EtlError.PARSE_ERROR,
-            f"raw payload: a JSON string whose text is {_json_type(decoded)}, not an object",
-            reason="string is not an encoded object",
-            value_type="string",
-        )
-    _fail(
-        EtlError.PARSE_ERROR,
-        f"raw payload: expected a JSON object, got {_json_type(value)}",
-        reason="not an object",
-        value_type=_json_type(value),
-    )
-
-
-def parse_payload(raw: Any) -> dict:
-    """Return the payload object from a raw column value; raise PARSE_ERROR when there is none."""
-    if isinstance(raw, bytes | bytearray | memoryview):
-        payload = _payload_from_value(_loads(bytes(raw)))
-    else:
-        payload = _payload_from_value(raw)
-    profile = payload.get("ProfileData")
-    if profile is None:
-        reason = "missing" if "ProfileData" not in payload else "null"
-        _fail(
-            EtlError.PARSE_ERROR,
-            f"{reason}, expected an object",
-            field="ProfileData",
-            reason=reason,
-            value_type="null" if reason == "null" else None,
-        )
-    if not isinstance(profile, dict):
-        _fail(
-            EtlError.PARSE_ERROR,
-            f"expected an object, got {_json_type(profile)}",
-            field="ProfileData",
-            reason="not an object",
-            value_type=_json_type(profile),
-        )
-    return payload
 
 
 # --------------------------------------------------------------------------------------------------
@@ -652,24 +378,6 @@ def _artifacts(profile: dict) -> tuple[ArtifactRow, ...]:
     return tuple(rows[i] for i in sorted(rows))
 
 
-def _namecode(payload: dict, column_namecode: str | None) -> str:
-    """Return the payload's NameCode, else the column's; raise VALIDATION_ERROR when neither is usable."""
-    namecode = payload.get("NameCode")
-    if isinstance(namecode, str) and namecode:
-        return namecode
-    if isinstance(column_namecode, str) and column_namecode:
-        return column_namecode
-    raise EtlError(
-        EtlError.VALIDATION_ERROR,
-        "no namecode: neither NameCode nor hero_snapshots.namecode is a non-empty string",
-        {
-            "field": "NameCode",
-            "reason": "missing",
-            "value_type": _json_type(namecode) if "NameCode" in payload else "absent",
-        },
-    )
-
-
 def _profile_int(profile: dict, field: str) -> int | None:
     """Return ProfileData.<field> under the >= 0 int rule, or None when absent."""
     value = profile.get(field)
@@ -704,8 +412,7 @@ def normalize(raw: Any, column_namecode: str | None = None) -> NormalizedSnapsho
     payload = parse_payload(raw)
     profile = payload["ProfileData"]
     try:
-        namecode = _namecode(payload, column_namecode)
-        name = payload.get("Name")
+        code = namecode(payload, column_namecode)
         level = _profile_int(profile, "Level")
         pvp_tier = _profile_int(profile, "PvpTier")
         troops = _troops(profile)
@@ -715,11 +422,10 @@ def normalize(raw: Any, column_namecode: str | None = None) -> NormalizedSnapsho
         raise EtlError(
             EtlError.VALIDATION_ERROR, "payload nested too deeply", {"reason": "nested too deeply"}
         ) from None
-    guild = profile.get("Guild")
-    guild_name = guild.get("Name") if isinstance(guild, dict) else None
+    guild = guild_name(profile)
     return NormalizedSnapshot(
-        namecode=namecode,
-        username=name if isinstance(name, str) and name else None,
+        namecode=code,
+        username=display_name(payload),
         level=level,
         pvp_tier=pvp_tier,
         troops=troops,
@@ -727,5 +433,5 @@ def normalize(raw: Any, column_namecode: str | None = None) -> NormalizedSnapsho
         artifacts=artifacts,
         top_troops=_top_troops(troops),
         equipped_pet=_equipped_pet(profile),
-        summary_extra={"guild_name": guild_name} if isinstance(guild_name, str) else {},
+        summary_extra={"guild_name": guild} if guild is not None else {},
     )

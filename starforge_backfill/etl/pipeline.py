@@ -2,12 +2,13 @@
 
 Fast path: `sql/etl/stage.sql` parses the whole batch server-side (the payload never leaves PostgreSQL)
 into per-connection staging tables and flags each snapshot it can apply exactly; `sql/etl/screen.sql` then
-removes sensitive keys from the staged rows. Every flagged snapshot (malformed, double-encoded, an odd
-integer form, an id missing under policy `fail`, ...) goes through the pure-Python reference
-(`etl.contract`): a failure is recorded, a success is re-staged as its canonical payload. The same merge
-statements then write all of them: newest observation wins, nothing is written twice. A batch that fails
-as a whole is retried snapshot by snapshot, so one bad snapshot cannot fail its neighbours. This module
-imports neither click nor rich.
+removes sensitive keys from the staged rows. Contract v2's real shapes (the envelope, keyed sections,
+NameCode/Name inside ProfileData, GuildName) are staged there too. Every flagged snapshot (malformed, an
+API error body, double-encoded, an odd integer form, an id missing under policy `fail`, ...) goes through
+the pure-Python reference (`etl.contract`): a failure is recorded, a success is re-staged as its canonical
+payload. The same merge statements then write all of them: newest observation wins, nothing is written
+twice. A batch that fails as a whole is retried snapshot by snapshot, so one bad snapshot cannot fail its
+neighbours. This module imports neither click nor rich.
 """
 
 from __future__ import annotations
@@ -98,35 +99,40 @@ class BatchResult:
         self.failures.append(failure)
 
 
-def _q(name: str, settings: EtlSettings, **ctx: Any) -> bytes:
-    return templates.render(name, catalog_policy=settings.catalog_policy, **ctx).encode()
-
-
 def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID], settings: EtlSettings) -> BatchResult:
     """Apply snapshots `ids` inside the caller's open transaction; raises on database errors."""
     result = BatchResult(snapshots=len(ids))
     if not ids:
         return result
     _session_settings(conn, settings)
-    conn.execute(_q("etl/stage_tables.sql", settings))
+    templates.execute(conn, "etl/stage_tables.sql", None, catalog_policy=settings.catalog_policy)
     id_list = list(ids)
     if settings.fast_path:
         _stage(conn, id_list, settings, result)
-        conn.execute(_q("etl/screen.sql", settings))
-        flagged = {row[0] for row in conn.execute(_q("etl/flag.sql", settings))}
+        templates.execute(conn, "etl/screen.sql", None, catalog_policy=settings.catalog_policy)
+        flagged = {
+            row[0] for row in templates.execute(conn, "etl/flag.sql", None, catalog_policy=settings.catalog_policy)
+        }
         if flagged:
-            conn.execute(_q("etl/unstage.sql", settings), {"ids": list(flagged)})
+            templates.execute(
+                conn, "etl/unstage.sql", catalog_policy=settings.catalog_policy, params={"ids": list(flagged)}
+            )
     else:
         flagged = set(id_list)
     if flagged:
         _reference_path(conn, [i for i in id_list if i in flagged], settings, result)
 
-    conn.execute(_q("etl/users.sql", settings))
-    conn.execute(_q("etl/usernames.sql", settings))
+    templates.execute(conn, "etl/users.sql", None, catalog_policy=settings.catalog_policy)
+    templates.execute(conn, "etl/usernames.sql", None, catalog_policy=settings.catalog_policy)
     if settings.catalog_policy == "placeholder":
-        result.placeholders.extend((k, int(i)) for k, i in conn.execute(_q("etl/placeholders.sql", settings)))
+        result.placeholders.extend(
+            (k, int(i))
+            for k, i in templates.execute(conn, "etl/placeholders.sql", None, catalog_policy=settings.catalog_policy)
+        )
     entity_rows = _merge_entities(conn, settings)
-    cur = conn.execute(_q("etl/merge.sql", settings, upsert_entities=entity_rows is None))
+    cur = templates.execute(
+        conn, "etl/merge.sql", None, catalog_policy=settings.catalog_policy, upsert_entities=entity_rows is None
+    )
     row = cur.fetchone()
     assert row is not None and cur.description is not None
     counts = dict(zip([c.name for c in cur.description], row, strict=True))
@@ -134,7 +140,7 @@ def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID]
     counts.pop("hero_snapshots", None)
     result.rows_written.update({k: int(v) for k, v in counts.items()})
     result.rows_written.update(entity_rows or {})
-    conn.execute(_q("etl/sync_usernames.sql", settings))
+    templates.execute(conn, "etl/sync_usernames.sql", None, catalog_policy=settings.catalog_policy)
     return result
 
 
@@ -166,14 +172,29 @@ def _stage(conn: psycopg.Connection[Any], ids: list[uuid.UUID], settings: EtlSet
     else:
         try:
             with conn.transaction():
-                stage = _q("etl/stage.sql", settings, source="table", elements="recordset", superseded=superseded)
-                conn.execute(stage, {"ids": ids})
+                templates.execute(
+                    conn,
+                    "etl/stage.sql",
+                    {"ids": ids},
+                    catalog_policy=settings.catalog_policy,
+                    source="table",
+                    elements="recordset",
+                    superseded=superseded,
+                )
             return
         except psycopg.errors.InvalidParameterValue:
             log.debug("an array section holds a non-object element: staging this batch element by element")
             _recordset_skips[conn] = RECORDSET_BACKOFF
     result.element_by_element += 1
-    conn.execute(_q("etl/stage.sql", settings, source="table", elements="each", superseded=superseded), {"ids": ids})
+    templates.execute(
+        conn,
+        "etl/stage.sql",
+        catalog_policy=settings.catalog_policy,
+        source="table",
+        elements="each",
+        superseded=superseded,
+        params={"ids": ids},
+    )
 
 
 def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dict[str, int] | None:
@@ -184,7 +205,9 @@ def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dic
     try:
         with conn.transaction():
             for entity, table in ENTITY_TABLES:
-                cur = conn.execute(_q("etl/merge_entity.sql", settings, entity=entity))
+                cur = templates.execute(
+                    conn, "etl/merge_entity.sql", None, catalog_policy=settings.catalog_policy, entity=entity
+                )
                 written[table] = max(cur.rowcount, 0)
     except psycopg.errors.UniqueViolation:
         log.debug("MERGE met a row inserted concurrently: upserting this batch instead")
@@ -227,12 +250,14 @@ def _reference_path(
     result.reference_path += len(ids)
     payloads: dict[str, Any] = {}
     for sid in ids:
-        row = conn.execute(_q("etl/fetch_raw.sql", settings), {"snapshot_id": sid}).fetchone()
+        row = templates.execute(
+            conn, "etl/fetch_raw.sql", catalog_policy=settings.catalog_policy, params={"snapshot_id": sid}
+        ).fetchone()
         if row is None:  # deleted since the batch was chosen
             continue
         raw_text, namecode, _created = row
         try:
-            snap = contract.normalize(_decode_exact(raw_text), namecode)
+            snap = contract.normalize(contract.decode_exact(raw_text), namecode)
             if settings.catalog_policy == "fail":
                 _check_catalogs(conn, snap, settings)
         except EtlError as err:
@@ -242,11 +267,15 @@ def _reference_path(
     if not payloads:
         return
     staged = [uuid.UUID(k) for k in payloads]
-    conn.execute(
-        _q("etl/stage.sql", settings, source="params", elements="each"),
+    templates.execute(
+        conn,
+        "etl/stage.sql",
         {"ids": staged, "payloads": Jsonb(payloads, dumps=_dumps_exact)},
+        catalog_policy=settings.catalog_policy,
+        source="params",
+        elements="each",
     )
-    disagree = [row[0] for row in conn.execute(_q("etl/flag.sql", settings))]
+    disagree = [row[0] for row in templates.execute(conn, "etl/flag.sql", None, catalog_policy=settings.catalog_policy)]
     for sid in disagree:
         rejected = EtlError(
             EtlError.DB_ERROR,
@@ -254,28 +283,6 @@ def _reference_path(
             {"reason": "fast path and reference disagree"},
         )
         record_failure(conn, sid, rejected, settings, result)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _decode_exact(raw_text: str) -> Any:
-    """The column's JSON text as Python values with exact numbers: a fraction becomes a Decimal, never a
-    float, so that "5.0000000000000001" stays fractional (VALIDATION_ERROR) and extra keeps every digit.
-    A double-encoded object is decoded the same way; anything else is left to the reference to report."""
-    try:
-        value = json.loads(raw_text, parse_float=Decimal)
-    except (ValueError, RecursionError):
-        return raw_text.encode()
-    if isinstance(value, str):
-        try:
-            inner = json.loads(value, parse_float=Decimal, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            return value
-        if isinstance(inner, dict):
-            return inner
-    return value
 
 
 _DECIMAL_MARK = "\x00\x01sf-decimal:"
@@ -305,7 +312,9 @@ def _check_catalogs(conn: psycopg.Connection[Any], snap: contract.NormalizedSnap
         "artifact_ids": [a.artifact_id for a in snap.artifacts],
     }
     missing: dict[str, list[int]] = {}
-    for kind, ident in conn.execute(_q("etl/missing_catalog_ids.sql", settings), params):
+    for kind, ident in templates.execute(
+        conn, "etl/missing_catalog_ids.sql", catalog_policy=settings.catalog_policy, params=params
+    ):
         missing.setdefault(kind, []).append(int(ident))
     if missing:
         shown = {k: v[:100] for k, v in missing.items()}
@@ -328,8 +337,9 @@ def record_failure(
 ) -> None:
     """Record a failed snapshot: etl_errors row, snapshot bookkeeping, redacted quarantine copy."""
     details = _cap_details(err.details)
-    conn.execute(
-        _q("etl/record_error.sql", settings),
+    templates.execute(
+        conn,
+        "etl/record_error.sql",
         {
             "snapshot_id": sid,
             "error_type": err.error_type,
@@ -354,7 +364,9 @@ def record_failure(
     )
     if settings.quarantine_dir is not None:
         if raw_text is None:
-            row = conn.execute(_q("etl/fetch_raw.sql", settings), {"snapshot_id": sid}).fetchone()
+            row = templates.execute(
+                conn, "etl/fetch_raw.sql", catalog_policy=settings.catalog_policy, params={"snapshot_id": sid}
+            ).fetchone()
             raw_text = row[0] if row else None
         quarantine(settings.quarantine_dir, settings.job_id, failure, raw_text)
 

@@ -1,5 +1,6 @@
 """Sensitive keys (docs SNAPSHOT_CONTRACT.md, "Sensitive keys"): any object key, at any depth, that contains
-token, password, passwd, secret, session or auth, in any case. `strip_sensitive` drops them (a row's extra),
+token, password, passwd, secret, session, auth or (contract v2, rule 8: the account's login name) username,
+in any case. `strip_sensitive` drops them (a row's extra),
 `redact` keeps them with their value replaced (quarantine copies). The SQL path spells the same rule as a
 regex (sql/etl/_macros.sql, SENSITIVE_RE), derived from SENSITIVE_PARTS by a unit test."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-SENSITIVE_PARTS = ("token", "password", "passwd", "secret", "session", "auth")
+SENSITIVE_PARTS = ("token", "password", "passwd", "secret", "session", "auth", "username")
 REDACTED = "[REDACTED]"
 _CONTAINERS = (dict, list, tuple)
 

@@ -26,6 +26,7 @@ import psycopg
 from starforge_backfill import templates
 from starforge_backfill.errors import EtlError
 from starforge_backfill.etl import contract
+from starforge_backfill.etl.payload import decode_exact
 
 TROOP_COLUMNS = ("amount", "level", "rarity", "fusion_cards", "traits_owned", "extra")
 PET_COLUMNS = ("amount", "level", "xp", "orb_fusion_cards", "orbs_used", "ascension_level", "extra")
@@ -84,27 +85,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def decode_exact(text: str) -> Any:
-    """A payload's JSON text with exact numbers (a fraction is a Decimal, never a float), as the ETL decodes
-    it, so parity sees every digit; a double-encoded object is decoded the same way. Text that does not
-    decode is passed on as bytes for the contract to reject."""
-    try:
-        value = json.loads(text, parse_float=Decimal)
-    except (ValueError, RecursionError):
-        return text.encode()
-    if isinstance(value, str):
-        try:
-            inner = json.loads(value, parse_float=Decimal, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            return value
-        return inner if isinstance(inner, dict) else value
-    return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 @dataclasses.dataclass

@@ -18,7 +18,7 @@ from starforge_backfill.etl.pipeline import BatchResult, EtlSettings, apply_in_t
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 NORMALIZED = ("users", "user_troops", "user_pets", "user_artifacts", "user_profile_summary")
 CATALOGS = ("troop_catalog", "pet_catalog", "artifact_catalog")
-SENSITIVE_NAMES = ("token", "password", "passwd", "secret", "session", "auth")
+SENSITIVE_NAMES = ("token", "password", "passwd", "secret", "session", "auth", "username")
 
 
 def at(minutes: float) -> dt.datetime:

@@ -14,6 +14,7 @@ import json
 import random
 import secrets
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -34,7 +35,7 @@ SNAPSHOTS = 320
 BATCH = 40
 USERS = [f"DIFF_{i:03d}" for i in range(24)]
 SECRET = "DiffSecretValue"
-SENSITIVE_KEYS = ("authToken", "Password", "x_session_id", "SECRET", "passwd", "OAuth")
+SENSITIVE_KEYS = ("authToken", "Password", "x_session_id", "SECRET", "passwd", "OAuth", "username", "UserName_2")
 
 # (JSON id field, [(field, kind)]) per section; kind "int" is a 32-bit column, "big" a 64-bit one
 SECTIONS = {
@@ -60,12 +61,32 @@ _INVALID_INT = [2**31, str(2**31), 2**40, "9" * 25, 1e20]
 _INVALID_BIG = [2**63, str(2**63), "9" * 25, 1e30]
 
 
+V2_SHAPES = (
+    "NameCode in ProfileData",
+    "NameCode top and in ProfileData",
+    "ProfileData.NameCode not a non-empty string",
+    "Name in ProfileData",
+    "Name top and in ProfileData",
+    "GuildName beside Guild",
+    "GuildName alone",
+    "username key",
+    "API error body",
+    "result not an object",
+    "envelope",
+    "envelope with keyed troops",
+    "envelope with outer keys",
+    "double-encoded envelope",
+    "ProfileData and result",
+)
+
+
 class Gen:
     """Random payload parts; every choice goes through one seeded generator."""
 
     def __init__(self, seed: int) -> None:
         self.r = random.Random(seed)
         self.plant = False  # whether the current snapshot carries sensitive keys (a share of them do)
+        self.shapes: Counter[str] = Counter()  # the v2 shapes generated, for the test to check each is there
 
     def chance(self, p: float) -> bool:
         return self.r.random() < p
@@ -205,6 +226,64 @@ class Gen:
             ]
         )
 
+    def v2(self, raw: dict[str, Any], profile: dict[str, Any]) -> Any:
+        """Contract v2's shapes (SNAPSHOT_CONTRACT.md, "v2"), built on a v1 payload: the top level to store."""
+        r, shapes = self.r, self.shapes
+        if "NameCode" in raw and self.chance(0.5):  # rule 5: NameCode in ProfileData, alone or under the top one
+            if self.chance(0.6):
+                profile["NameCode"] = raw.pop("NameCode")
+                shapes["NameCode in ProfileData"] += 1
+            else:
+                profile["NameCode"] = r.choice(USERS)
+                shapes["NameCode top and in ProfileData"] += 1
+        elif self.chance(0.2):
+            profile["NameCode"] = r.choice(["", 17, None, ["X"]])
+            shapes["ProfileData.NameCode not a non-empty string"] += 1
+        if self.chance(0.5):  # rule 6: Name in ProfileData, alone or under the top one
+            inner = r.choice([f"Inner{r.randrange(5)}", "", None, 7, "Ünïcode "])
+            if "Name" in raw and self.chance(0.5):
+                profile["Name"] = raw.pop("Name") if self.chance(0.7) else inner
+                shapes["Name in ProfileData"] += 1
+            else:
+                profile["Name"] = inner
+                shapes["Name top and in ProfileData"] += 1
+        if self.chance(0.5):  # rule 7: a flat GuildName, alone or beside Guild; trailing spaces kept
+            profile["GuildName"] = r.choice(["Knights of Adana ", "Wölfe  ", "", " ", "\tTabs\t", 7, None])
+            shapes["GuildName beside Guild" if "Guild" in profile else "GuildName alone"] += 1
+        if self.plant and self.chance(0.6):  # rule 8: the login name, in ProfileData and at the top
+            profile["username"] = f"{SECRET}-login"
+            raw[r.choice(["username", "UserName"])] = f"{SECRET}-login"
+            shapes["username key"] += 1
+        if self.chance(0.5):  # extra profile keys, ignored
+            profile["KingdomLevels"] = {str(3000 + i): r.randrange(20) for i in range(r.randrange(4))}
+            profile["Progress"] = {"Campaign": r.randrange(40), "Events": [r.randrange(9) for _ in range(2)]}
+        pick = r.random()
+        if pick < 0.07:  # rule 3: an API error body, enveloped or not
+            body: dict[str, Any] = {}
+            if self.chance(0.9):
+                body["code"] = r.choice([141, 141, "141", 209.0, -1, True, None, [1], Decimal("1.5")])
+            body["error"] = r.choice(["Hero not found", "e" * 250, "Ünïcode é", 3, 2.5, None, {"m": 1}, False])
+            if self.plant:
+                body["username"] = f"{SECRET}-login"
+            shapes["API error body"] += 1
+            return {"result": body} if self.chance(0.5) else body
+        if pick < 0.09:  # rule 2: `result` is not an object, so no envelope
+            shapes["result not an object"] += 1
+            return {"result": r.choice([[raw], "text", 3, None, True])}
+        if pick < 0.85:  # rule 2: the envelope, sometimes with outer keys that must be ignored
+            shapes["envelope"] += 1
+            if isinstance(profile.get("Troops"), dict):
+                shapes["envelope with keyed troops"] += 1
+            top: dict[str, Any] = {"result": raw}
+            if self.chance(0.2):
+                top.update(NameCode=r.choice(USERS), Name="Outer", ServerTime="2024-01-01T00:00:00Z")
+                shapes["envelope with outer keys"] += 1
+            return top
+        if pick < 0.9:
+            shapes["ProfileData and result"] += 1
+            raw["result"] = {"NameCode": r.choice(USERS), "ProfileData": {"Level": 1}}
+        return raw
+
     def payload(self, namecode: str) -> tuple[Any, str | None]:
         """(raw value for the jsonb column, the hero_snapshots.namecode column)."""
         r = self.r
@@ -238,9 +317,14 @@ class Gen:
             raw["Name"] = r.choice([f"Name{r.randrange(5)}", "", None, 42, "Ünïcode"])
         if self.plant and self.chance(0.3):
             raw["SessionToken"] = f"{SECRET}-top"
+        top: Any = self.v2(raw, profile) if self.chance(0.6) else raw
         shape = r.random()
         if shape < 0.05:
-            return dumps_exact(raw), column  # double-encoded
+            if isinstance(top, dict) and isinstance(top.get("result"), dict):
+                self.shapes["double-encoded envelope"] += 1
+            return dumps_exact(top), column  # double-encoded
+        if top is not raw:
+            return top, column
         if shape < 0.07:
             return r.choice([[raw], 3, "plain text", dumps_exact([raw])]), column  # PARSE_ERROR
         if shape < 0.09:
@@ -250,15 +334,15 @@ class Gen:
         return raw, column
 
 
-def snapshots() -> list[tuple[uuid.UUID, Any, str | None, int]]:
-    """(id, raw, namecode column, minutes) for every generated snapshot."""
+def snapshots() -> tuple[list[tuple[uuid.UUID, Any, str | None, int]], Counter[str]]:
+    """(id, raw, namecode column, minutes) for every generated snapshot, and the v2 shapes among them."""
     gen = Gen(SEED)
     out = []
     for _ in range(SNAPSHOTS):
         sid = uuid.UUID(int=gen.r.getrandbits(128), version=4)
         raw, column = gen.payload(gen.r.choice(USERS))
         out.append((sid, raw, column, gen.r.randrange(200)))  # 200 distinct times: some ties
-    return out
+    return out, gen.shapes
 
 
 @pytest.fixture
@@ -321,7 +405,10 @@ def test_fast_path_and_reference_write_the_same_tables(
     pg_conn: psycopg.Connection, second_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline_module, "RECORDSET_BACKOFF", 0)  # every batch tries the one-call reader
-    data = snapshots()
+    data, shapes = snapshots()
+    # every v2 shape is there, a few times at least
+    assert all(shapes[name] >= 3 for name in V2_SHAPES), shapes
+    assert shapes["envelope"] > SNAPSHOTS // 4, shapes
     _exact_json(pg_conn)
     fast = _run(pg_conn, data, EtlSettings(fast_path=True))
     with psycopg.connect(second_dsn, autocommit=True) as ref_conn:

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from helpers import apply, at, error_set, insert_snapshot, one, payload, rows, seed_catalog, state
 
+from starforge_backfill import templates
 from starforge_backfill.etl import pipeline as pipeline_module
 from starforge_backfill.etl.pipeline import EtlSettings
 
@@ -22,8 +23,15 @@ def _staged(conn: psycopg.Connection, ids: list[uuid.UUID], elements: str) -> di
     settings = EtlSettings()
     with conn.transaction(force_rollback=True):
         pipeline_module._session_settings(conn, settings)
-        conn.execute(pipeline_module._q("etl/stage_tables.sql", settings))
-        conn.execute(pipeline_module._q("etl/stage.sql", settings, source="table", elements=elements), {"ids": ids})
+        templates.execute(conn, "etl/stage_tables.sql", catalog_policy=settings.catalog_policy)
+        templates.execute(
+            conn,
+            "etl/stage.sql",
+            {"ids": ids},
+            catalog_policy=settings.catalog_policy,
+            source="table",
+            elements=elements,
+        )
         return {
             "troop": [tuple(r.values()) for r in rows(conn, "SELECT sid, troop_id, ok FROM sf_stage_troop ORDER BY 2")],
             "pet": [tuple(r.values()) for r in rows(conn, "SELECT sid, pet_id, ok FROM sf_stage_pet ORDER BY 2")],
@@ -189,10 +197,12 @@ def test_the_superseded_lookup_is_a_hashed_subplan(pg_conn: psycopg.Connection) 
     pg_conn.execute("ANALYZE")
     old = insert_snapshot(pg_conn, payload("SUPER_F", Troops=[{"TroopId": 1}]), created_at=at(5))
     settings = EtlSettings()
-    stage = pipeline_module._q("etl/stage.sql", settings, source="table", elements="recordset").decode()
+    stage = templates.render(
+        "etl/stage.sql", catalog_policy=settings.catalog_policy, source="table", elements="recordset"
+    )
     with pg_conn.transaction(force_rollback=True):
         pipeline_module._session_settings(pg_conn, settings)
-        pg_conn.execute(pipeline_module._q("etl/stage_tables.sql", settings))
+        templates.execute(pg_conn, "etl/stage_tables.sql", catalog_policy=settings.catalog_policy)
         plan = "\n".join(r[0] for r in pg_conn.execute("EXPLAIN VERBOSE " + stage, {"ids": [old]}))
     assert plan.count("hashed SubPlan") == 3, plan
 
@@ -210,7 +220,7 @@ def test_a_batch_over_the_lookups_size_is_staged_in_full_and_applied_the_same(
     settings = EtlSettings()
     with pg_conn.transaction(force_rollback=True):
         pipeline_module._session_settings(pg_conn, settings)
-        pg_conn.execute(pipeline_module._q("etl/stage_tables.sql", settings))
+        templates.execute(pg_conn, "etl/stage_tables.sql", catalog_policy=settings.catalog_policy)
         pipeline_module._stage(pg_conn, [old], settings, pipeline_module.BatchResult(snapshots=1))
         assert [r["troop_id"] for r in rows(pg_conn, "SELECT troop_id FROM sf_stage_troop ORDER BY 1")] == [1, 2]
     apply(pg_conn, [old])

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from starforge_backfill.errors import EtlError
-from starforge_backfill.etl.contract import normalize
+from starforge_backfill.etl.contract import normalize, parse_payload
 from starforge_backfill.synthetic import (
     MALFORMED_KINDS,
     SECRET_MARKER,
@@ -70,6 +70,8 @@ def test_malformed_ratio_and_kinds() -> None:
     malformed = sum(n for k, n in kinds.items() if k != "ok")
     assert 0.035 <= malformed / spec.snapshots <= 0.065
     assert {k.split(":", 1)[1] for k in kinds if k != "ok"} == set(MALFORMED_KINDS)
+    v1 = Counter(s.kind for s in generate(replace(spec, mix="v1")))
+    assert {k.split(":", 1)[1] for k in v1 if k != "ok"} == set(MALFORMED_KINDS) - {"api_error_body"}
 
 
 def test_ok_snapshots_are_objects_with_profile_data_and_times_are_distinct_and_ordered() -> None:
@@ -82,11 +84,15 @@ def test_ok_snapshots_are_objects_with_profile_data_and_times_are_distinct_and_o
         if s.kind == "ok":
             payload = orjson.loads(s.raw)
             assert isinstance(payload, dict)
-            assert isinstance(payload["ProfileData"], dict)
-            assert s.namecode
+            assert isinstance(parse_payload(payload)["ProfileData"], dict)
+            assert s.user and s.namecode in ("", s.user)
 
 
-@pytest.mark.parametrize("spec", [FAST, SyntheticSpec(snapshots=150, users=25, seed=11)], ids=["fast", "mix"])
+@pytest.mark.parametrize(
+    "spec",
+    [FAST, SyntheticSpec(snapshots=150, users=25, seed=11), SyntheticSpec(snapshots=150, users=25, mix="v1")],
+    ids=["fast", "mix", "v1"],
+)
 def test_every_case_normalizes_as_the_contract_says(spec: SyntheticSpec) -> None:
     cat = catalogs(spec)
     known = {"troop": set(cat.troops), "pet": set(cat.pets), "artifact": set(cat.artifacts)}
@@ -101,7 +107,7 @@ def test_every_case_normalizes_as_the_contract_says(spec: SyntheticSpec) -> None
             errors[s.kind] += 1
             continue
         snap = normalize(value, s.namecode or None)
-        assert snap.namecode == s.namecode
+        assert snap.namecode == s.user
         assert snap.troops and snap.pets
         extras = orjson.dumps([r.extra for r in (*snap.troops, *snap.pets, *snap.artifacts)])
         assert SECRET_MARKER.encode() not in extras
@@ -119,7 +125,7 @@ def test_every_case_normalizes_as_the_contract_says(spec: SyntheticSpec) -> None
 
 
 def test_awkward_cases_are_present() -> None:
-    spec = SyntheticSpec(snapshots=200, users=30, size_mix=((1.0, 20_000),))
+    spec = SyntheticSpec(snapshots=200, users=30, size_mix=((1.0, 20_000),), mix="v1")
     counts: Counter = Counter()
     for s in generate(spec):
         if s.kind != "ok":
@@ -139,8 +145,8 @@ def test_the_newest_snapshot_of_a_user_has_grown() -> None:
     spec = SyntheticSpec(snapshots=120, users=6, size_mix=((1.0, 20_000),), malformed_ratio=0)
     by_user: dict[str, list[dict[int, int]]] = defaultdict(list)
     for s in generate(spec):
-        snap = normalize(orjson.loads(s.raw), s.namecode)
-        by_user[s.namecode].append({t.troop_id: t.amount for t in snap.troops})
+        snap = normalize(orjson.loads(s.raw), s.namecode or None)
+        by_user[s.user].append({t.troop_id: t.amount for t in snap.troops})
     grew = 0
     for history in by_user.values():
         first, last = history[0], history[-1]
@@ -149,3 +155,52 @@ def test_the_newest_snapshot_of_a_user_has_grown() -> None:
         assert sum(last[i] for i in common) > sum(first[i] for i in common)
         grew += 1
     assert grew == spec.users
+
+
+def test_the_v1_mix_has_only_v1_shapes() -> None:
+    spec = SyntheticSpec(snapshots=200, users=30, size_mix=((1.0, 6_000),), malformed_ratio=0.1, mix="v1")
+    for s in generate(spec):
+        assert s.shape == "v1" and s.kind != "malformed:api_error_body"
+        value = orjson.loads(s.raw)
+        if s.kind == "ok":
+            assert "result" not in value and "NameCode" not in value["ProfileData"] and s.namecode == s.user
+            assert "username" not in value["ProfileData"] and "GuildName" not in value["ProfileData"]
+
+
+def test_the_v2_mix_is_mostly_enveloped_keyed_real_shapes() -> None:
+    spec = SyntheticSpec(snapshots=400, users=40, size_mix=((1.0, 6_000),), malformed_ratio=0.05)
+    counts: Counter = Counter()
+    for s in generate(spec):
+        value = orjson.loads(s.raw)
+        counts[s.kind] += 1
+        if s.kind == "malformed:api_error_body":
+            body = value.get("result", value)
+            assert set(body) == {"code", "error"}
+            with pytest.raises(EtlError) as info:
+                normalize(value)
+            assert info.value.details["reason"] == "api_error"
+        if s.kind != "ok":
+            continue
+        counts[s.shape] += 1
+        if s.shape == "v1":
+            assert "ProfileData" in value
+            continue
+        profile = value["result"]["ProfileData"]
+        assert set(value) == {"result"} and profile["NameCode"] == s.user
+        counts["keyed"] += isinstance(profile["Troops"], dict) and isinstance(profile["Pets"], dict)
+        counts["no column"] += s.namecode == ""
+        counts["guild name with spaces"] += profile.get("GuildName", "").endswith(" ")
+        assert SECRET_MARKER in profile["username"] and {"KingdomLevels", "Progress", "GoldBonus"} <= set(profile)
+        assert "Guild" not in profile
+        snap = normalize(value, s.namecode or None)
+        assert snap.summary_extra.get("guild_name") == profile.get("GuildName")
+        assert all("EliteLevel" in t.extra for t in snap.troops)
+    ok = counts["v1"] + counts["v2"]
+    assert 0.7 <= counts["v2"] / ok <= 0.9, counts
+    assert counts["keyed"] >= 0.9 * counts["v2"] and 0.2 <= counts["no column"] / counts["v2"] <= 0.45, counts
+    assert counts["guild name with spaces"] > 0 and counts["malformed:api_error_body"] >= 2, counts
+
+
+def test_an_unknown_mix_is_refused() -> None:
+    with pytest.raises(ValueError, match="mix"):
+        next(generate(SyntheticSpec(mix="v3")))
