@@ -1,0 +1,83 @@
+"""`serve`: the admin API on uvicorn (`runbook/admin_api.py`), and `serve hash-token` for its config."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from starforge_backfill.cli.context import Ctx, handled
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@click.group("serve", invoke_without_command=True)
+@click.option("--port", type=click.IntRange(1, 65535), help="Listen on this port (overrides api.listen's port).")
+@click.option("--host", help="Listen on this address (overrides api.listen's host; keep it loopback, see docs).")
+@click.pass_obj
+@handled
+def group(obj: Ctx, port: int | None, host: str | None) -> None:
+    """The admin API (POST /api/v1/admin/backfill, status, pause, resume, /metrics, /healthz) until SIGTERM.
+
+    Listens on api.listen (default 127.0.0.1:8470) and accepts the bearer tokens of api.tokens;
+    `serve hash-token` prints a token's config line. Put a TLS reverse proxy in front (docs/OPERATIONS.md).
+    """
+    if click.get_current_context().invoked_subcommand is None:
+        _run(obj, port, host)
+
+
+def _run(obj: Ctx, port: int | None, host: str | None) -> None:
+    import uvicorn
+
+    from starforge_backfill.errors import ConfigError
+    from starforge_backfill.runbook.admin_api import create_app
+
+    cfg = obj.config()
+    if not cfg.api.tokens:
+        raise ConfigError(
+            "api.tokens is empty: the admin API would refuse every call",
+            hint="add one: `starforge-backfill serve hash-token --name NAME --scope admin` and paste its line",
+        )
+    cfg_host, cfg_port = cfg.api.host_port()
+    host, port = host or cfg_host, port or cfg_port
+    if host not in LOOPBACK:
+        obj.say(
+            f"warning: listening on {host}, not loopback: the API speaks plain HTTP; put a TLS reverse proxy in front"
+        )
+    app = create_app(cfg)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=10
+        )
+    )
+    obj.say(f"admin API on http://{host}:{port} ({len(cfg.api.tokens)} token(s)); SIGTERM or Ctrl-C stops it")
+    server.run()  # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes open requests, returns
+    if not server.started:
+        from starforge_backfill.errors import UsageError
+
+        raise UsageError(f"cannot listen on {host}:{port} (in use, or not an address of this host)")
+    obj.say("admin API stopped")
+
+
+@group.command("hash-token")
+@click.option("--name", required=True, help="The token's name: recorded as the operator of what it does.")
+@click.option("--scope", type=click.Choice(["read", "admin"]), default="admin", show_default=True)
+@click.pass_obj
+@handled
+def hash_token(obj: Ctx, name: str, scope: str) -> None:
+    """Read a token on stdin; print its api.tokens line (only the sha256 goes in the config, never the token)."""
+    from starforge_backfill.errors import UsageError
+    from starforge_backfill.runbook.admin_api import token_hash
+
+    token = sys.stdin.readline().rstrip("\r\n")
+    if len(token.strip()) < 16:
+        raise UsageError(
+            "the token on stdin is empty or shorter than 16 characters",
+            hint="make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
+    if not name.strip():
+        raise UsageError("--name must not be empty")
+    digest = token_hash(token.strip())
+    line = f"    - {{name: {name.strip()}, scope: {scope}, sha256: {digest}}}"
+    data = {"name": name.strip(), "scope": scope, "sha256": digest, "yaml": line}
+    obj.emit(data, lambda: click.echo(line))
