@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -27,8 +28,6 @@ def group(obj: Ctx, port: int | None, host: str | None) -> None:
 
 
 def _run(obj: Ctx, port: int | None, host: str | None) -> None:
-    import uvicorn
-
     from starforge_backfill.errors import ConfigError
     from starforge_backfill.runbook.admin_api import create_app
 
@@ -44,19 +43,40 @@ def _run(obj: Ctx, port: int | None, host: str | None) -> None:
         obj.say(
             f"warning: listening on {host}, not loopback: the API speaks plain HTTP; put a TLS reverse proxy in front"
         )
-    app = create_app(cfg)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=10
-        )
-    )
     obj.say(f"admin API on http://{host}:{port} ({len(cfg.api.tokens)} token(s)); SIGTERM or Ctrl-C stops it")
-    server.run()  # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes open requests, returns
-    if not server.started:
+    if not _serve_until_signal(create_app(cfg), host, port):
         from starforge_backfill.errors import UsageError
 
         raise UsageError(f"cannot listen on {host}:{port} (in use, or not an address of this host)")
     obj.say("admin API stopped")
+
+
+def _serve_until_signal(app: Any, host: str, port: int) -> bool:
+    """Serve `app` on uvicorn until SIGTERM or Ctrl-C (it stops accepting and finishes open requests, 10 s at
+    most); False when it never started listening."""
+    import contextlib
+    from collections.abc import Iterator
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but the signal that stopped it is its normal end (exit 0): uvicorn would raise it
+        again once its handlers are restored, and the process would die by it."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    getattr(self, "_captured_signals", []).clear()
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=10
+    )
+    server = Server(config)
+    server.run()
+    return bool(server.started)
 
 
 @group.command("hash-token")
