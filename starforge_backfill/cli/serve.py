@@ -28,7 +28,7 @@ def group(obj: Ctx, port: int | None, host: str | None) -> None:
 
 
 def _run(obj: Ctx, port: int | None, host: str | None) -> None:
-    from starforge_backfill.errors import ConfigError
+    from starforge_backfill.errors import ConfigError, UsageError
     from starforge_backfill.runbook.admin_api import create_app
 
     cfg = obj.config()
@@ -43,12 +43,28 @@ def _run(obj: Ctx, port: int | None, host: str | None) -> None:
         obj.say(
             f"warning: listening on {host}, not loopback: the API speaks plain HTTP; put a TLS reverse proxy in front"
         )
+    _check_bind(host, port)
     obj.say(f"admin API on http://{host}:{port} ({len(cfg.api.tokens)} token(s)); SIGTERM or Ctrl-C stops it")
     if not _serve_until_signal(create_app(cfg), host, port):
-        from starforge_backfill.errors import UsageError
-
         raise UsageError(f"cannot listen on {host}:{port} (in use, or not an address of this host)")
     obj.say("admin API stopped")
+
+
+def _check_bind(host: str, port: int) -> None:
+    """UsageError (exit 2, one line) when `host:port` cannot be listened on: taken, or not this host's."""
+    import socket
+
+    from starforge_backfill.errors import UsageError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another with serve --port N"
+        ) from None
 
 
 def _serve_until_signal(app: Any, host: str, port: int) -> bool:

@@ -281,12 +281,22 @@ def test_healthz_answers_503_when_the_database_does_not(tmp_path: Path, token_li
         assert stop(server) == 0  # SIGTERM: a clean stop
 
 
-def test_serve_refuses_to_start_without_tokens_and_hash_token_refuses_short_tokens(tmp_path: Path) -> None:
+def test_serve_refuses_to_start_without_tokens_or_on_a_taken_port_and_hash_token_refuses_short_tokens(
+    tmp_path: Path, token_lines: list[str]
+) -> None:
     res = run_cli(["--dsn", "postgresql://x@127.0.0.1/x", "serve", "--port", str(free_port())], tmp_path)
     assert res.returncode == 2 and "api.tokens is empty" in res.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = run_cli(
+            ["-c", str(write_config(tmp_path, token_lines)), "serve", "--port", str(taken.getsockname()[1])], tmp_path
+        )
+    assert busy.returncode == 2 and "cannot listen on 127.0.0.1:" in busy.stderr
     short = run_cli(["serve", "hash-token", "--name", "a"], tmp_path, input_text="short\n")
     assert short.returncode == 2 and "shorter than 16" in short.stderr and short.stdout == ""
     shaped = run_cli(["serve", "hash-token", "--name", "a", "--json"], tmp_path, input_text=ADMIN_TOKEN)
     doc = json.loads(shaped.stdout)
+    assert set(doc) == {"name", "scope", "sha256", "yaml"}  # docs/JSON.md, `serve hash-token`
     assert doc["sha256"] == hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
     assert doc["yaml"].strip() == f"- {{name: a, scope: admin, sha256: {doc['sha256']}}}"
