@@ -158,6 +158,14 @@ def _answer(status: int, data: dict[str, Any]) -> JSONResponse:
     return JSONResponse(artifacts.jsonable(data), status_code=status)
 
 
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    """Unknown route (404) or method (405): the same one-line JSON error as every other answer."""
+    from starlette.exceptions import HTTPException
+
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return _answer(status, {"error": "no such route" if status == 404 else "method not allowed on this route"})
+
+
 class AdminApi:
     """The app's state (config, database metrics) and its endpoints; `app` is the Starlette application."""
 
@@ -186,7 +194,7 @@ class AdminApi:
                 "/api/v1/admin/backfill/{job_id}/resume", self._wrap("resume", "POST", self.resume), methods=["POST"]
             ),
         ]
-        self.app = Starlette(routes=routes)
+        self.app = Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error})
 
     def _wrap(
         self, route: str, needs: str | None, handler: Callable[[Request, ApiToken | None], Awaitable[Response]]
@@ -200,7 +208,9 @@ class AdminApi:
                 if needs is not None:
                     token = authenticate(self.cfg.api.tokens, request.headers.get("authorization"))
                     if token.scope not in SCOPES_FOR[needs]:
-                        raise ApiError(http.HTTP_403_FORBIDDEN, f"token {token.name!r} (scope {token.scope}) may not")
+                        wanted = " or ".join(SCOPES_FOR[needs])
+                        message = f"token {token.name!r} has scope {token.scope}; this call needs {wanted}"
+                        raise ApiError(http.HTTP_403_FORBIDDEN, message)
                 response = await handler(request, token)
             except ApiError as exc:
                 response = _answer(exc.status, {"error": str(exc)})
@@ -210,6 +220,11 @@ class AdminApi:
                 response = _answer(http.HTTP_409_CONFLICT, {"error": str(exc)})
             except BackfillError as exc:  # the database is unreachable or lacks the schema
                 response = _answer(http.HTTP_503_SERVICE_UNAVAILABLE, {"error": scrub_text(str(exc))})
+            except Exception as exc:  # a bug: one line to the caller, the traceback to the log
+                log.exception("%s %s failed", request.method, request.url.path)
+                response = _answer(
+                    http.HTTP_500_INTERNAL_SERVER_ERROR, {"error": f"internal error ({type(exc).__name__})"}
+                )
             self.requests.labels(route, str(response.status_code)).inc()
             log.info(
                 "%s %s -> %d (token %s, %.0f ms)",

@@ -185,6 +185,8 @@ def test_tokens_no_wrong_or_without_the_scope_are_refused(api: Server) -> None:
     one_line_error(api.call("GET", f"{path}/nope", token=None), 401)
     one_line_error(api.call("GET", "/metrics", token=None), 401)
     one_line_error(api.call("GET", f"{path}/nope", token=READ_TOKEN), 404)  # read may GET: past auth
+    one_line_error(api.call("GET", "/api/v1/admin/nothing-here"), 404)
+    one_line_error(api.call("DELETE", path), 405)
     assert queue_rows(api.dsn) == []
 
 
