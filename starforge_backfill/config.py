@@ -158,6 +158,28 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """One bearer token of the admin API: a name (recorded as the operator), a scope and the token's sha256."""
+
+    name: str
+    scope: str  # "read" (GETs) or "admin" (everything)
+    sha256: str  # lower-case hex SHA-256 of the token; the token itself is never stored
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """`serve`, the admin API: where it listens and the tokens it accepts (as hashes)."""
+
+    listen: str = field(default="127.0.0.1:8470", metadata=_m("listen"))
+    tokens: tuple[ApiToken, ...] = field(default=(), metadata=_m("tokens"))
+
+    def host_port(self) -> tuple[str, int]:
+        """`listen` split into (host, port); `[::1]:8470` gives ("::1", 8470)."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Config:
     """Every setting of the toolkit; build it with `load_config`, change it with `replace`."""
 
@@ -171,6 +193,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     artifacts_dir: Path = field(default=Path("artifacts"), metadata=_m("path"))
     source_path: Path | None = None
 
@@ -198,6 +221,8 @@ class Config:
                 value = getattr(getattr(self, name), f.name)
                 if redact and f.metadata.get("secret") and isinstance(value, str):
                     value = redact_dsn(value)
+                if f.metadata.get("kind") == "tokens":  # names and scopes; a hash only by its first 8 digits
+                    value = [{"name": t.name, "scope": t.scope, "sha256": t.sha256[:8] + "..."} for t in value]
                 section[f.name] = list(value) if isinstance(value, tuple) else value
             out[name] = section
         out["artifacts_dir"] = str(self.artifacts_dir)
@@ -425,6 +450,8 @@ _EXPECT = MappingProxyType(
         "path": "a path",
         "ints": "a list of integers",
         "strs": "a list of strings",
+        "listen": "HOST:PORT",
+        "tokens": "a list of {name, scope, sha256} mappings",
     }
 )
 
@@ -465,6 +492,10 @@ def _coerce(value: Any, meta: Mapping[str, Any]) -> Any:
         if "suffix" in meta and not value.endswith(meta["suffix"]):
             raise _Bad(f"must end in {meta['suffix']} (the node-exporter textfile collector reads only *.prom)")
         out = Path(value).expanduser() if kind == "path" else value
+    elif kind == "listen":
+        out = _coerce_listen(value, wrong)
+    elif kind == "tokens":
+        out = _coerce_tokens(value, wrong)
     else:  # "ints" / "strs"
         out = _coerce_list(value, kind, meta, wrong)
     if kind in ("int", "float", "duration", "size"):
@@ -492,6 +523,46 @@ def _coerce_list(value: Any, kind: str, meta: Mapping[str, Any], wrong: _Bad) ->
     if kind == "strs" and len(set(out)) != len(out):
         raise _Bad(f"must not repeat items, got {list(out)}")
     return out
+
+
+def _coerce_listen(value: Any, wrong: _Bad) -> str:
+    """`HOST:PORT` (an IPv6 host in brackets) with a port in 1..65535."""
+    if not isinstance(value, str):
+        raise wrong
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", value.strip())
+    if not match or not 1 <= int(match.group(2)) <= 65535:
+        raise _Bad(f"must be HOST:PORT with a port in 1..65535 (e.g. 127.0.0.1:8470), got {_describe(value)}")
+    return value.strip()
+
+
+API_SCOPES = ("read", "admin")
+_TOKEN_KEYS = ("name", "scope", "sha256")
+
+
+def _coerce_tokens(value: Any, wrong: _Bad) -> tuple[ApiToken, ...]:
+    """A list of {name, scope, sha256}: names unique, scope read or admin, sha256 64 hex digits."""
+    if not isinstance(value, (list, tuple)):
+        raise wrong
+    out: list[ApiToken] = []
+    for i, item in enumerate(value, 1):
+        if not isinstance(item, Mapping):
+            raise _Bad(f"item {i} must be a mapping {{name, scope, sha256}}, got {_describe(item, secret=True)}")
+        unknown = sorted(str(k) for k in item if k not in _TOKEN_KEYS)
+        missing = [k for k in _TOKEN_KEYS if k not in item]
+        if unknown or missing:
+            what = f"unknown key(s) {', '.join(unknown)}" if unknown else f"missing {', '.join(missing)}"
+            raise _Bad(f"item {i}: {what} (each token is {{name, scope, sha256}})")
+        name, scope, digest = item["name"], item["scope"], item["sha256"]
+        if not isinstance(name, str) or not name.strip():
+            raise _Bad(f"item {i}: name must be a non-empty string")
+        if scope not in API_SCOPES:
+            raise _Bad(f"item {i} ({name}): scope must be one of {', '.join(API_SCOPES)}; got {_describe(scope)}")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise _Bad(f"item {i} ({name}): sha256 must be 64 hex digits (`serve hash-token` prints it)")
+        if any(t.name == name.strip() for t in out):
+            raise _Bad(f"item {i}: name {name.strip()!r} repeats an earlier token's")
+        out.append(ApiToken(name.strip(), scope, digest.lower()))
+    return tuple(out)
 
 
 def _check_range(value: float, meta: Mapping[str, Any], unit: str) -> None:

@@ -134,6 +134,16 @@ class QueueWorker:
             reason=f"queue_jobs {row['id']}",
             by=str(payload.get("owner") or self.cfg.job.owner),  # the queue job acts for its payload's owner
         )
+        requested_by = payload.get("requested_by")
+        if requested_by:  # enqueued through the admin API: the trail says by which token (its name)
+            jobs.record_event(
+                conn,
+                job_id,
+                "requested",
+                f"enqueued through the admin API by {requested_by}",
+                {"queue_id": str(row["id"]), "via": "api"},
+                by=str(requested_by),
+            )
         self.stats.jobs_created.append(job["job_id"])
         self.notify(f"created job {job_id} from queue: {job['total_count']} snapshot(s)")
 

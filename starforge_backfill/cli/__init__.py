@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "pause": "jobs:pause_command",
     "status": "jobs:status_command",
     "worker": "worker:command",
+    "serve": "serve:group",
     "verify": "verify:command",
     "report": "report:command",
     "catalog": "catalog:group",

@@ -88,8 +88,16 @@ class PauseResult:
         return {"jobs": self.changed}
 
 
-def pause(cfg: Config, *, job_id: str | None = None, all_jobs: bool = False, reason: str | None = None) -> PauseResult:
-    """Pause one job (or all running ones): its workers stop at their next batch boundary."""
+def pause(
+    cfg: Config,
+    *,
+    job_id: str | None = None,
+    all_jobs: bool = False,
+    reason: str | None = None,
+    by: str | None = None,
+) -> PauseResult:
+    """Pause one job (or all running ones): its workers stop at their next batch boundary. The event records
+    `by` as who acted (the admin API: the token's name), else this process's operator."""
     if (job_id is None) == (not all_jobs):
         raise UsageError("give --job-id ID or --all")
     why = reason or "paused by operator"
@@ -107,6 +115,6 @@ def pause(cfg: Config, *, job_id: str | None = None, all_jobs: bool = False, rea
                 if job_id:
                     raise GateFailed(f"job {jid} is {current['status']}, not running: nothing to pause")
                 continue
-            jobs.record_event(conn, jid, "paused", why, {"source": PAUSED_BY_OPERATOR})
+            jobs.record_event(conn, jid, "paused", why, {"source": PAUSED_BY_OPERATOR}, by=by)
             changed.append(jobs.public_row(row))
     return PauseResult(changed)

@@ -203,8 +203,11 @@ def run(
     return result
 
 
-def resume(cfg: Config, *, job_id: str, reason: str | None = None, force: bool = False) -> dict[str, Any]:
+def resume(
+    cfg: Config, *, job_id: str, reason: str | None = None, force: bool = False, by: str | None = None
+) -> dict[str, Any]:
     """Set a paused (or failed) job running again and return its row (the caller may then `run(job_id=...)`).
+    The event records `by` as who acted (the admin API: the token's name), else this process's operator.
 
     Refused, with the job left as it was, when its config fingerprint or tool version differs from the
     running config, unless `force` (with a reason)."""
@@ -219,7 +222,7 @@ def resume(cfg: Config, *, job_id: str, reason: str | None = None, force: bool =
             if current["status"] != JobStatus.RUNNING:
                 raise GateFailed(f"job {job_id} is {current['status']}: nothing to resume")
             return current
-        jobs.record_event(conn, job_id, "resumed", reason or "resumed by operator", {})
+        jobs.record_event(conn, job_id, "resumed", reason or "resumed by operator", {}, by=by)
         return row
 
 
