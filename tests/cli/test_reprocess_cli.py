@@ -57,7 +57,15 @@ def test_snapshot_ids_from_a_file_and_from_stdin(cli: Any, pg_dsn: str, tmp_path
     assert res.exit_code == 0, res.output
     assert "reprocess: 1 snapshot(s) chosen" in res.stdout
     assert snapshot_state(pg_dsn, [first, second]) == {first: (True, 0, 0), second: (True, 0, 0)}
-    assert count_jobs(pg_dsn) == 2
+    codes = tmp_path / "codes.txt"
+    codes.write_text(f"{namecode(2)}\n# and\n{namecode(3)}\n")
+    res = cli("reprocess", "--namecodes", str(codes), "--to", "2024-01-01T12:00:00Z", *FORCE, "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)  # the two oldest of each (the newest are created at 12:00 and later)
+    assert doc["reprocess"]["selected"] == 4 and doc["to_ts"] == "2024-01-01T12:00:00+00:00"
+    assert not {*ids[namecode(2)][:2], *ids[namecode(3)][:2]} & unprocessed(pg_dsn)
+    assert {ids[namecode(2)][2], ids[namecode(3)][2]} <= unprocessed(pg_dsn)
+    assert count_jobs(pg_dsn) == 3
 
 
 def test_a_bad_line_exits_2_naming_it_and_creates_nothing(cli: Any, pg_dsn: str, tmp_path: Path) -> None:
@@ -70,6 +78,10 @@ def test_a_bad_line_exits_2_naming_it_and_creates_nothing(cli: Any, pg_dsn: str,
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     res = cli("reprocess", "--snapshot-ids", "-", *FORCE, stdin="\n\nnot-a-uuid\n")
     assert res.exit_code == 2 and "<stdin>:3: not a snapshot id (uuid): 'not-a-uuid'" in res.stderr
+    codes = tmp_path / "codes.txt"
+    codes.write_text(f"{namecode(0)}\nHERO 0001\n")
+    res = cli("reprocess", "--namecodes", str(codes), *FORCE)
+    assert res.exit_code == 2 and f"{codes}:2: not a namecode (one per line, no spaces): 'HERO 0001'" in res.stderr
     res = cli("reprocess", "--from", "2024-01-01", *FORCE)
     assert res.exit_code == 2 and "say what to reprocess" in res.stderr
     res = cli("reprocess", "--job-id", "x", "--error-type", "FK_VIOLATION", *FORCE)

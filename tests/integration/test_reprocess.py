@@ -30,6 +30,7 @@ from running import run_job
 
 from starforge_backfill.errors import GateFailed, UsageError
 from starforge_backfill.jobs import Selector
+from starforge_backfill.runbook.gates import record_gate
 from starforge_backfill.runbook.reprocess import Selection, parse_snapshot_ids, reprocess
 from starforge_backfill.runbook.run import RunOptions, RunProgress
 
@@ -166,6 +167,12 @@ def test_a_reprocess_is_gated_like_run(pg_dsn: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--force needs --reason"):
         reprocess(cfg, Selection.parse(namecodes=[namecode(0)]), options=RunOptions(force=True))
     assert count_jobs(pg_dsn) == 0
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # the gates pass for this config: no --force needed
+        for kind in ("preflight", "canary"):
+            record_gate(conn, kind, cfg.fingerprint(), True)
+    res = reprocess(cfg, Selection.parse(namecodes=[namecode(0)]))
+    assert res.run is not None and res.run.outcome == "done" and res.run.job["processed_count"] == 3
+    assert "forced" not in [kind for kind, _ in _events(pg_dsn, res.run.job["job_id"])]
 
 
 def test_a_resumed_reprocess_job_continues_on_the_same_set(pg_dsn: str, tmp_path: Path) -> None:
