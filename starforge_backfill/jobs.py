@@ -273,10 +273,16 @@ def get_job(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any] | None
 
 
 def find_resumable(
-    conn: psycopg.Connection[Any], mode: str, from_ts: dt.datetime, to_ts: dt.datetime
+    conn: psycopg.Connection[Any],
+    mode: str,
+    from_ts: dt.datetime,
+    to_ts: dt.datetime,
+    selector: Selector | None = None,
 ) -> dict[str, Any] | None:
-    """The newest unfinished job of this mode and range."""
-    return templates.fetch_one(conn, "jobs/find_resumable.sql", {"mode": mode, "from_ts": from_ts, "to_ts": to_ts})
+    """The newest unfinished job of this mode and range (and, given `selector`, wanting the same snapshots)."""
+    wanted = Jsonb(selector.to_json()) if selector is not None else None
+    params = {"mode": mode, "from_ts": from_ts, "to_ts": to_ts, "selector": wanted}
+    return templates.fetch_one(conn, "jobs/find_resumable.sql", params)
 
 
 def list_jobs(

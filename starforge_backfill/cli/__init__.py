@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "canary": "canary:command",
     "run": "run:run_command",
     "resume": "run:resume_command",
+    "reprocess": "reprocess:command",
     "pause": "jobs:pause_command",
     "status": "jobs:status_command",
     "worker": "worker:command",

@@ -103,7 +103,7 @@ def _run_in_foreground(obj: Ctx, metrics_port: str | None, **run_kw: Any) -> Non
         close()
     if metrics is not None:
         metrics.job_row(res.job)
-    obj.emit(res.to_json(), lambda: _render_run(res))
+    obj.emit(res.to_json(), lambda: render_run(res))
     if res.budget is not None and res.budget.failed:
         if res.over_budget:
             log.error(res.budget.line())  # the last line: a pipeline step must not read this as success
@@ -125,7 +125,7 @@ def _print_run_sql(obj: Ctx, *, forced: bool) -> None:
     obj.emit({"statements": [st.to_json() for st in statements]}, human)
 
 
-def _render_run(res: Any) -> None:
+def render_run(res: Any) -> None:
     s = res.summary()
     job = res.job
     click.echo(f"job {job['job_id']}: {job['status']} ({s['outcome']})")

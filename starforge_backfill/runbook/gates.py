@@ -47,8 +47,9 @@ def latest_gate(conn: psycopg.Connection[Any], kind: str, fingerprint: str) -> d
     return templates.fetch_one(conn, "gates/latest.sql", {"kind": kind, "config_fingerprint": fingerprint})
 
 
-def require_for_run(conn: psycopg.Connection[Any], cfg: Any) -> None:
-    """Refuse a production run unless a passing preflight and canary exist for this config fingerprint."""
+def require_for_run(conn: psycopg.Connection[Any], cfg: Any, what: str = "run") -> None:
+    """Refuse a production write (`what`: run, reprocess) unless a passing preflight and canary exist for this
+    config fingerprint."""
     fp = cfg.fingerprint()
     missing = []
     needed = [("preflight", cfg.gates.require_preflight), ("canary", cfg.gates.require_canary)]
@@ -62,7 +63,7 @@ def require_for_run(conn: psycopg.Connection[Any], cfg: Any) -> None:
             missing.append(f"the latest {kind} for this config failed ({row['created_at']:%Y-%m-%d %H:%M} UTC)")
     if missing:
         raise GateFailed(
-            "run refused: " + "; ".join(missing),
+            f"{what} refused: " + "; ".join(missing),
             hint="run `starforge-backfill preflight` and `starforge-backfill canary` first, "
             "or pass --force --reason TEXT (recorded in the audit trail)",
         )

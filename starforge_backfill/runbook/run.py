@@ -32,6 +32,7 @@ from starforge_backfill.schema import check_schema
 Notify = Callable[[str], None]
 GATE_PAUSE_PREFIX = "gate:"  # throttle.evaluate's pause reasons
 RETRIES_PAUSE_PREFIX = "paused: database errors outlasted the retries"  # engine.ChunkWorker._pause_after_retries
+PRODUCTION_MODES = ("run", "reprocess")  # the modes that write production rows: gates and the ramp apply
 
 
 def _quiet(_msg: str) -> None:
@@ -127,8 +128,8 @@ class RunOptions:
     concurrency: int | None = None
     force: bool = False  # skip the gates and accept a changed config on resume; needs `reason`
     reason: str | None = None
-    mode: str = "run"  # run | canary: a canary job is itself a gate, so gates are not asked of it
-    ramp: bool | None = None  # None: ramp production runs only
+    mode: str = "run"  # run | reprocess | canary: a canary job is itself a gate, so gates are not asked of it
+    ramp: bool | None = None  # None: ramp production writes (PRODUCTION_MODES) only
 
     def validate(self) -> None:
         """Refuse options that do not go together (before anything is opened)."""
@@ -138,9 +139,14 @@ class RunOptions:
             raise UsageError("--concurrency must be at least 1")
 
     @property
+    def production(self) -> bool:
+        """A production write (run, reprocess): gated, and ramped unless told otherwise."""
+        return self.mode in PRODUCTION_MODES
+
+    @property
     def checks_gates(self) -> bool:
-        """Production runs are refused without passing gates, unless forced."""
-        return self.mode == "run" and not self.force
+        """Production writes are refused without passing gates, unless forced."""
+        return self.production and not self.force
 
 
 def run(
@@ -171,7 +177,7 @@ def run(
             total=int(job.get("total_count") or 0),
             done_before=int(job["processed_count"]) + int(job["error_count"]),
         )
-    ramp = opts.mode == "run" if opts.ramp is None else opts.ramp
+    ramp = opts.production if opts.ramp is None else opts.ramp
     if opts.batch_size is not None:
         batch_size, fixed = opts.batch_size, True
     else:  # a resumed job keeps the sizing it was started with
@@ -248,7 +254,7 @@ def _job_for_run(
         existing: dict[str, Any] | None = _existing_job(conn, job_id)
     else:
         assert selector is not None
-        existing = jobs.find_resumable(conn, opts.mode, selector.from_ts, selector.to_ts)
+        existing = jobs.find_resumable(conn, opts.mode, selector.from_ts, selector.to_ts, selector)
     cap = capacity.read(conn, cfg.database.max_connections_share)
     if existing is not None:
         row, workers = _resume_existing(conn, cfg, existing, opts, cap, notify)
@@ -257,7 +263,7 @@ def _job_for_run(
     concurrency = opts.concurrency or cfg.job.concurrency
     cap.require(concurrency)
     if opts.checks_gates:
-        gates.require_for_run(conn, cfg)
+        gates.require_for_run(conn, cfg, what=opts.mode)
     new = jobs.start_job(
         conn,
         cfg,

@@ -120,6 +120,10 @@ def test_shapes_match_the_doc(pg_dsn: str, tmp_path: Path, docs: dict[str, set[s
     assert set(run) == JOB_ROW | {"run"} and set(run["run"]) == RUN_SUMMARY
     assert run["status"] == "done"
     job_id = run["job_id"]
+    again_failed = ("reprocess", "--failed-of", job_id, "--force", "--reason", "shape test")
+    rep = _json(*base, "--json", *again_failed, code=1)  # its PARSE_ERRORs fail again: over the budget
+    assert set(rep) == JOB_ROW | docs["reprocess"] and set(rep["run"]) == RUN_SUMMARY
+    assert rep["mode"] == "reprocess" and rep["reprocess"]["selected"] == rep["total_count"] == 6
 
     status = check("status", "status")
     assert all(set(j) == JOB_ROW | STATUS_EXTRA for j in status["jobs"])
