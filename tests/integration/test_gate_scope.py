@@ -13,10 +13,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from runbook_corpus import FROM, T0, TO, load_corpus, make_cfg
 from running import run_job
 
 from starforge_backfill import artifacts
+from starforge_backfill.cli import main
 from starforge_backfill.config import Config
 from starforge_backfill.errors import GateFailed
 from starforge_backfill.runbook import step_files
@@ -170,6 +172,14 @@ def test_a_run_outside_the_approved_range_refuses(pg_dsn: str, tmp_path: Path) -
     )
     with pytest.raises(GateFailed, match="is not inside the preflight's approved range"):
         run_job(cfg, from_ts="2023-12-31T00:00:00Z", to_ts="2024-01-05T00:00:00Z", concurrency=2)
+    # the CLI: exit 1, one line naming the mismatch
+    yaml = tmp_path / "cfg.yaml"
+    yaml.write_text("throttle:\n  failure_rate_max: 0.5\n")  # LENIENT: the same config fingerprint
+    args = ["-c", str(yaml), "--dsn", pg_dsn, "--artifacts-dir", cfg.artifacts_dir, "run", *("--from", FROM)]
+    args += ["--to", "2024-01-12"]
+    res = CliRunner().invoke(main, [*args, "--concurrency", "2"], env={"STARFORGE_DATABASE_URL": None})
+    assert res.exit_code == 1, res.output
+    assert res.stderr.splitlines()[0].startswith("error: run refused: the run's range [2024-01-01T00:00:00+00:00, ")
     assert _jobs(pg_dsn) == []
 
 
