@@ -206,3 +206,28 @@ def test_force_reason_overrides_and_records_what(pg_dsn: str, tmp_path: Path) ->
     assert overridden[0].startswith("the run's range [2024-01-01T00:00:00+00:00, 2024-01-12T00:00:00+00:00) is not")
     assert overridden[1] == "concurrency 3 exceeds the 2 the preflight approved"
     assert forced["message"] == "gates skipped with --force: " + "; ".join(overridden)
+
+
+def test_database_identity_for_a_plain_role_and_where_pg_control_system_is_revoked(pg_dsn: str) -> None:
+    """Any role may read the system identifier on PostgreSQL 15; where an administrator revoked
+    pg_control_system() the identity falls back to the database name (and says so with a None id)."""
+    import secrets
+
+    role = f"gate_probe_{secrets.token_hex(3)}"
+    params = psycopg.conninfo.conninfo_to_dict(pg_dsn)
+    as_role = psycopg.conninfo.make_conninfo(pg_dsn, user=role)
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        sysid = admin.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]  # type: ignore[index]
+        admin.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(role)))
+        try:
+            with psycopg.connect(as_role, autocommit=True) as conn:
+                plain = database_identity(conn)
+            assert (plain["system_identifier"], plain["name"]) == (sysid, params["dbname"])
+            admin.execute("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")  # this database only
+            with psycopg.connect(as_role, autocommit=True) as conn:
+                revoked = database_identity(conn)
+                assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is still usable
+            assert (revoked["system_identifier"], revoked["name"]) == (None, params["dbname"])
+            assert revoked["slug"].startswith(f"{params['dbname']}-") and sysid not in revoked["slug"]
+        finally:
+            admin.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(role)))
