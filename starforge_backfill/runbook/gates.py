@@ -129,10 +129,31 @@ def check_for_run(
             problems.append(
                 f"the run's range {_span(from_ts, to_ts)} is not inside the preflight's approved range {_span(gf, gt)}"
             )
-        approved = row.get("concurrency")
-        if approved is None or concurrency > int(approved):
-            problems.append(f"concurrency {concurrency} exceeds the {approved or 'unrecorded'} the preflight approved")
+        if (problem := _above_approved(row, concurrency)) is not None:
+            problems.append(problem)
     return problems, relied
+
+
+def _above_approved(preflight_row: dict[str, Any], concurrency: int) -> str | None:
+    approved = preflight_row.get("concurrency")
+    if approved is None or concurrency > int(approved):
+        return f"concurrency {concurrency} exceeds the {approved or 'unrecorded'} the preflight approved"
+    return None
+
+
+def require_raise(conn: psycopg.Connection[Any], cfg: Any, concurrency: int) -> None:
+    """Refuse raising a job's concurrency above what the newest preflight of this config approved (when
+    the config requires a preflight): `run --concurrency N` on an existing job is the same decision."""
+    if not cfg.gates.require_preflight:
+        return
+    row = latest_gate(conn, "preflight", cfg.fingerprint())
+    problem = "no preflight recorded for this config" if row is None else _above_approved(row, concurrency)
+    if problem is not None:
+        raise GateFailed(
+            f"run refused: {problem}",
+            hint="run `starforge-backfill preflight --concurrency N` for the higher concurrency first, "
+            "or pass --force --reason TEXT (recorded in the audit trail)",
+        )
 
 
 def require_for_run(

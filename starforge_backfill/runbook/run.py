@@ -302,6 +302,8 @@ def _resume_existing(
         return existing, 1
     if existing["status"] == JobStatus.PAUSED:
         _refuse_a_deliberate_pause(conn, existing)
+    if opts.checks_gates and opts.concurrency is not None and opts.concurrency > int(existing["concurrency"]):
+        gates.require_raise(conn, cfg, opts.concurrency)  # before anything is written
     if existing["status"] in (JobStatus.PAUSED, JobStatus.FAILED, JobStatus.PENDING):
         resumable = [JobStatus.PAUSED, JobStatus.FAILED, JobStatus.PENDING]
         jobs.set_status(conn, job_id, JobStatus.RUNNING, None, resumable)

@@ -192,6 +192,24 @@ def test_a_run_above_the_approved_concurrency_refuses(pg_dsn: str, tmp_path: Pat
     assert _jobs(pg_dsn) == []
 
 
+def test_raising_an_existing_jobs_concurrency_above_the_approved_refuses(pg_dsn: str, tmp_path: Path) -> None:
+    load_corpus(pg_dsn)
+    cfg = _cfg(pg_dsn, tmp_path)
+    _approve(cfg, concurrency=2)
+    job_id = str(run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1).job["job_id"])
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # unfinished again: `run` on the range takes it up
+        conn.execute("UPDATE backfill_jobs SET status = 'failed' WHERE job_id = %s", [job_id])
+    with pytest.raises(GateFailed, match=r"^run refused: concurrency 3 exceeds the 2 the preflight approved$"):
+        run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=3)
+    assert _jobs(pg_dsn) == [{"job_id": job_id, "concurrency": 1}]
+    with psycopg.connect(pg_dsn) as conn:  # nothing written by the refusal: still failed, no resumed event
+        assert conn.execute("SELECT status FROM backfill_jobs").fetchone() == ("failed",)
+    assert _events(pg_dsn, job_id, "resumed") == []
+    run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=2)  # within the approval: raised and recorded
+    assert _jobs(pg_dsn) == [{"job_id": job_id, "concurrency": 2}]
+    assert [e["details"]["to"] for e in _events(pg_dsn, job_id, "concurrency")] == [2]
+
+
 def test_force_reason_overrides_and_records_what(pg_dsn: str, tmp_path: Path) -> None:
     load_corpus(pg_dsn)
     cfg = _cfg(pg_dsn, tmp_path)
