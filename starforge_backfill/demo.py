@@ -78,19 +78,25 @@ def open_database(dsn: str | None, *, keep_server: bool = False, data_dir: Path 
     return DemoDatabase(dsn=make_conninfo(**params), admin_dsn=admin, server=server, created_db=name)
 
 
-def seed(dsn: str, snapshots: int, seed_value: int = 7) -> tuple[synthetic.SyntheticSpec, Any]:
-    """`db init`'s schema plus synthetic snapshots (~1% malformed, a few 2-3 MB, catalog ids missing)."""
-    schema.init_db(dsn)
+def demo_spec(snapshots: int, seed_value: int = 7, bad_rate: float = 0.01) -> synthetic.SyntheticSpec:
+    """The demo's synthetic corpus (also `synth load`'s): `bad_rate` malformed, a few 2-3 MB, 5 catalog ids
+    missing, created over 180 days from 2024-01-01."""
     users = max(10, snapshots // 8)
     large_share = min(0.05, 4 / max(snapshots, 1)) if snapshots < 80 else 0.005
-    spec = synthetic.SyntheticSpec(
+    return synthetic.SyntheticSpec(
         snapshots=snapshots,
         users=users,
         seed=seed_value,
         size_mix=((0.80 - large_share, 12_000), (0.20, 60_000), (large_share, 2_500_000)),
-        malformed_ratio=0.01,
+        malformed_ratio=bad_rate,
         missing_catalog_ids=5,
     )
+
+
+def seed(dsn: str, snapshots: int, seed_value: int = 7) -> tuple[synthetic.SyntheticSpec, Any]:
+    """`db init`'s schema plus synthetic snapshots (~1% malformed, a few 2-3 MB, catalog ids missing)."""
+    schema.init_db(dsn)
+    spec = demo_spec(snapshots, seed_value)
     with psycopg.connect(dsn, autocommit=True) as conn:
         stats = synthetic.load(conn, spec)
         conn.execute("ANALYZE")

@@ -116,7 +116,15 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "backfill_chunks": ("job_id", "chunk_no", "status"),
     "backfill_events": ("job_id", "kind", "details", "operator"),
     "backfill_batches": ("job_id", "snapshots"),
-    "backfill_gates": ("kind", "config_fingerprint", "passed", "details"),
+    "backfill_gates": (
+        "kind",
+        "config_fingerprint",
+        "passed",
+        "details",
+        "db_system_identifier",
+        "db_name",
+        "concurrency",
+    ),
     "backfill_username_seen": ("user_id", "seen_at", "snapshot_id", "username"),
 }
 

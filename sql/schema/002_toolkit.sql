@@ -106,3 +106,8 @@ ALTER TABLE backfill_jobs ADD COLUMN IF NOT EXISTS operator text;
 ALTER TABLE backfill_events ADD COLUMN IF NOT EXISTS operator text;
 -- `--batch-size N` fixes a job's batches at N (only the byte cap cuts one shorter); without it they adapt.
 ALTER TABLE backfill_jobs ADD COLUMN IF NOT EXISTS batch_fixed boolean NOT NULL DEFAULT false;
+-- A gate is bound to its scope: the database it ran against (server system identifier + database name; a
+-- clone or restore carries the rows to a database where they prove nothing) and the concurrency it approved.
+ALTER TABLE backfill_gates ADD COLUMN IF NOT EXISTS db_system_identifier text;
+ALTER TABLE backfill_gates ADD COLUMN IF NOT EXISTS db_name text;
+ALTER TABLE backfill_gates ADD COLUMN IF NOT EXISTS concurrency integer;

@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "report": "report:command",
     "catalog": "catalog:group",
     "sql": "sql:group",
+    "synth": "synth:group",
     "demo": "demo:command",
 }
 

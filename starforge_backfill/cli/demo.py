@@ -118,10 +118,11 @@ def _watch_and_pause(session: Session, proc: subprocess.Popen[str], pause_at: fl
 def walk_runbook(session: Session, fingerprint12: str, pause_at: float = 0.35) -> dict[str, Any]:
     """Every runbook step in order, as an operator would type them."""
     f, t = RANGE
-    runbook_dir = session.artifacts / "runbook" / fingerprint12
     session.run("census", "census", "--from", f, "--to", t)
     session.run("sample", "sample", "--from", f, "--to", t, "--seed", "7")
-    session.run("dry-run", "dry-run", "--sample", str(runbook_dir / "sample.json"))
+    # <artifacts>/runbook/<db slug>/<fp12>/sample.json: the newest sample of the demo's one database
+    sample = next((session.artifacts / "runbook").glob(f"*/{fingerprint12}/sample.json"))
+    session.run("dry-run", "dry-run", "--sample", str(sample))
     session.run("plan", "plan", "--from", f, "--to", t, "--concurrency", "2")
     session.run(
         "preflight",

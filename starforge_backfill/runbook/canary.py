@@ -43,6 +43,7 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.jobs import RunOutcome
+from starforge_backfill.runbook import gates, step_files
 from starforge_backfill.runbook.common import Check
 from starforge_backfill.runbook.gates import record_gate
 from starforge_backfill.runbook.run import RunOptions, RunProgress, RunResult, run
@@ -542,7 +543,8 @@ def _verdict(
             gate_recorded=not interrupted,
         )
         result.artifact = artifacts.job_dir(cfg.artifacts_dir, job_id) / "canary.json"
-        artifacts.write_json(result.artifact, "canary", job_id, result.to_json())
+        body = {**result.to_json(), "database": step_files.public_database(gates.database_identity(conn))}
+        artifacts.write_json(result.artifact, "canary", job_id, body)
         if interrupted:
             return result
         record_gate(
@@ -553,6 +555,7 @@ def _verdict(
             job_id=job_id,
             from_ts=sel.from_ts,
             to_ts=sel.to_ts,
+            concurrency=c,
             artifact=result.artifact,
             details={"reasons": result.reasons, "warnings": result.warnings, "selection": sel.to_json()},
         )

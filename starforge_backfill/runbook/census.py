@@ -22,12 +22,13 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from starforge_backfill import artifacts, templates
+from starforge_backfill import templates
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.etl.sensitive import SENSITIVE_PARTS
-from starforge_backfill.runbook.common import MB, runbook_dir
+from starforge_backfill.runbook import gates, step_files
+from starforge_backfill.runbook.common import MB
 from starforge_backfill.timerange import parse_range
 
 DEFAULT_TOP = 10
@@ -263,7 +264,8 @@ def census(
     top: int = DEFAULT_TOP,
     seed: int | None = None,
 ) -> CensusResult:
-    """The `census` step: run the census over a range and write `<runbook dir>/census.json`.
+    """The `census` step: run the census over a range and write `<runbook dir>/census-<stamp>.json` (and
+    census.json, the newest).
 
     An exact census of an empty range is a usage error (check --from/--to); a sample may come back empty."""
     f, t = parse_range(from_ts, to_ts)
@@ -272,6 +274,7 @@ def census(
     try:
         with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
             result = run_census(conn, f, t, sample_percent=sample_percent, seed=seed, top=top)
+            db = gates.database_identity(conn)
     except pg_errors.QueryCanceled:
         raise UsageError(
             f"the census of [{f.isoformat()}, {t.isoformat()}) ran past database.statement_timeout "
@@ -282,7 +285,7 @@ def census(
         raise UsageError(
             f"no snapshot in [{f.isoformat()}, {t.isoformat()}): nothing to census", hint="check --from/--to"
         )
-    result.artifact = artifacts.write_json(runbook_dir(cfg) / "census.json", "census", None, result.to_json())
+    result.artifact = step_files.write_step(cfg, db, "census", "census", result.to_json())
     return result
 
 

@@ -1,4 +1,4 @@
-"""What the runbook steps share: the one `Check` type, the step artifact folder, memory sampling, percentiles."""
+"""What the runbook steps share: the one `Check` type, memory sampling, percentiles."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from starforge_backfill.artifacts import jsonable
@@ -58,13 +57,6 @@ class Check:
             "warning": self.warning,
             "note": self.note,
         }
-
-
-def runbook_dir(cfg: Any) -> Path:
-    """`<artifacts_dir>/runbook/<fingerprint[:12]>/`: where the steps before a job write (created if needed)."""
-    path = Path(cfg.artifacts_dir) / "runbook" / cfg.fingerprint()[:12]
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def percentile(values: Sequence[float], pct: float) -> float | None:

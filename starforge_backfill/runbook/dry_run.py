@@ -36,8 +36,8 @@ from starforge_backfill.db import (
 )
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, EtlSettings, apply_in_transaction
-from starforge_backfill.runbook import gates
-from starforge_backfill.runbook.common import RssSampler, elapsed, mb, percentile, runbook_dir
+from starforge_backfill.runbook import gates, step_files
+from starforge_backfill.runbook.common import RssSampler, elapsed, mb, percentile
 from starforge_backfill.timerange import parse_range
 
 DEFAULT_RANGE_LIMIT = 1000
@@ -224,7 +224,7 @@ def _select(
         picked = [r[0] for r in rows[:limit]]
         desc = {"source": "range", "from_ts": f.isoformat(), "to_ts": t.isoformat(), "limit": limit}
         return picked, desc | {"count": len(picked), "truncated": truncated}
-    path = Path(sample) if sample else runbook_dir(cfg) / "sample.json"
+    path = Path(sample) if sample else step_files.runbook_dir(cfg, gates.database_identity(conn)) / "sample.json"
     if not path.exists():
         raise UsageError(
             f"no sample file {path}" if sample else "nothing to dry-run: no --sample, --from/--to or --ids given",
@@ -251,9 +251,10 @@ def dry_run(
 ) -> DryRunResult:
     """Dry-run the selected snapshots; nothing persists in the main database. Records the `dry-run` gate."""
     fp = cfg.fingerprint()
-    folder = runbook_dir(cfg)
     started = time.perf_counter()
     with connect_cfg(cfg, autocommit=True) as main, translate_errors(cfg.database.dsn):
+        dbid = gates.database_identity(main)
+        folder = step_files.runbook_dir(cfg, dbid)
         picked, selection = _select(main, cfg, sample, from_ts, to_ts, ids, limit)
         if not picked:
             raise UsageError("nothing to dry-run: the selection is empty", hint="check --from/--to or the sample")
@@ -290,7 +291,7 @@ def dry_run(
         )
         if not result.measured:
             result.problems.append("none of the selected snapshots exists: nothing was measured")
-        result.artifact = artifacts.write_json(folder / "dry-run.json", "dry-run", None, result.to_json())
+        result.artifact = step_files.write_step(cfg, dbid, "dry-run", "dry-run", result.to_json())
         f_ts = selection.get("from_ts")
         t_ts = selection.get("to_ts")
         gates.record_gate(

@@ -15,12 +15,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from starforge_backfill import artifacts, capacity, jobs, templates
+from starforge_backfill import capacity, jobs, templates
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, the_row, translate_errors
 from starforge_backfill.errors import UsageError
-from starforge_backfill.runbook import gates
-from starforge_backfill.runbook.common import runbook_dir
+from starforge_backfill.runbook import gates, step_files
 from starforge_backfill.timerange import parse_range
 
 CANDIDATES = (1, 2, 4, 8)
@@ -168,6 +167,7 @@ def plan(
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         n, total, avg, p95, biggest = the_row(templates.execute(conn, "runbook/wanted_stats.sql", selector.params()))
         cap = capacity.read(conn, cfg.database.max_connections_share)
+        db = gates.database_identity(conn)
         if t_avg_s is not None:
             source = "--t-avg"
         else:
@@ -232,5 +232,5 @@ def plan(
         recommended_batch_size=batch,
         notes=notes,
     )
-    result.artifact = artifacts.write_json(runbook_dir(cfg) / "plan.json", "plan", None, result.to_json())
+    result.artifact = step_files.write_step(cfg, db, "plan", "plan", result.to_json())
     return result

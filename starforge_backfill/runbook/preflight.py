@@ -4,7 +4,8 @@ Each check ends pass, fail or attested (an operator's word the tool cannot verif
 communication) with a one-line detail. Checks that read the database never write to it: the streaming
 check applies the largest snapshot of the range in a transaction that is rolled back. The payload-shapes
 check runs the census (runbook/census.py) over the range, sampled above 100,000 snapshots. The result is
-written to `<runbook dir>/preflight.json` and recorded as the `preflight` gate that `run` requires.
+written to `<runbook dir>/preflight-<stamp>.json` (and `preflight.json`,
+the newest) and recorded as the `preflight` gate that `run` requires.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import ConnectionHolder
 from starforge_backfill.redact import redact_dsn, scrub_text
-from starforge_backfill.runbook import gates
+from starforge_backfill.runbook import gates, step_files
 from starforge_backfill.runbook.census import judge_shapes
-from starforge_backfill.runbook.common import ATTESTED, FAIL, PASS, Check, RssSampler, mb, runbook_dir
+from starforge_backfill.runbook.common import ATTESTED, FAIL, PASS, Check, RssSampler, mb
 from starforge_backfill.runbook.dry_run import trial_apply
 from starforge_backfill.timerange import parse_range
 
@@ -160,7 +161,8 @@ def preflight(
         )
         checks.sort(key=lambda c: CHECKS.index(c.name))
         result = PreflightResult(fp, f, t, concurrency, checks)
-        result.artifact = artifacts.write_json(runbook_dir(cfg) / "preflight.json", "preflight", None, result.to_json())
+        db = gates.database_identity(conn)
+        result.artifact = step_files.write_step(cfg, db, "preflight", "preflight", result.to_json())
         if gates_table_present(result.check("schema")):
             gates.record_gate(
                 conn,
@@ -169,6 +171,7 @@ def preflight(
                 result.passed,
                 from_ts=f,
                 to_ts=t,
+                concurrency=concurrency,
                 artifact=result.artifact,
                 details={
                     "checks": {c.name: c.result for c in checks},

@@ -26,7 +26,7 @@ from starforge_backfill.error_budget import ErrorBudget
 from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, UsageError
 from starforge_backfill.etl.pipeline import BatchResult
 from starforge_backfill.jobs import JobStatus, RunOutcome
-from starforge_backfill.runbook import gates
+from starforge_backfill.runbook import gates, step_files
 from starforge_backfill.schema import check_schema
 
 Notify = Callable[[str], None]
@@ -262,8 +262,12 @@ def _job_for_run(
     assert selector is not None
     concurrency = opts.concurrency or cfg.job.concurrency
     cap.require(concurrency)
+    relied: list[dict[str, Any]] = []
+    overridden: list[str] = []
     if opts.checks_gates:
-        gates.require_for_run(conn, cfg, what=opts.mode)
+        relied = gates.require_for_run(conn, cfg, selector.from_ts, selector.to_ts, concurrency, what=opts.mode)
+    elif opts.production and opts.force:
+        overridden, relied = gates.check_for_run(conn, cfg, selector.from_ts, selector.to_ts, concurrency)
     new = jobs.start_job(
         conn,
         cfg,
@@ -275,7 +279,16 @@ def _job_for_run(
         batch_fixed=opts.batch_size is not None,
     )
     if opts.force:
-        jobs.record_event(conn, new["job_id"], "forced", "gates skipped with --force", {"reason": opts.reason})
+        what = "; ".join(overridden) if overridden else "nothing stood in the way"
+        jobs.record_event(
+            conn,
+            new["job_id"],
+            "forced",
+            f"gates skipped with --force: {what}",
+            {"reason": opts.reason, "overridden": overridden},
+        )
+    if relied:
+        step_files.attach_to_job(cfg, str(new["job_id"]), relied)
     notify(f"created job {new['job_id']}: {new['total_count']} snapshot(s) to process")
     return new, False, concurrency
 
@@ -298,6 +311,8 @@ def _resume_existing(
         return existing, 1
     if existing["status"] == JobStatus.PAUSED:
         _refuse_a_deliberate_pause(conn, existing)
+    if opts.checks_gates and opts.concurrency is not None and opts.concurrency > int(existing["concurrency"]):
+        gates.require_raise(conn, cfg, opts.concurrency)  # before anything is written
     if existing["status"] in (JobStatus.PAUSED, JobStatus.FAILED, JobStatus.PENDING):
         resumable = [JobStatus.PAUSED, JobStatus.FAILED, JobStatus.PENDING]
         jobs.set_status(conn, job_id, JobStatus.RUNNING, None, resumable)

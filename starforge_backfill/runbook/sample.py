@@ -16,12 +16,12 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import artifacts, templates
+from starforge_backfill import templates
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import EtlError, UsageError
 from starforge_backfill.etl import contract
-from starforge_backfill.runbook.common import runbook_dir
+from starforge_backfill.runbook import gates, step_files
 from starforge_backfill.timerange import parse_range
 
 DEFAULT_PRESCAN_LIMIT = 200
@@ -124,8 +124,9 @@ def sample(
                 f"no snapshot in [{f.isoformat()}, {t.isoformat()}): nothing to sample", hint="check --from/--to"
             )
         bad, scanned = _bad_picks(conn, params, {uuid.UUID(p.snapshot_id) for p in picks}, want_bad, prescan_limit)
+        db = gates.database_identity(conn)
     result = SampleResult(f, t, seed, per_bucket, want_bad, picks + bad, stats, scanned)
-    result.artifact = artifacts.write_json(runbook_dir(cfg) / "sample.json", "sample", None, result.to_json())
+    result.artifact = step_files.write_step(cfg, db, "sample", "sample", result.to_json())
     return result
 
 

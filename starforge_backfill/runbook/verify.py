@@ -37,7 +37,7 @@ from starforge_backfill.artifacts import jsonable
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
-from starforge_backfill.runbook import parity
+from starforge_backfill.runbook import gates, parity, step_files
 from starforge_backfill.runbook.common import Check
 from starforge_backfill.runbook.gates import record_gate
 from starforge_backfill.schema import check_schema
@@ -332,13 +332,13 @@ def verify(
             checks.append(fn())
         result = VerifyResult(jsonable(scope.to_json()), checks, job_id=job_id)
         fp = cfg.fingerprint()
-        folder = (
-            artifacts.job_dir(cfg.artifacts_dir, job_id)
-            if job_id
-            else artifacts.job_dir(Path(cfg.artifacts_dir) / "runbook", fp[:12])
-        )
-        result.artifact = folder / "verify.json"
-        artifacts.write_json(result.artifact, "verify", job_id, result.to_json())
+        db = gates.database_identity(conn)
+        if job_id:
+            result.artifact = artifacts.job_dir(cfg.artifacts_dir, job_id) / "verify.json"
+            body = {**result.to_json(), "database": step_files.public_database(db)}
+            artifacts.write_json(result.artifact, "verify", job_id, body)
+        else:
+            result.artifact = step_files.write_step(cfg, db, "verify", "verify", result.to_json())
         record_gate(
             conn,
             "verify",

@@ -142,6 +142,8 @@ def test_shapes_match_the_doc(pg_dsn: str, tmp_path: Path, docs: dict[str, set[s
     assert set(again) == JOB_ROW | {"run"} and again["status"] == "done"
 
     check("worker", "worker", "--once")
+    loaded = check("synth load", "synth", "load", "--snapshots", "5", "--seed", "3", "--force")  # 'test' rows held
+    assert loaded["snapshots"] == 5 and loaded["forced"] is True and loaded["non_synthetic_before"] == 60
     assert "etl/merge.sql" in check("sql list", "sql", "list")["templates"]
     shown = check("sql show", "sql", "show", "etl/stage.sql", "--var", "source=params")
     assert "%(payloads)s" in shown["sql"] and shown["variables"] == {"source": "params"}

@@ -72,7 +72,7 @@ def test_dry_run_persists_nothing(
     assert stats["t_avg_s"] > 0 and stats["p95_s"] > 0 and stats["peak_rss_mb"] > 0
     assert res.passed and res.exit_code == ExitCode.OK
     # quarantine copies only inside the runbook folder; the artifact is versioned and complete
-    folder = tmp_path / "art" / "runbook" / cfg.fingerprint()[:12]
+    (folder,) = (tmp_path / "art" / "runbook").glob(f"*/{cfg.fingerprint()[:12]}")
     assert sorted(p.stem for p in (folder / "dry-run-quarantine").iterdir()) == sorted(bad)
     assert {p.name for p in (tmp_path / "art").iterdir()} == {"runbook"}
     body = artifacts.read_json(folder / "dry-run.json", "dry-run")
@@ -256,7 +256,8 @@ def test_preflight_passes_when_everything_is_present(
     )
     gate = gates.latest_gate(pg_conn, "preflight", cfg.fingerprint())
     assert gate is not None and gate["passed"] and gate["details"]["backup"]["backup_id"] == "snap-2024-01-11"
-    body = artifacts.read_json(tmp_path / "art" / "runbook" / cfg.fingerprint()[:12] / "preflight.json", "preflight")
+    (newest,) = (tmp_path / "art" / "runbook").glob(f"*/{cfg.fingerprint()[:12]}/preflight.json")
+    body = artifacts.read_json(newest, "preflight")
     assert body["passed"] and len(body["checks"]) == 10
     shapes = res.check("payload-shapes")
     failing = sum(1 for kind in corpus.values() if kind.split(":")[-1] in SHAPE_FAILING_KINDS)

@@ -143,7 +143,7 @@ def test_the_whole_runbook_through_pgbouncer(
     op("db", "init")
     load_corpus(empty_dsn, CORPUS)
     op("sample", *RANGE, "--seed", "7")
-    samples = list((tmp_path / "artifacts" / "runbook").glob("*/sample.json"))
+    samples = list((tmp_path / "artifacts" / "runbook").glob("*/*/sample.json"))
     assert len(samples) == 1
     op("dry-run", "--sample", str(samples[0]))
     op("plan", *RANGE, "--concurrency", "2")
