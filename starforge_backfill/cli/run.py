@@ -63,6 +63,11 @@ def run_command(obj: Ctx, metrics_port: str | None, print_sql: bool, **kw: Any) 
 @click.option("--job-id", required=True, help="The job to resume.")
 @click.option("--no-wait", is_flag=True, help="Only set it running; do not process it here.")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Workers for the foreground run.")
+@click.option(
+    "--batch-size",
+    type=BatchSize(),
+    help="Snapshots per batch for the foreground run: N, or (the default) the job's own sizing.",
+)
 @click.option("--reason", help="Recorded on the job.")
 @click.option("--force", is_flag=True, help="Resume even if the config or tool version changed (needs --reason).")
 @click.option("--metrics-port", help=METRICS_PORT_HELP)
@@ -73,6 +78,7 @@ def resume_command(
     job_id: str,
     no_wait: bool,
     concurrency: int | None,
+    batch_size: int | None,
     reason: str | None,
     force: bool,
     metrics_port: str | None,
@@ -86,7 +92,7 @@ def resume_command(
     if no_wait:
         obj.emit(PauseResult([jobs.public_row(row)]).to_json(), lambda: click.echo(f"resumed {job_id}"))
         return
-    options = RunOptions(concurrency=concurrency, force=force, reason=reason)
+    options = RunOptions(concurrency=concurrency, batch_size=batch_size, force=force, reason=reason)
     _run_in_foreground(obj, metrics_port, selector=None, job_id=job_id, options=options)
 
 

@@ -121,7 +121,20 @@ def test_4_job_paused_from_another_connection(pg_dsn: str, tmp_path: Path) -> No
     assert res.exit_code == 1 and "was paused by " in res.output and ": maintenance window" in res.output
     assert f"resume --job-id {job_id}" in res.output
     # `resume` carries on from the checkpoint (the documented way to resume a paused job)
-    res = cli("-c", str(cfg), "--dsn", pg_dsn, "--json", "resume", "--job-id", job_id, "--reason", "go on")
+    res = cli(
+        "-c",
+        str(cfg),
+        "--dsn",
+        pg_dsn,
+        "--json",
+        "resume",
+        "--job-id",
+        job_id,
+        "--reason",
+        "go on",
+        "--batch-size",
+        "500",
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["processed_count"] == 3000
 
