@@ -75,7 +75,8 @@ def test_error_type_fixes_exactly_the_fk_violations(pg_dsn: str, tmp_path: Path)
     _assert_fixed(pg_dsn, failed, before)
     assert snapshot_state(pg_dsn, [failed.parse_error])[failed.parse_error] == before[failed.parse_error]
     assert unprocessed(pg_dsn) == {failed.parse_error}
-    assert ("forced", {"reason": "catalog landed"}) in _events(pg_dsn, row["job_id"])
+    forced = [details for kind, details in _events(pg_dsn, row["job_id"]) if kind == "forced"]
+    assert [d["reason"] for d in forced] == ["catalog landed"] and forced[0]["overridden"]  # what --force skipped
 
     # the result is what a full re-derivation gives: reprocessing the whole range now writes nothing
     state = xmins(pg_dsn)
@@ -168,8 +169,16 @@ def test_a_reprocess_is_gated_like_run(pg_dsn: str, tmp_path: Path) -> None:
         reprocess(cfg, Selection.parse(namecodes=[namecode(0)]), options=RunOptions(force=True))
     assert count_jobs(pg_dsn) == 0
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # the gates pass for this config: no --force needed
-        for kind in ("preflight", "canary"):
-            record_gate(conn, kind, cfg.fingerprint(), True)
+        for kind in ("preflight", "canary"):  # for this range and concurrency (gates bind their scope)
+            record_gate(
+                conn,
+                kind,
+                cfg.fingerprint(),
+                True,
+                from_ts=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+                to_ts=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+                concurrency=cfg.job.concurrency,
+            )
     res = reprocess(cfg, Selection.parse(namecodes=[namecode(0)]))
     assert res.run is not None and res.run.outcome == "done" and res.run.job["processed_count"] == 3
     assert "forced" not in [kind for kind, _ in _events(pg_dsn, res.run.job["job_id"])]

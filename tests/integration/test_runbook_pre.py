@@ -24,6 +24,7 @@ from starforge_backfill.runbook.sample import sample
 
 # synthetic malformed kinds that fail by their shape (the census's FAILING verdicts); the others fail on values
 SHAPE_FAILING_KINDS = {
+    "api_error_body",  # the v2 mix's API error bodies (contract v2 rule 3)
     "top_level_array",
     "top_level_string",
     "missing_profile_data",
