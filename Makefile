@@ -10,7 +10,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,embedded,api]'
+	$(BIN)/pip install -q -e '.[test,embedded,api,s3]'
 	touch $@
 
 test: install

@@ -158,6 +158,19 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class QuarantineConfig:
+    """Copies of failing snapshots' redacted payloads in S3 (the local copy under quarantine/ stays the source
+    of truth). Credentials come from the standard AWS chain (env, profile, instance role), never from here."""
+
+    s3_url: str | None = field(default=None, metadata=_m("s3url", optional=True))
+    endpoint_url: str | None = field(default=None, metadata=_m("url", optional=True, secret=True))
+    region: str | None = field(default=None, metadata=_m("str", optional=True))
+    upload_timeout_s: float = field(default=10.0, metadata=_m("duration", lo=0, lo_open=True))
+    upload_attempts: int = field(default=3, metadata=_m("int", lo=1, hi=20))
+    drain_s: float = field(default=60.0, metadata=_m("duration"))
+
+
+@dataclass(frozen=True)
 class ApiToken:
     """One bearer token of the admin API: a name (recorded as the operator), a scope and the token's sha256."""
 
@@ -194,6 +207,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     artifacts_dir: Path = field(default=Path("artifacts"), metadata=_m("path"))
     source_path: Path | None = None
 
@@ -447,6 +461,7 @@ _EXPECT = MappingProxyType(
         "str": "a string",
         "enum": "a string",
         "url": "an http(s) URL",
+        "s3url": "an s3://bucket/prefix URL",
         "path": "a path",
         "ints": "a list of integers",
         "strs": "a list of strings",
@@ -478,7 +493,7 @@ def _coerce(value: Any, meta: Mapping[str, Any]) -> Any:
         out = value if kind == "int" else float(value)
         if not math.isfinite(out):
             raise _Bad(f"must be a finite number, got {out}")
-    elif kind in ("str", "enum", "url", "path"):
+    elif kind in ("str", "enum", "url", "path", "s3url"):
         if kind == "path" and isinstance(value, os.PathLike):
             value = os.fspath(value)
         if not isinstance(value, str):
@@ -489,6 +504,8 @@ def _coerce(value: Any, meta: Mapping[str, Any]) -> Any:
             raise _Bad(f"must be one of {', '.join(meta['choices'])}; got {value!r}")
         if kind == "url" and not re.match(r"https?://[^/\s]", value):
             raise _Bad("must be an http:// or https:// URL")
+        if kind == "s3url" and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?", value):
+            raise _Bad("must be an s3://bucket/prefix URL (a lower-case bucket name)")
         if "suffix" in meta and not value.endswith(meta["suffix"]):
             raise _Bad(f"must end in {meta['suffix']} (the node-exporter textfile collector reads only *.prom)")
         out = Path(value).expanduser() if kind == "path" else value

@@ -20,6 +20,7 @@ from starforge_backfill.db import connect_cfg, is_transient
 from starforge_backfill.engine import ChunkWorker
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder, process_batch
 from starforge_backfill.logs import detail_level
+from starforge_backfill.quarantine_s3 import Uploader
 
 log = logging.getLogger("starforge_backfill.worker")
 
@@ -68,6 +69,8 @@ class QueueWorker:
         self.stats = WorkerStats()
         self.notify = notify or (lambda _m: None)
         self.holder = ConnectionHolder(lambda: connect_cfg(cfg, autocommit=True, application_name=self._app()))
+        s3 = config_settings.quarantine_s3(cfg)
+        self.uploader = None if s3 is None else Uploader(s3, lambda: connect_cfg(cfg, autocommit=True))
 
     def _app(self) -> str:
         return f"{self.cfg.database.application_name}:worker"
@@ -83,6 +86,8 @@ class QueueWorker:
                     self.stop.wait(self.poll_s)
         finally:
             self.holder.close()
+            if self.uploader is not None:
+                self.uploader.close()
         return self.stats
 
     def _queue_step(self) -> bool:
@@ -150,11 +155,12 @@ class QueueWorker:
     def _process_snapshot(self, row: dict[str, Any]) -> None:
         """The real-time path: one snapshot through the same ETL core."""
         sid = uuid.UUID(str((row["payload"] or {})["snapshot_id"]))
-        settings = config_settings.etl(
-            self.cfg, quarantine_dir=self.cfg.artifacts_dir / "realtime" / "quarantine", job_id="realtime"
-        )
+        qdir = self.cfg.artifacts_dir / "realtime" / "quarantine"
+        settings = config_settings.etl(self.cfg, quarantine_dir=qdir, job_id="realtime")
         started = time.monotonic()
         res = process_batch(self.holder, [(sid, None)], settings, retry=config_settings.retry(self.cfg))
+        if self.uploader is not None and res.failures:
+            self.uploader.submit("realtime", qdir, res.failures)
         duration = time.monotonic() - started
         self.stats.snapshots.add(res)
         fields = listeners.batch_fields("realtime", self.name, 1, res, duration, snapshot_id=str(sid))
@@ -191,6 +197,8 @@ class QueueWorker:
 
         def on_batch(_w: str, res: BatchResult, _d: float) -> None:
             self.stats.snapshots.add(res)
+            if self.uploader is not None and res.failures:
+                self.uploader.submit(job_id, folder / "quarantine", res.failures)
 
         worker = ChunkWorker(
             lambda: connect_cfg(self.cfg, autocommit=True, application_name=self._app()),

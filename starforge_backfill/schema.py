@@ -126,6 +126,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
         "concurrency",
     ),
     "backfill_username_seen": ("user_id", "seen_at", "snapshot_id", "username"),
+    "quarantine_copies": ("job_id", "snapshot_id", "local_path", "s3_url", "attempts", "last_error"),
 }
 
 

@@ -1,7 +1,8 @@
 """The one adapter from a `Config` to the plain settings the core takes (the core never reads a Config).
 
-`etl()` for the ETL core, `retry()` for `db.retrying`, `throttle()` for the health throttle and `engine()`
-for a chunk worker: a config key reaches the code that uses it only through here.
+`etl()` for the ETL core, `quarantine_s3()` for the quarantine uploader, `retry()` for `db.retrying`,
+`throttle()` for the health throttle and `engine()` for a chunk worker: a config key reaches the code that
+uses it only through here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from starforge_backfill.config import Config
 from starforge_backfill.engine import EngineOptions
 from starforge_backfill.etl.pipeline import EtlSettings
+from starforge_backfill.quarantine_s3 import S3Settings
 from starforge_backfill.throttle import HealthThrottle, ThrottleSettings
 
 
@@ -22,6 +24,21 @@ def etl(cfg: Config, *, quarantine_dir: Path | None = None, job_id: str | None =
         fast_path=cfg.etl.fast_path,
         quarantine_dir=quarantine_dir,
         job_id=job_id,
+    )
+
+
+def quarantine_s3(cfg: Config) -> S3Settings | None:
+    """Where quarantine copies are uploaded (None: `quarantine.s3_url` unset, copies stay local only)."""
+    q = cfg.quarantine
+    if q.s3_url is None:
+        return None
+    return S3Settings(
+        url=q.s3_url,
+        endpoint_url=q.endpoint_url,
+        region=q.region,
+        timeout_s=q.upload_timeout_s,
+        attempts=q.upload_attempts,
+        drain_s=q.drain_s,
     )
 
 

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve:group",
     "verify": "verify:command",
     "report": "report:command",
+    "quarantine": "quarantine:group",
     "catalog": "catalog:group",
     "sql": "sql:group",
     "synth": "synth:group",

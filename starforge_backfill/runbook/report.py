@@ -18,7 +18,8 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import __version__, artifacts, error_budget, jobs, templates
+from starforge_backfill import __version__, artifacts, error_budget, jobs, quarantine_s3, templates
+from starforge_backfill import settings as config_settings
 from starforge_backfill.artifacts import jsonable
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
@@ -214,9 +215,12 @@ def _throughput(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:
     }
 
 
-def _quarantine(folder: Path) -> dict[str, Any]:
+def _quarantine(conn: psycopg.Connection[Any], cfg: Config, job_id: str, folder: Path) -> dict[str, Any]:
+    """The job's local quarantine copies, each with its S3 copy (`s3_url`) or why it is local only."""
     qdir = folder / "quarantine"
     files = sorted(qdir.glob("*.json")) if qdir.is_dir() else []
+    s3 = config_settings.quarantine_s3(cfg)
+    recorded = quarantine_s3.copies(conn, job_id)
     out = []
     for path in files:  # one at a time: a quarantined payload can be large
         entry: dict[str, Any] = {"file": str(path.relative_to(folder)), "bytes": path.stat().st_size}
@@ -226,8 +230,28 @@ def _quarantine(folder: Path) -> dict[str, Any]:
             entry["unreadable"] = True
         else:
             entry |= {k: data.get(k) for k in ("snapshot_id", "error_type", "message")}
+        row = recorded.get(path.stem) or {}
+        entry["s3_url"] = row.get("s3_url")
+        entry["uploaded_at"] = row.get("uploaded_at")
+        entry["local_only_reason"] = None if row.get("s3_url") else _local_only_reason(row, s3 is not None)
         out.append(entry)
-    return {"count": len(out), "folder": str(qdir), "snapshots": out}
+    local_only = sum(1 for e in out if not e["s3_url"])
+    return {
+        "count": len(out),
+        "folder": str(qdir),
+        "s3_url": None if s3 is None else s3.url,
+        "uploaded": len(out) - local_only,
+        "local_only": local_only,
+        "snapshots": out,
+    }
+
+
+def _local_only_reason(row: dict[str, Any], configured: bool) -> str:
+    if row.get("last_error"):
+        return f"{row['last_error']} (after {row['attempts']} attempt(s))"
+    if row:
+        return "upload pending"
+    return "not uploaded yet" if configured else "quarantine.s3_url not set"
 
 
 def _placeholders(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -314,7 +338,7 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
             conn, row, jobs.Selector.from_job(row).params(), cfg.throttle.failure_rate_max
         ).to_json(),
         "error_messages": messages,
-        "quarantine": _quarantine(folder),
+        "quarantine": _quarantine(conn, cfg, job_id, folder),
         "placeholders": _placeholders(events),
         "throughput": _throughput(conn, job_id),
         "artifacts": _files(folder, {MANIFEST, *REPORT_FILES.values()}) if folder.is_dir() else [],

@@ -163,15 +163,7 @@ def _sections(data: dict[str, Any]) -> list[tuple[str, Sequence[str], list[list[
                 None,
             )
         )
-    q = data["quarantine"]
-    out.append(
-        (
-            f"Quarantined snapshots ({q['count']})",
-            ("snapshot", "error type", "message", "file"),
-            [[s.get("snapshot_id"), s.get("error_type"), s.get("message"), s["file"]] for s in q["snapshots"][:200]],
-            f"redacted payloads under {q['folder']}" if q["count"] else "none",
-        )
-    )
+    out.append(_quarantine_section(data["quarantine"]))
     ph = data["placeholders"]
     out.append(
         (
@@ -192,7 +184,42 @@ def _sections(data: dict[str, Any]) -> list[tuple[str, Sequence[str], list[list[
     return out
 
 
+class Link(str):
+    """A cell that links to `url` (an s3:// object): `[text](url)` in Markdown, `<a href>` in HTML."""
+
+    url: str
+
+    def __new__(cls, text: str, url: str) -> Link:
+        obj = super().__new__(cls, text)
+        obj.url = url
+        return obj
+
+
+def _quarantine_section(q: dict[str, Any]) -> tuple[str, Sequence[str], list[list[Any]], str | None]:
+    """Quarantined snapshots: each one's local copy and its S3 copy (a link) or why it is local only."""
+    rows = [
+        [
+            s.get("snapshot_id"),
+            s.get("error_type"),
+            s.get("message"),
+            s["file"],
+            Link(s["s3_url"], s["s3_url"]) if s.get("s3_url") else f"local only ({s.get('local_only_reason')})",
+        ]
+        for s in q["snapshots"][:200]
+    ]
+    note = "none"
+    if q["count"]:
+        note = f"redacted payloads under {q['folder']}"
+        if q.get("s3_url"):
+            note += f"; {q['uploaded']} copied to {q['s3_url']}, {q['local_only']} local only"
+            if q["local_only"]:
+                note += " (upload them with `starforge-backfill quarantine push --job-id ...`)"
+    return (f"Quarantined snapshots ({q['count']})", ("snapshot", "error type", "message", "file", "S3 copy"), rows, note)
+
+
 def _md_cell(value: Any) -> str:
+    if isinstance(value, Link):
+        return f"[{_md_cell(str(value))}](<{value.url}>)"
     return _fmt(value).replace("|", "\\|").replace("\n", " ")
 
 
@@ -318,7 +345,8 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
         for c in row:
             text = _fmt(c)
             cls = {"pass": ' class="pass"', "FAIL": ' class="fail"'}.get(text, "")
-            cells.append(f"<td{cls}>{e(text)}</td>")
+            inner = f'<a href="{e(c.url)}">{e(text)}</a>' if isinstance(c, Link) else e(text)
+            cells.append(f"<td{cls}>{inner}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

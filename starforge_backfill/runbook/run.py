@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import __version__, artifacts, capacity, error_budget, jobs
+from starforge_backfill import __version__, artifacts, capacity, error_budget, jobs, quarantine_s3
 from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, is_transient, retrying, translate_errors
@@ -82,6 +82,7 @@ class RunResult:
     totals: BatchResult
     artifact: Path | None = None
     budget: ErrorBudget | None = None  # the job's failures against the error budget
+    quarantine: quarantine_s3.Tally | None = None  # S3 copies of this invocation's quarantine (s3_url set)
 
     @property
     def over_budget(self) -> bool:
@@ -113,6 +114,7 @@ class RunResult:
             "reference_path": t.reference_path,
             "rate_per_s": round(handled / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
             "error_budget": self.budget.to_json() if self.budget is not None else None,
+            "quarantine_uploads": self.quarantine.to_json() if self.quarantine is not None else None,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -167,11 +169,17 @@ def run(
     batch_size = opts.batch_size or cfg.etl.batch_size
     stop = stop or threading.Event()
     started = time.monotonic()
+    s3 = config_settings.quarantine_s3(cfg)
+    if s3 is not None:
+        quarantine_s3.make_client(s3)  # boto3 missing: a usage error before anything is opened
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         check_schema(conn)
         job, resumed, concurrency = _job_for_run(conn, cfg, selector, job_id, opts, batch_size, notify)
         job_id = str(job["job_id"])
         folder = artifacts.job_dir(cfg.artifacts_dir, job_id)
+        uploader = None if s3 is None else quarantine_s3.Uploader(s3, lambda: connect_cfg(cfg, autocommit=True))
+        if uploader is not None:
+            uploader.sweep(conn, job_id, folder / "quarantine")  # what an earlier run left local only
         state = RunProgress(
             job_id=job_id,
             total=int(job.get("total_count") or 0),
@@ -183,7 +191,12 @@ def run(
     else:  # a resumed job keeps the sizing it was started with
         batch_size, fixed = int(job["batch_size"]), bool(job.get("batch_fixed"))
     engine = config_settings.engine(cfg, batch_size, folder, job_id, fixed=fixed)
-    outcome = _run_workers(cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp)
+    try:
+        outcome = _run_workers(cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp, up=uploader)
+    finally:
+        tally = uploader.close() if uploader is not None else None
+    if tally is not None and s3 is not None:
+        notify(f"quarantine copies: {len(tally.uploaded)} uploaded to {s3.url}, {len(tally.local_only)} local only")
 
     def final_read() -> tuple[dict[str, Any], ErrorBudget]:
         with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
@@ -197,7 +210,13 @@ def run(
     final, budget = retrying(final_read, **config_settings.retry(cfg))
     elapsed = time.monotonic() - started
     result = RunResult(
-        job=final, outcome=outcome, resumed=resumed, elapsed_s=elapsed, totals=state.totals, budget=budget
+        job=final,
+        outcome=outcome,
+        resumed=resumed,
+        elapsed_s=elapsed,
+        totals=state.totals,
+        budget=budget,
+        quarantine=tally,
     )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     result.artifact = artifacts.write_json(
@@ -464,14 +483,19 @@ def _run_workers(
     notify: Notify,
     *,
     ramp: bool = False,
+    up: quarantine_s3.Uploader | None = None,
 ) -> RunOutcome:
     """Run C workers (threads, one connection each) on a job until it is done, paused or interrupted.
 
     With `ramp` (production runs), workers start at the first step of `gates.ramp` and step up every
-    `gates.ramp_step` while the job runs and the throttle sees a healthy database, up to C."""
+    `gates.ramp_step` while the job runs and the throttle sees a healthy database, up to C. `up` gets the
+    quarantine copies of each committed batch to upload."""
     lock = threading.Lock()
+    qdir = Path(cfg.artifacts_dir) / job_id / "quarantine"
 
     def on_batch(_worker: str, res: BatchResult, _duration: float) -> None:
+        if up is not None and res.failures:
+            up.submit(job_id, qdir, res.failures)
         with lock:
             state.add(res)
             if progress is not None:
