@@ -51,6 +51,7 @@ RUN_SUMMARY = {
     "reference_path",
     "rate_per_s",
     "error_budget",
+    "quarantine_uploads",
 }
 RANGE = ["--from", FROM, "--to", TO]
 
