@@ -252,7 +252,9 @@ class Uploader:
                 time.sleep(0.1)
 
 
-def push(conn: psycopg.Connection[Any], settings: S3Settings, job_id: str, folder: Path, *, client: Any = None) -> Tally:
+def push(
+    conn: psycopg.Connection[Any], settings: S3Settings, job_id: str, folder: Path, *, client: Any = None
+) -> Tally:
     """Upload a job's local-only copies (every file in `folder` without a recorded S3 URL) and record them."""
     client = client or make_client(settings)
     recorded = copies(conn, job_id)

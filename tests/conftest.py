@@ -21,6 +21,9 @@ from pytest_postgresql import factories
 
 from starforge_backfill.embedded import EmbeddedPostgres, find_server
 
+# the S3 fixtures (`moto`: a real moto server on a free port; `aws_env`: test credentials) for every test
+pytest_plugins = ("s3_support",)
+
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "sql" / "schema"
 # Unique per run so concurrent pytest runs (or CI jobs sharing one server) never touch each other's DBs.
 _RUN_ID = f"{os.getpid()}_{secrets.token_hex(2)}"

@@ -27,7 +27,8 @@ def push_cmd(obj: Ctx, job_id: str) -> None:
 
     def human() -> None:
         t = res.tally
-        click.echo(f"job {job_id}: {len(t.uploaded)} copy(ies) uploaded to {res.s3_url}, {len(t.local_only)} local only")
+        uploaded, local = len(t.uploaded), len(t.local_only)
+        click.echo(f"job {job_id}: {uploaded} copy(ies) uploaded to {res.s3_url}, {local} local only")
         for sid, error in sorted(t.local_only.items()):
             click.echo(f"  local only: {sid}: {error}")
 

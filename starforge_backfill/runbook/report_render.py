@@ -214,7 +214,8 @@ def _quarantine_section(q: dict[str, Any]) -> tuple[str, Sequence[str], list[lis
             note += f"; {q['uploaded']} copied to {q['s3_url']}, {q['local_only']} local only"
             if q["local_only"]:
                 note += " (upload them with `starforge-backfill quarantine push --job-id ...`)"
-    return (f"Quarantined snapshots ({q['count']})", ("snapshot", "error type", "message", "file", "S3 copy"), rows, note)
+    header = ("snapshot", "error type", "message", "file", "S3 copy")
+    return (f"Quarantined snapshots ({q['count']})", header, rows, note)
 
 
 def _md_cell(value: Any) -> str:

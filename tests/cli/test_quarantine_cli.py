@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 from opx_support import FROM, TO, cli, insert_snapshots, run_cli
-from s3_support import MotoServer, aws_env, moto, objects  # noqa: F401 (fixtures)
+from s3_support import MotoServer, objects
 from test_json_shapes import documented
 
 BUCKET = "sf-cli-quarantine"

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from runbook_post_corpus import FROM, GOOD_USERS, TO, insert, load_corpus, make_cfg
 from running import run_job
-from s3_support import MotoServer, aws_env, moto, objects  # noqa: F401 (fixtures)
+from s3_support import MotoServer, objects
 
 from starforge_backfill.config import Config
 from starforge_backfill.errors import ExitCode, UsageError
@@ -180,5 +180,5 @@ def test_a_resumed_run_uploads_what_an_earlier_run_left_local(
 
 
 def test_push_needs_an_s3_url(pg_dsn: str, tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="quarantine.s3_url is not set"):
+    with pytest.raises(UsageError, match=r"quarantine\.s3_url is not set"):
         push(make_cfg(pg_dsn, tmp_path / "artifacts"), job_id="nope")
