@@ -205,10 +205,11 @@ class Uploader:
             self._queue.put(c)
         return len(todo)
 
-    def close(self) -> Tally:
-        """Upload what is queued for at most `drain_s`; what is left is recorded as local only."""
+    def close(self, drain_s: float | None = None) -> Tally:
+        """Upload what is queued for at most `drain_s` (default `settings.drain_s`; 0 after a Ctrl-C); what is
+        left is recorded as local only, without another upload attempt."""
         self._queue.put(None)
-        self._thread.join(self.settings.drain_s)
+        self._thread.join(self.settings.drain_s if drain_s is None else drain_s)
         self._ending.set()  # past the drain budget: the thread records the rest without uploading
         self._thread.join(self.settings.timeout_s + 5)
         return self.tally

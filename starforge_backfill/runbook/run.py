@@ -194,7 +194,7 @@ def run(
     try:
         outcome = _run_workers(cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp, up=uploader)
     finally:
-        tally = uploader.close() if uploader is not None else None
+        tally = uploader.close(0 if stop.is_set() else None) if uploader is not None else None
     if tally is not None and s3 is not None:
         notify(f"quarantine copies: {len(tally.uploaded)} uploaded to {s3.url}, {len(tally.local_only)} local only")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,9 @@ from s3_support import MotoServer, objects
 
 from starforge_backfill.config import Config
 from starforge_backfill.errors import ExitCode, UsageError
+from starforge_backfill.etl.pipeline import SnapshotFailure
+from starforge_backfill.quarantine_s3 import ENDED, S3Settings, Uploader
+from starforge_backfill.queue_worker import run_worker
 from starforge_backfill.runbook.quarantine import push
 from starforge_backfill.runbook.report import report
 
@@ -182,3 +187,58 @@ def test_a_resumed_run_uploads_what_an_earlier_run_left_local(
 def test_push_needs_an_s3_url(pg_dsn: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"quarantine\.s3_url is not set"):
         push(make_cfg(pg_dsn, tmp_path / "artifacts"), job_id="nope")
+
+
+def test_the_queue_worker_uploads_its_real_time_copies(
+    pg_dsn: str, pg_conn: psycopg.Connection, tmp_path: Path, moto: MotoServer
+) -> None:
+    secret_sid = _load(pg_dsn)
+    moto.client().create_bucket(Bucket=BUCKET)
+    cfg = _cfg(pg_dsn, tmp_path, moto.url)
+    pg_conn.execute(
+        "INSERT INTO queue_jobs (type, payload)"
+        " VALUES ('process_snapshot', jsonb_build_object('snapshot_id', %s::text))",
+        [secret_sid],
+    )
+    stats = run_worker(cfg, once=True)
+    assert stats.queue_done == 1 and _failed_ids(pg_conn) == {str(secret_sid)}
+    stored = objects(moto.client(), BUCKET)
+    assert list(stored) == [f"backfill/q/realtime/{secret_sid}.json"]
+    local = Path(cfg.artifacts_dir) / "realtime" / "quarantine" / f"{secret_sid}.json"
+    assert stored[f"backfill/q/realtime/{secret_sid}.json"] == local.read_bytes()
+    assert SECRET.encode() not in local.read_bytes()
+    assert (
+        _copies(pg_conn, "realtime")[str(secret_sid)]["s3_url"]
+        == f"s3://{BUCKET}/backfill/q/realtime/{secret_sid}.json"
+    )
+    assert push(cfg, job_id="realtime").tally.to_json()["uploaded"] == 0  # nothing left local
+
+
+def test_copies_still_queued_when_the_drain_runs_out_are_recorded_local_only(
+    pg_dsn: str, pg_conn: psycopg.Connection, tmp_path: Path, aws_env: None
+) -> None:
+    """An S3 that accepts connections and never answers: the first copy times out, the others are not tried
+    once the drain budget is spent; all stay local, recorded, and the uploader returns within its bounds."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        settings = S3Settings(f"s3://{BUCKET}/d", endpoint_url=endpoint, region="us-east-1", timeout_s=1.0, attempts=1)
+        folder = tmp_path / "quarantine"
+        folder.mkdir()
+        failures = [SnapshotFailure(uuid.uuid4(), "PARSE_ERROR", "bad", {}) for _ in range(5)]
+        for f in failures:
+            (folder / f"{f.snapshot_id}.json").write_text("{}")
+        uploader = Uploader(settings, lambda: psycopg.connect(pg_dsn, autocommit=True))
+        started = time.monotonic()
+        uploader.submit("job-drain", folder, failures)
+        tally = uploader.close(drain_s=0)
+        elapsed = time.monotonic() - started
+    assert elapsed < 8, elapsed
+    assert set(tally.local_only) == {str(f.snapshot_id) for f in failures} and not tally.uploaded
+    rows = _copies(pg_conn, "job-drain")
+    assert set(rows) == {str(f.snapshot_id) for f in failures}
+    assert all(r["s3_url"] is None for r in rows.values())
+    ended = [r for r in rows.values() if r["last_error"] == ENDED]
+    assert len(ended) >= 4 and all(r["attempts"] == 0 for r in ended)
+    assert all("Timeout" in r["last_error"] for r in rows.values() if r["last_error"] != ENDED)
