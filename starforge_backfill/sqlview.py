@@ -171,6 +171,16 @@ def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
         ("jobs/finish_chunk.sql", {}, "each worker: a chunk is done"),
         ("jobs/finish_job.sql", {}, "the last worker: the job is done"),
     ]
+    if cfg.quarantine.s3_url:  # outside every ETL transaction (quarantine_s3.py)
+        steps += [
+            ("quarantine/copies.sql", {}, "control connection, with quarantine.s3_url: copies left local before"),
+            (
+                "quarantine/record_copy.sql",
+                {},
+                "the quarantine uploader's own connection, after a batch with failures committed: per copy, its "
+                "S3 URL or why it stays local",
+            ),
+        ]
     names = set(templates.template_names())
     out = []
     for name, extra, when in steps:

@@ -1,8 +1,9 @@
 """Render a job report (the dict `report.collect` builds) as Markdown and as self-contained HTML.
 
 The HTML has inline CSS and an inline SVG chart of throughput (snapshots/s) and failed snapshots over time;
-it loads nothing from anywhere (no scripts, fonts, images or links), so it can be archived and opened
-offline. Every value is escaped. No click or rich here.
+it loads nothing from anywhere (no scripts, fonts, images or stylesheet links), so it can be archived and
+opened offline; the only anchors are the quarantine table's `s3://` copies (`Link` cells), never fetched.
+Every value is escaped. No click or rich here.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from runbook_post_corpus import FROM, GOOD_USERS, TO, insert, load_corpus, make_
 from running import run_job
 from s3_support import MotoServer, objects
 
+from starforge_backfill import sqlview, templates
 from starforge_backfill.config import Config
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.etl.pipeline import SnapshotFailure
@@ -65,14 +66,22 @@ def _failed_ids(conn: psycopg.Connection) -> set[str]:
 
 
 def test_a_run_uploads_the_redacted_copies_and_the_report_links_them(
-    pg_dsn: str, pg_conn: psycopg.Connection, tmp_path: Path, moto: MotoServer
+    pg_dsn: str, pg_conn: psycopg.Connection, tmp_path: Path, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret_sid = _load(pg_dsn)
     s3 = moto.client()
     s3.create_bucket(Bucket=BUCKET)
     cfg = _cfg(pg_dsn, tmp_path, moto.url)
+    seen: set[str] = set()
+    real = templates.render
+    monkeypatch.setattr(templates, "render", lambda name, **ctx: seen.add(name) or real(name, **ctx))
     res = run_job(cfg, from_ts=FROM, to_ts=TO, force=True, reason="test")
     assert res.outcome == "done", res.summary()
+    # `run --print-sql` lists the uploader's statements when (and only when) quarantine.s3_url is set
+    ran = {n for n in seen if n.startswith("quarantine/")}
+    assert ran == {"quarantine/copies.sql", "quarantine/record_copy.sql"}
+    assert ran <= {st.name for st in sqlview.run_statements(cfg, forced=True)}
+    assert not ran & {st.name for st in sqlview.run_statements(Config(), forced=True)}
     job_id = str(res.job["job_id"])
     failed = _failed_ids(pg_conn)
     assert len(failed) == 7 and str(secret_sid) in failed
