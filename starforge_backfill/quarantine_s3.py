@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import queue
 import threading
@@ -177,6 +178,15 @@ def local_copies(job_id: str, folder: Path) -> list[Copy]:
     return out
 
 
+def _error_type_of(path: Path) -> str | None:
+    """The error type a local copy names (None when unreadable)."""
+    try:
+        value = json.loads(path.read_bytes()).get("error_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
 class Uploader:
     """One background thread that uploads copies handed to it and records their state; never raises into its
     callers. `submit` after a batch committed; `close` at the end of the run (bounded by `settings.drain_s`)."""
@@ -202,7 +212,7 @@ class Uploader:
         done = {s for s, r in copies(conn, job_id).items() if r["s3_url"]}
         todo = [c for c in local_copies(job_id, folder) if str(c.snapshot_id) not in done]
         for c in todo:
-            self._queue.put(c)
+            self._queue.put(dataclasses.replace(c, error_type=_error_type_of(c.path)))
         return len(todo)
 
     def close(self, drain_s: float | None = None) -> Tally:
@@ -263,7 +273,8 @@ def push(
     for copy in local_copies(job_id, folder):
         if (recorded.get(str(copy.snapshot_id)) or {}).get("s3_url"):
             continue
-        copy = dataclasses.replace(copy, error_type=(recorded.get(str(copy.snapshot_id)) or {}).get("error_type"))
+        known = (recorded.get(str(copy.snapshot_id)) or {}).get("error_type")
+        copy = dataclasses.replace(copy, error_type=known or _error_type_of(copy.path))
         try:
             url, made = upload(client, settings, copy)
         except Exception as exc:

@@ -235,6 +235,21 @@ def _quarantine(conn: psycopg.Connection[Any], cfg: Config, job_id: str, folder:
         entry["uploaded_at"] = row.get("uploaded_at")
         entry["local_only_reason"] = None if row.get("s3_url") else _local_only_reason(row, s3 is not None)
         out.append(entry)
+    here = {path.stem for path in files}
+    for sid, row in sorted(recorded.items()):  # copies another host quarantined: known by their row only
+        if sid not in here:
+            out.append(
+                {
+                    "file": row["local_path"],
+                    "bytes": None,
+                    "snapshot_id": sid,
+                    "error_type": row["error_type"],
+                    "message": "(local copy on another host)",
+                    "s3_url": row["s3_url"],
+                    "uploaded_at": row["uploaded_at"],
+                    "local_only_reason": None if row["s3_url"] else _local_only_reason(row, s3 is not None),
+                }
+            )
     local_only = sum(1 for e in out if not e["s3_url"])
     return {
         "count": len(out),

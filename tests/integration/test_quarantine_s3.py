@@ -167,9 +167,15 @@ def test_an_unreachable_s3_changes_no_processing_and_push_uploads_later(
         assert all(stored[f"backfill/q/{job_id}/{p.name}"] == p.read_bytes() for p in folder.glob("*.json"))
         rows = _copies(pg_conn, job_id)
         assert all(r["s3_url"] and r["uploaded_at"] and r["last_error"] is None for r in rows.values())
+        assert {r["error_type"] for r in rows.values()} == {"PARSE_ERROR", "VALIDATION_ERROR"}
         assert push(cfg, job_id=job_id).tally.to_json() == {"uploaded": 0, "local_only": 0, "local_only_copies": []}
         q = report(cfg, job_id=job_id).data["quarantine"]
         assert (q["uploaded"], q["local_only"]) == (7, 0)
+        # another host's report (no local copies there) still lists and links every copy, from the table
+        elsewhere = cfg.replace(artifacts_dir=str(tmp_path / "other-host"))
+        q = report(elsewhere, job_id=job_id).data["quarantine"]
+        assert (q["count"], q["uploaded"], q["local_only"]) == (7, 7, 0)
+        assert {s["s3_url"] for s in q["snapshots"]} == {r["s3_url"] for r in rows.values()}
     finally:
         server.stop()
 
@@ -190,7 +196,9 @@ def test_a_resumed_run_uploads_what_an_earlier_run_left_local(
     again = run_job(_cfg(pg_dsn, tmp_path, moto.url), job_id=job_id, force=True, reason="test")
     assert again.summary()["quarantine_uploads"]["uploaded"] == 7
     assert len(objects(moto.client(), BUCKET)) == 7
-    assert all(r["s3_url"] for r in _copies(pg_conn, job_id).values()) and len(_copies(pg_conn, job_id)) == 7
+    rows = _copies(pg_conn, job_id)
+    assert len(rows) == 7 and all(r["s3_url"] for r in rows.values())
+    assert sorted(r["error_type"] for r in rows.values()) == ["PARSE_ERROR"] * 4 + ["VALIDATION_ERROR"] * 3
 
 
 def test_push_needs_an_s3_url(pg_dsn: str, tmp_path: Path) -> None:
