@@ -390,7 +390,7 @@ def markdown(job_id: str, data: dict[str, Any], meta: dict[str, Any]) -> str:
             "|---|---|---|---|---|",
             *[
                 f"| +{_duration(p['t_s'])} | {p['rate_per_s']} | {p['failed']} | "
-                f"{_fmt(workers_at(workers, p['t_s'] + width))} | {_md_cell(_bands_in(bands, p['t_s'], width))} |"
+                f"{_fmt(workers_during(workers, p['t_s'], width))} | {_md_cell(_bands_in(bands, p['t_s'], width))} |"
                 for p in series
             ],
             "",
@@ -398,14 +398,19 @@ def markdown(job_id: str, data: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def workers_at(series: list[dict[str, Any]], t_s: float) -> int | None:
-    """The live workers just before `t_s` (seconds since the chart's origin), from the workers-over-time series."""
-    live = None
+def workers_during(series: list[dict[str, Any]], t_s: float, width: float) -> int | None:
+    """The most workers live during [t_s, t_s + width) (seconds since the chart's origin), from the
+    workers-over-time series; None before the first worker_start."""
+    live, most = None, None
     for w in series:
-        if w.get("at_s") is None or w["at_s"] >= t_s:
+        if w.get("at_s") is None or w["at_s"] >= t_s + width:
             break
-        live = w["workers"]
-    return live
+        if w["at_s"] < t_s:
+            live = w["workers"]
+            continue
+        most = max(most or 0, w["workers"])
+    values = [v for v in (live, most) if v is not None]
+    return max(values) if values else None
 
 
 def _bands_in(bands: list[dict[str, Any]], t_s: float, width: float) -> str:
