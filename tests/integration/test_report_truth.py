@@ -63,7 +63,7 @@ def test_a_later_reprocess_is_its_own_row_and_the_error_counts_agree(cfg: Any, p
     own = pg_conn.execute("SELECT count(DISTINCT snapshot_id) FROM etl_errors WHERE job_id = %s", [first]).fetchone()
     job_row = pg_conn.execute("SELECT error_count FROM backfill_jobs WHERE job_id = %s", [first]).fetchone()
     assert own is not None and job_row is not None
-    assert data["counts"]["failed"] == own[0] == job_row[0] == 6
+    assert data["counts"]["failed"] == own[0] == job_row[0] == 6 and data["counts"]["error_rows"] == 6
     assert sum(data["errors_by_type"].values()) == 6 and data["errors_by_type"] == {
         "PARSE_ERROR": 4,
         "VALIDATION_ERROR": 2,
@@ -153,6 +153,11 @@ def test_pauses_and_interruptions_are_labelled_bands(cfg: Any) -> None:
     assert "operator" in pause["label"] and "lunch" in pause["label"] and pause["seconds"] > 0
     gap = next(b for b in data["bands"] if b["kind"] == "interrupted")
     assert gap["seconds"] > 0 and gap["from_s"] < gap["to_s"]
+    # each band ends where the job went on: the pause at its resume, the gap at the next worker's start
+    at = {e["kind"]: e["at"] for e in data["events"] if e["kind"] in ("resumed", "interrupted")}
+    assert pause["to"] == at["resumed"] and pause["to_s"] < gap["from_s"]
+    starts = [w["at"] for w in data["workers"]["series"] if w["at"] > gap["from"]]
+    assert gap["to"] == starts[0]
     page = (Path(cfg.artifacts_dir) / res / "report.html").read_text()
     assert 'class="band band-pause"' in page and 'class="band band-interrupted"' in page
     md = _md(cfg, res)
