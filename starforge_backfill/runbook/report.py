@@ -236,6 +236,13 @@ def _throughput(conn: psycopg.Connection[Any], job_id: str, also: list[dt.dateti
     }
 
 
+def _relied_canary(folder: Path) -> dict[str, Any] | None:
+    """The newest canary this job relied on, as copied into its folder at creation (gates.json lists it)."""
+    listed = (_read_artifact(folder / "gates.json") or {}).get("gates") or []
+    files = [g["file"] for g in listed if g.get("kind") == "canary" and g.get("file")]
+    return _read_artifact(folder / files[-1]) if files else None
+
+
 def _canary(canary: dict[str, Any]) -> dict[str, Any]:
     """canary.json's verdict and figures in full (its samples stay in the file, listed in the manifest)."""
     keep = ("outcome", "reasons", "warnings", "concurrency", "observe_s", "observed_s", "sample_every_s")
@@ -317,7 +324,7 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
     # the chart spans the batches and the workers' lives, so a ramp's start and a gap after the last batch show
     throughput = _throughput(conn, job_id, [w["at"] for w in workers] + [b["to"] for b in bands])
     verification = _read_artifact(folder / "verify.json")
-    canary = _read_artifact(folder / "canary.json")
+    canary = _read_artifact(folder / "canary.json") or _relied_canary(folder)
     steps = [
         {
             "kind": g["kind"],

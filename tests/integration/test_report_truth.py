@@ -260,6 +260,9 @@ def test_preflight_items_canary_figures_and_the_manifest_in_full(cfg: Any, pg_co
     assert all(manifest[f]["sha256"] == h for f, h in printed.items())
     assert set(manifest) - set(printed) == {"report.md", "report.html", "report.json"}
     assert "cannot hold their own hash" in md
+    # the run's own report shows the canary it relied on, from the copy in its folder
+    assert any(f.startswith("gates/canary-") for f in printed), printed
+    assert "## Canary gates" in md and "| canary job | " + canary_job in md
 
 
 def test_cells_are_readable_and_times_are_to_the_second(cfg: Any) -> None:
