@@ -79,7 +79,7 @@ def status(cfg: Config, *, job_id: str | None = None, limit: int = 50) -> Status
 
 
 def _workers_line(cfg: Config, r: dict[str, Any], live: int, interrupted: bool) -> str:
-    """"1 of 2 (ramp: +1 every 60 s)": the live workers against the job's concurrency, and why fewer run."""
+    """Say "1 of 2 (ramp: +1 every 60 s)": the live workers against the job's concurrency, and why fewer run."""
     from starforge_backfill.runbook.run import PRODUCTION_MODES, ramp_schedule, ramp_words
 
     target = int(r.get("concurrency") or 1)

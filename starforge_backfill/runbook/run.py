@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -529,7 +530,7 @@ def _plan_line(schedule: list[int], step_s: float, options: EngineOptions) -> st
 
 def ramp_words(schedule: list[int], step_s: float) -> str:
     """How the ramp steps: "+1 every 60 s" when it adds one worker a step, else "1 -> 2 -> 4, a step every 60 s"."""
-    steps = {b - a for a, b in zip(schedule, schedule[1:], strict=False)}
+    steps = {b - a for a, b in itertools.pairwise(schedule)}
     if len(steps) == 1:
         return f"+{steps.pop()} every {step_s:g} s"
     return f"{' -> '.join(map(str, schedule))}, a step every {step_s:g} s"

@@ -279,3 +279,50 @@ def test_cells_are_readable_and_times_are_to_the_second(cfg: Any) -> None:
     assert re.fullmatch(r"\| rows_written \| (\w+: \d+; )*\w+: \d+ \|", row), row
     data = json.loads((Path(cfg.artifacts_dir) / job_id / "report.json").read_text())
     assert data["placeholders"]["rows"] == [{"kind": "troop", "id": MISSING_TROOP}]
+
+
+def test_the_queue_workers_failures_name_their_queue_job_or_realtime(cfg: Any, pg_conn: psycopg.Connection) -> None:
+    from starforge_backfill.queue_worker import run_worker
+
+    bad = load_corpus_ids_of_bad(pg_conn)
+    lone = bad[0]
+    queued = pg_conn.execute(
+        "INSERT INTO queue_jobs (type, payload) VALUES ('backfill_range', jsonb_build_object('from_created_at', "
+        "%s::text, 'to_created_at', %s::text, 'batch_size', 10)) RETURNING id",
+        [FROM, "2024-01-02T00:00:00Z"],
+    ).fetchone()
+    pg_conn.execute(
+        "INSERT INTO queue_jobs (type, payload) VALUES ('process_snapshot', jsonb_build_object('snapshot_id', "
+        "%s::text))",
+        [lone],
+    )
+    assert queued is not None
+    stats = run_worker(cfg.replace(**{"throttle.failure_rate_max": 1.0}), once=True, poll_s=0.1)
+    assert stats.queue_done == 2, stats
+    rows = dict(pg_conn.execute("SELECT job_id, count(*) FROM etl_errors GROUP BY job_id").fetchall())
+    assert rows == {"realtime": 1}, rows  # the range of the first day holds no bad snapshot
+    in_day = pg_conn.execute(
+        "SELECT count(*) FROM etl_errors e JOIN hero_snapshots h ON h.id = e.snapshot_id WHERE h.created_at < %s",
+        ["2024-01-02T00:00:00Z"],
+    ).fetchone()
+    assert in_day == (0,)
+    # a range with the bad snapshots: its failures carry the queue job's id
+    again = pg_conn.execute(
+        "INSERT INTO queue_jobs (type, payload) VALUES ('backfill_range', jsonb_build_object('from_created_at', "
+        "%s::text, 'to_created_at', %s::text, 'batch_size', 10)) RETURNING id",
+        ["2024-01-02T00:00:00Z", TO],
+    ).fetchone()
+    assert again is not None
+    run_worker(cfg.replace(**{"throttle.failure_rate_max": 1.0}), once=True, poll_s=0.1)
+    rows = dict(pg_conn.execute("SELECT job_id, count(*) FROM etl_errors GROUP BY job_id").fetchall())
+    assert rows == {"realtime": 1, f"queue-{again[0]}": 5}, rows
+
+
+def load_corpus_ids_of_bad(conn: psycopg.Connection) -> list[Any]:
+    """The corpus's malformed snapshots (they fail), oldest first."""
+    from runbook_post_corpus import BAD_NAMECODES
+
+    rows = conn.execute(
+        "SELECT id FROM hero_snapshots WHERE namecode = ANY(%s) ORDER BY created_at", [list(BAD_NAMECODES)]
+    ).fetchall()
+    return [r[0] for r in rows]
