@@ -40,6 +40,12 @@ DEFINITIONS = {
     "error_rows": "etl_errors rows recorded by this job",
     "placeholders": "distinct placeholder catalog rows this job created (its `placeholders` events)",
 }
+# Counts of this job only (sql/report/selection_count.sql), not of the other jobs over its range.
+SELECTION_DEFINITIONS = {
+    "in_selection": "snapshots the job's selection (created_at range, namecodes, ids) holds now",
+    "not_taken": "in_selection minus handled: processed or failed before this job (taken again only with "
+    "--reprocess / --retry-failed), taken by another job, or inserted after it ran",
+}
 EVENT_KINDS_GATES = ("gate", "throttle", "paused", "resumed", "forced", "interrupted", "canary", "verify")
 
 
@@ -319,6 +325,9 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
     range_jobs = templates.fetch_all(conn, "report/range_jobs.sql", {"job_id": job_id} | scope)
     own = next(r for r in range_jobs if r["job_id"] == job_id)
     errors = templates.fetch_all(conn, "report/job_errors.sql", {"job_id": job_id})
+    in_selection = int(
+        (templates.fetch_one(conn, "report/selection_count.sql", scope) or {"in_selection": 0})["in_selection"]
+    )
     workers = report_timeline.workers_series(events)
     bands = report_timeline.bands(events, artifacts.utcnow() if row["status"] != "done" else row.get("finished_at"))
     # the chart spans the batches and the workers' lives, so a ramp's start and a gap after the last batch show
@@ -363,8 +372,9 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
             for e in events
             if e["kind"] in EVENT_KINDS_GATES
         ],
-        "definitions": DEFINITIONS,
-        "counts": {k: own[k] for k in DEFINITIONS},
+        "definitions": DEFINITIONS | SELECTION_DEFINITIONS,
+        "counts": {k: own[k] for k in DEFINITIONS}
+        | {"in_selection": in_selection, "not_taken": in_selection - int(own["handled"])},
         "range_jobs": [
             {k: r[k] for k in ("job_id", "mode", "status", "operator", "created_at", "finished_at", *DEFINITIONS)}
             | {"this_job": r["job_id"] == job_id, "when": _when(r, row)}

@@ -144,7 +144,7 @@ def _definitions(data: dict[str, Any]) -> Section:
         ("count", "this job", "definition"),
         rows,
         "every count in this report means what this table says; other jobs over the range are counted the same "
-        "way in the next table",
+        "way in the next table (in_selection and not_taken: this job only)",
     )
 
 

@@ -96,6 +96,8 @@ def test_a_canarys_placeholder_is_shown_as_the_canarys(cfg: Any) -> None:
     created = sum(r["placeholders"] for r in rows.values())
     assert created == 1 and data["placeholders"]["count"] == rows[job_id]["placeholders"]
     assert data["counts"]["handled"] + rows[canary_id]["handled"] == 33
+    # what this job did not take is what the canary took before it
+    assert data["counts"]["in_selection"] == 33 and data["counts"]["not_taken"] == rows[canary_id]["handled"] > 0
 
 
 def test_the_ramp_is_announced_and_the_workers_used_are_recorded(cfg: Any) -> None:
