@@ -524,7 +524,7 @@ def _band_marks(bands: list[dict[str, Any]], x: Any, span: float, top: float, ph
             continue
         a, z = min(max(b["from_s"], 0.0), span), min(max(b["to_s"], 0.0), span)
         colour = BAND_COLOURS.get(b["kind"], "#57606a")
-        label = f"{b['kind']}: {b['label']} ({_duration(b['seconds'])})"
+        label = f"{b['label']} ({_duration(b['seconds'])})"
         parts.append(
             f'<rect class="band band-{e(b["kind"])}" x="{x(a):.1f}" y="{top}" width="{max(x(z) - x(a), 1.5):.1f}" '
             f'height="{ph}" fill="{colour}" fill-opacity="0.15"><title>{e(label)}</title></rect>'
