@@ -83,7 +83,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "troop_catalog": ("id", "name", "meta"),
     "pet_catalog": ("id", "name", "meta"),
     "artifact_catalog": ("id", "name", "meta"),
-    "etl_errors": ("id", "snapshot_id", "error_type", "message", "details", "created_at"),
+    "etl_errors": ("id", "snapshot_id", "error_type", "message", "details", "created_at", "job_id"),
     "queue_jobs": (
         "id",
         "type",

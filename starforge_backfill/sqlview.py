@@ -116,6 +116,7 @@ def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
         ("jobs/create_job.sql", {}, "control connection: a new job row"),
         ("jobs/create_chunks.sql", {}, "control connection: split the range into chunks"),
         ("jobs/get_job.sql", {}, "each worker: read the job"),
+        ("jobs/record_event.sql", {}, "each worker, as it starts and ends: a worker_start/worker_end event"),
         ("jobs/job_status.sql", {}, "each worker, before each chunk: still running?"),
         ("jobs/claim_chunk.sql", {}, "each worker: claim a chunk (FOR UPDATE SKIP LOCKED)"),
     ]

@@ -134,7 +134,7 @@ def status_cells(r: dict[str, Any]) -> list[str]:
         str(r["error_count"]),
         "" if r.get("rate_per_s") is None else f"{r['rate_per_s']:.1f}",
         "" if r.get("eta_s") is None else f"{r['eta_s']}s",
-        str(r.get("live_workers", 0)),
+        str(r.get("workers") or r.get("live_workers", 0)),
         r.get("status_reason") or r.get("throttle_state") or "",
     ]
 

@@ -342,6 +342,7 @@ def record_failure(
         "etl/record_error.sql",
         {
             "snapshot_id": sid,
+            "job_id": settings.job_id,
             "error_type": err.error_type,
             "message": err.message[:500],
             "details": Jsonb(details),

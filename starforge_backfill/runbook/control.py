@@ -70,11 +70,26 @@ def status(cfg: Config, *, job_id: str | None = None, limit: int = 50) -> Status
             "rate_per_s": round(rate, 2) if rate else None,
             "eta_s": round(remaining / rate) if rate and r["status"] == JobStatus.RUNNING else None,
             "live_workers": live,
+            "workers": _workers_line(cfg, r, live, interrupted),
             "chunks_done": int(r["chunks_done"]),
             "chunks_total": int(r["chunks_total"]),
         }
         out.append(pub)
     return StatusResult(out)
+
+
+def _workers_line(cfg: Config, r: dict[str, Any], live: int, interrupted: bool) -> str:
+    """Say "1 of 2 (ramp: +1 every 60 s)": the live workers against the job's concurrency, and why fewer run."""
+    from starforge_backfill.runbook.run import PRODUCTION_MODES, ramp_schedule, ramp_words
+
+    target = int(r.get("concurrency") or 1)
+    line = f"{live} of {target}"
+    if r["status"] != JobStatus.RUNNING or interrupted or live >= target:
+        return line
+    schedule = ramp_schedule(cfg.gates.ramp, target)
+    if r.get("mode") in PRODUCTION_MODES and len(schedule) > 1 and live >= schedule[0]:
+        return f"{line} (ramp: {ramp_words(schedule, cfg.gates.ramp_step_s)})"
+    return line
 
 
 @dataclasses.dataclass

@@ -25,13 +25,28 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.redact import redact_dsn
-from starforge_backfill.runbook import report_render
+from starforge_backfill.runbook import report_render, report_timeline
 from starforge_backfill.schema import check_schema
 
 FORMATS = ("md", "html", "json")
 MANIFEST = "manifest.json"
 REPORT_FILES = {"md": "report.md", "html": "report.html", "json": "report.json"}
 BUCKETS = 60
+# The report's counts, each defined once (here) and computed by one expression (sql/report/range_jobs.sql)
+# for this job and every other job over its range.
+DEFINITIONS = {
+    "handled": "snapshots this job's committed batches took",
+    "processed": "of those, the snapshots applied (the job's batches' snapshots minus their failed ones)",
+    "failed": "distinct snapshots with an etl_errors row recorded by this job (etl_errors.job_id)",
+    "error_rows": "etl_errors rows recorded by this job",
+    "placeholders": "distinct placeholder catalog rows this job created (its `placeholders` events)",
+}
+# Counts of this job only (sql/report/selection_count.sql), not of the other jobs over its range.
+SELECTION_DEFINITIONS = {
+    "in_selection": "snapshots the job's selection (created_at range, namecodes, ids) holds now",
+    "not_taken": "in_selection minus handled: processed or failed before this job (taken again only with "
+    "--reprocess / --retry-failed), taken by another job, or inserted after it ran",
+}
 EVENT_KINDS_GATES = ("gate", "throttle", "paused", "resumed", "forced", "interrupted", "canary", "verify")
 
 
@@ -137,13 +152,18 @@ def _read_artifact(path: Path | str | None) -> dict[str, Any] | None:
         return None
 
 
-def _preflight(gates: list[dict[str, Any]]) -> dict[str, Any]:
+def _copied(folder: Path, gate: dict[str, Any]) -> dict[str, Any] | None:
+    """A gate's artifact as copied into the job folder at job creation (gates/<kind>-<id>.json)."""
+    return _read_artifact(folder / "gates" / f"{gate['kind']}-{gate['id']}.json")
+
+
+def _preflight(gates: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
     """Backup id and approvals from the newest preflight of the fingerprint (gate details, then artifact)."""
     pre = [g for g in gates if g["kind"] == "preflight"]
     if not pre:
         return {"recorded": False, "backup_id": None, "approvals": None, "passed": None}
     newest = pre[-1]
-    sources = [newest.get("details") or {}, _read_artifact(newest.get("artifact")) or {}]
+    sources = [newest.get("details") or {}, _read_artifact(newest.get("artifact")) or _copied(folder, newest) or {}]
     backup = next((v for v in (_find_key(s, ("backup_id", "backup")) for s in sources) if v is not None), None)
     approvals = next((v for v in (_find_key(s, ("approvals", "approved_by")) for s in sources) if v is not None), None)
     return {
@@ -153,7 +173,13 @@ def _preflight(gates: list[dict[str, Any]]) -> dict[str, Any]:
         "artifact": newest.get("artifact"),
         "backup_id": backup,
         "approvals": approvals,
+        "checks": [_check_row(c) for c in sources[1].get("checks") or []],
     }
+
+
+def _check_row(c: dict[str, Any]) -> dict[str, Any]:
+    """A preflight item or canary gate in full: its result, one-line detail, reading, limit and note."""
+    return {k: c.get(k) for k in ("name", "result", "passed", "detail", "value", "threshold", "warning", "note")}
 
 
 def _gate_summary(g: dict[str, Any]) -> str:
@@ -165,16 +191,18 @@ def _gate_summary(g: dict[str, Any]) -> str:
     return "passed" if g["passed"] else "failed"
 
 
-def _throughput(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:
-    """Snapshots/s and failures per time bucket; a batch's snapshots are spread over the time it ran."""
+def _throughput(conn: psycopg.Connection[Any], job_id: str, also: list[dt.datetime] | None = None) -> dict[str, Any]:
+    """Snapshots/s and failures per time bucket, from the first batch's start (or an earlier time of `also`,
+    e.g. the first worker's start) to the last batch's end (or a later time of `also`); a batch's snapshots
+    are spread over the time it ran."""
     batches = [
         (r["finished_at"] - dt.timedelta(milliseconds=int(r["duration_ms"])), r["finished_at"], r)
         for r in templates.fetch_all(conn, "report/batches.sql", {"job_id": job_id})
     ]
     if not batches:
         return {"bucket_s": None, "start": None, "series": [], "snapshots": 0, "failed": 0, "batches": 0}
-    t0 = min(b[0] for b in batches)
-    span = max((max(b[1] for b in batches) - t0).total_seconds(), 1.0)
+    t0 = min([*(b[0] for b in batches), *(also or [])])
+    span = max((max([*(b[1] for b in batches), *(also or [])]) - t0).total_seconds(), 1.0)
     width = max(span / BUCKETS, 1.0)
     n = int(span // width) + 1
     snaps, failed, count, slowest = [0.0] * n, [0] * n, [0] * n, [0] * n
@@ -212,6 +240,26 @@ def _throughput(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:
         "batches": len(batches),
         "peak_rate_per_s": max(p["rate_per_s"] for p in series),
         "average_rate_per_s": round(sum(int(b[2]["snapshots"]) for b in batches) / span, 2),
+    }
+
+
+def _relied_canary(folder: Path) -> dict[str, Any] | None:
+    """The newest canary this job relied on, as copied into its folder at creation (gates.json lists it)."""
+    listed = (_read_artifact(folder / "gates.json") or {}).get("gates") or []
+    files = [g["file"] for g in listed if g.get("kind") == "canary" and g.get("file")]
+    return _read_artifact(folder / files[-1]) if files else None
+
+
+def _canary(canary: dict[str, Any]) -> dict[str, Any]:
+    """canary.json's verdict and figures in full (its samples stay in the file, listed in the manifest)."""
+    keep = ("outcome", "reasons", "warnings", "concurrency", "observe_s", "observed_s", "sample_every_s")
+    run = canary.get("run") or {}
+    return {k: canary.get(k) for k in keep} | {
+        "selection": canary.get("selection"),
+        "job_id": (canary.get("job") or {}).get("job_id"),
+        "run": {k: v for k, v in run.items() if not isinstance(v, dict | list) or k == "failed_by_type"},
+        "samples": len(canary.get("samples") or []),
+        "checks": [_check_row(c) for c in canary.get("checks") or []],
     }
 
 
@@ -279,6 +327,13 @@ def _placeholders(events: list[dict[str, Any]]) -> dict[str, Any]:
     return {"count": len(listed), "rows": listed}
 
 
+def _when(r: dict[str, Any], job: dict[str, Any]) -> str:
+    """This job, or a job over the same range created before or after it."""
+    if r["job_id"] == job["job_id"]:
+        return "this job"
+    return "earlier" if r["created_at"] < job["created_at"] else "later"
+
+
 def _files(folder: Path, exclude: set[str]) -> list[dict[str, Any]]:
     out = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -305,9 +360,19 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
         "namecodes": list(sel.namecodes) if sel.namecodes is not None else None,
         "ids": list(sel.ids) if sel.ids is not None else None,
     }
-    messages = templates.fetch_all(conn, "report/error_messages.sql", scope | {"limit": 20})
+    messages = templates.fetch_all(conn, "report/job_error_messages.sql", {"job_id": job_id, "limit": 20})
+    range_jobs = templates.fetch_all(conn, "report/range_jobs.sql", {"job_id": job_id} | scope)
+    own = next(r for r in range_jobs if r["job_id"] == job_id)
+    errors = templates.fetch_all(conn, "report/job_errors.sql", {"job_id": job_id})
+    in_selection = int(
+        (templates.fetch_one(conn, "report/selection_count.sql", scope) or {"in_selection": 0})["in_selection"]
+    )
+    workers = report_timeline.workers_series(events)
+    bands = report_timeline.bands(events, artifacts.utcnow() if row["status"] != "done" else row.get("finished_at"))
+    # the chart spans the batches and the workers' lives, so a ramp's start and a gap after the last batch show
+    throughput = _throughput(conn, job_id, [w["at"] for w in workers] + [b["to"] for b in bands])
     verification = _read_artifact(folder / "verify.json")
-    canary = _read_artifact(folder / "canary.json")
+    canary = _read_artifact(folder / "canary.json") or _relied_canary(folder)
     steps = [
         {
             "kind": g["kind"],
@@ -324,7 +389,7 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
         "database": redact_dsn(cfg.database.dsn or ""),
         "config_fingerprint": fp,
         "config_matches_job": fp == cfg.fingerprint(),
-        "preflight": _preflight(gates),
+        "preflight": _preflight(gates, folder),
         "steps": steps,
         "latest_steps": {s["kind"]: s for s in steps},
         "verification": None
@@ -337,9 +402,7 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
                 for c in verification.get("checks", [])
             ],
         },
-        "canary": None
-        if canary is None
-        else {k: canary.get(k) for k in ("outcome", "reasons", "warnings", "selection", "observe_s", "concurrency")},
+        "canary": None if canary is None else _canary(canary),
         "events": [
             {"at": e["created_at"], "kind": e["kind"], "message": e["message"], "details": e["details"]} for e in events
         ],
@@ -348,17 +411,48 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
             for e in events
             if e["kind"] in EVENT_KINDS_GATES
         ],
-        "errors_by_type": row.get("errors_by_type") or {},
+        "definitions": DEFINITIONS | SELECTION_DEFINITIONS,
+        "counts": {k: own[k] for k in DEFINITIONS}
+        | {"in_selection": in_selection, "not_taken": in_selection - int(own["handled"])},
+        "range_jobs": [
+            {k: r[k] for k in ("job_id", "mode", "status", "operator", "created_at", "finished_at", *DEFINITIONS)}
+            | {"this_job": r["job_id"] == job_id, "when": _when(r, row)}
+            for r in range_jobs
+        ],
+        "job_row_agrees": {
+            "processed": int(row["processed_count"]) == int(own["processed"]),
+            "failed": int(row["error_count"]) == int(own["failed"]),
+        },
+        "errors_by_type": {e["error_type"]: e["snapshots"] for e in errors},
         "error_budget": error_budget.of_job(
             conn, row, jobs.Selector.from_job(row).params(), cfg.throttle.failure_rate_max
         ).to_json(),
         "error_messages": messages,
         "quarantine": _quarantine(conn, cfg, job_id, folder),
         "placeholders": _placeholders(events),
-        "throughput": _throughput(conn, job_id),
+        "throughput": throughput,
+        "workers": {
+            "concurrency": row.get("concurrency"),
+            "most": max((w["workers"] for w in workers), default=None),
+            "series": report_timeline.relative(workers, throughput["start"], ("at",)),
+        },
+        "bands": report_timeline.relative(bands, throughput["start"], ("from", "to")),
         "artifacts": _files(folder, {MANIFEST, *REPORT_FILES.values()}) if folder.is_dir() else [],
+        "manifest": _manifest_rows(folder),
     }
     return jsonable(data)
+
+
+def _manifest_rows(folder: Path) -> dict[str, Any]:
+    """The manifest as the report prints it: the sha256 of every file of the job folder (the gate artifacts
+    copied under gates/ included) but the report's own files, which cannot hold their own hash: manifest.json,
+    written after them, lists those too."""
+    files = _files(folder, {MANIFEST, *REPORT_FILES.values()}) if folder.is_dir() else []
+    return {
+        "algorithm": "sha256",
+        "files": [f | {"sha256": artifacts.sha256_file(folder / f["file"])} for f in files],
+        "only_in_manifest_json": sorted(REPORT_FILES.values()),
+    }
 
 
 def write_manifest(folder: Path, job_id: str) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -436,13 +437,25 @@ class _Workers:
             threading.Thread(target=self._safe_run, args=(w, ev), name=w.name, daemon=True).start()
 
     def _safe_run(self, worker: ChunkWorker, finished: threading.Event) -> None:
+        self._record(worker, "worker_start", f"worker {worker.name} started", {})
         try:
             worker.run()
         except BaseException:  # recorded on the worker; the main thread re-raises it
             return
         finally:
+            ended = {"outcome": str(worker.outcome)}
+            self._record(worker, "worker_end", f"worker {worker.name} ended: {worker.outcome}", ended)
             finished.set()
             self.any_finished.set()
+
+    def _record(self, worker: ChunkWorker, kind: str, message: str, details: dict[str, Any]) -> None:
+        """A worker_start / worker_end event: the report's workers-over-time line and its interruption bands.
+        Best effort: a database that is away must not stop a worker from starting or a run from ending."""
+        try:
+            with connect_cfg(self.cfg, autocommit=True) as conn:
+                jobs.record_event(conn, self.job_id, kind, message, {"worker": worker.name, **details})
+        except (psycopg.Error, DatabaseUnavailable):
+            return
 
     def all_done(self) -> bool:
         """True once every started worker has ended."""
@@ -534,10 +547,17 @@ def _plan_line(schedule: list[int], step_s: float, options: EngineOptions) -> st
     if len(schedule) == 1:
         workers = f"{first} worker{'s' if first != 1 else ''}"
     else:
-        steps = " -> ".join(map(str, schedule))
-        workers = f"starting with {first} worker{'s' if first != 1 else ''}; ramp {steps} every {step_s:g} s while"
-        workers += f" the gates hold, up to {last}"
+        workers = f"starting with {first} worker{'s' if first != 1 else ''}; {ramp_words(schedule, step_s)} while"
+        workers += f" the guard is healthy, up to {last}"
     return f"{workers}; {batches}"
+
+
+def ramp_words(schedule: list[int], step_s: float) -> str:
+    """How the ramp steps: "+1 every 60 s" when it adds one worker a step, else "1 -> 2 -> 4, a step every 60 s"."""
+    steps = {b - a for a, b in itertools.pairwise(schedule)}
+    if len(steps) == 1:
+        return f"+{steps.pop()} every {step_s:g} s"
+    return f"{' -> '.join(map(str, schedule))}, a step every {step_s:g} s"
 
 
 def ramp_schedule(ramp: tuple[int, ...], concurrency: int) -> list[int]:

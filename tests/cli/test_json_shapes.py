@@ -38,7 +38,7 @@ JOB_ROW = {
     "batch_fixed",
     "operator",
 }
-STATUS_EXTRA = {"state", "progress", "rate_per_s", "eta_s", "live_workers", "chunks_done", "chunks_total"}
+STATUS_EXTRA = {"state", "progress", "rate_per_s", "eta_s", "live_workers", "workers", "chunks_done", "chunks_total"}
 RUN_SUMMARY = {
     "outcome",
     "resumed",

@@ -38,6 +38,16 @@ def test_demo_walks_the_whole_runbook_and_leaves_a_report(tmp_path: Path) -> Non
     allowed = {"run": (0, 4), "pause": (0, 1)}
     for name, code, _secs in result["steps"]:
         assert code in allowed.get(name, (0,)), result["steps"]
+    # the report explains its numbers: the job's failed count is its job row's, and the placeholders the
+    # verification finds over the range are the job's plus the canary's, each on its own row
+    data = json.loads((folder / "report.json").read_text())
+    assert data["counts"]["failed"] == job["error_count"] and data["job_row_agrees"] == {
+        "processed": True,
+        "failed": True,
+    }
+    checks = {c["name"]: c for c in json.loads((folder / "verify.json").read_text())["checks"]}
+    assert sum(j["placeholders"] for j in data["range_jobs"]) == checks["placeholders"]["data"]["count"]
+    assert "canary" in {j["mode"] for j in data["range_jobs"] if j["when"] == "earlier"}
     # the embedded server is gone: nothing listens on it any more
     assert result["dsn"] is None
 
