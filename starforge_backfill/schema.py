@@ -126,6 +126,19 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
         "concurrency",
     ),
     "backfill_username_seen": ("user_id", "seen_at", "snapshot_id", "username"),
+    "etl_events": (
+        "id",
+        "event",
+        "snapshot_id",
+        "namecode",
+        "job_id",
+        "outcome",
+        "error_type",
+        "duration_ms",
+        "rows_written",
+        "created_at",
+    ),
+    "etl_event_cursors": ("consumer", "last_id", "updated_at"),
 }
 
 
