@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from opx_support import command, run_cli, subprocess_env
+from test_json_shapes import documented
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from helpers import at, insert_snapshot, payload
@@ -53,7 +54,7 @@ def test_tail_json_lines_shape(pg_dsn: str, pg_conn: psycopg.Connection, tmp_pat
     res = run_cli(["--dsn", pg_dsn, "--json", "events", "tail", "--limit", "5"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
-    assert len(lines) == 5 and all(set(d) == KEYS for d in lines)
+    assert len(lines) == 5 and all(set(d) == KEYS == documented()["events tail"] for d in lines)
     assert [d["id"] for d in lines] == sorted(d["id"] for d in lines)
     last = lines[-1]  # the newest five: the failure is last
     assert (last["event"], last["outcome"], last["error_type"], last["snapshot_id"]) == (

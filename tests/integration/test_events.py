@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -276,3 +277,31 @@ def test_notify_once_per_batch_only_when_on(pg_dsn: str, pg_conn: psycopg.Connec
     newest = q(pg_conn, "SELECT max(id) FROM etl_events")
     assert q(pg_conn, "SELECT count(*) FROM etl_events") == 20
     assert got == ([(outbox.CHANNEL, str(newest))] if notify else [])
+
+
+def test_event_ids_are_in_commit_order(pg_dsn: str, pg_conn: psycopg.Connection) -> None:
+    """A batch that draws its ids later commits later: a cursor reader never sees a higher id before a lower
+    one that is still to commit (the events lock), so it cannot skip one."""
+    first = [insert_snapshot(pg_conn, payload(f"HERO_O{i:03d}", Level=1), created_at=at(i)) for i in range(3)]
+    second = [insert_snapshot(pg_conn, payload(f"HERO_P{i:03d}", Level=1), created_at=at(10 + i)) for i in range(3)]
+    done = threading.Event()
+    with psycopg.connect(pg_dsn, autocommit=True) as a, psycopg.connect(pg_dsn, autocommit=True) as b:
+        tx = a.transaction()
+        tx.__enter__()
+        apply_in_transaction(a, first, EtlSettings(job_id="a"))  # ids drawn, not committed
+
+        def other() -> None:
+            with b.transaction():
+                apply_in_transaction(b, second, EtlSettings(job_id="b"))
+            done.set()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        time.sleep(1.0)
+        assert not done.is_set()  # b waits for a's commit before it draws ids
+        assert outbox.read(pg_conn, 0, limit=100) == []  # a reader sees nothing out of order meanwhile
+        tx.__exit__(None, None, None)
+        thread.join(20)
+    assert done.is_set()
+    got = outbox.read(pg_conn, 0, limit=100)
+    assert [e.job_id for e in got] == ["a"] * 3 + ["b"] * 3
