@@ -7,6 +7,8 @@
 -- job_id text, duration_ms float. Context: staged (false when no staging table was filled: a failure
 -- recorded after the batch's transaction was rolled back), notify.
 {% import "etl/_macros.sql" as m %}
+{% set staged = staged | default(true) %}
+{% set notify = notify | default(false) %}
 WITH
 {% if staged %}
 batch_users AS MATERIALIZED (

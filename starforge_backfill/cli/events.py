@@ -69,8 +69,8 @@ def tail_command(
     try:
         res = tail(obj.config(), options, handle, on_start=started)
     except KeyboardInterrupt:
-        res = state.get("res")
-        where = f"; consumer {consumer!r} resumes after id {res.cursor}" if res is not None and consumer else ""
+        at = state.get("res")
+        where = f"; consumer {consumer!r} resumes after id {at.cursor}" if at is not None and consumer else ""
         obj.say(f"interrupted{where}")
         sys.exit(int(ExitCode.INTERRUPTED))
     obj.say(f"{res.handed} event(s); cursor {res.cursor}" + (f" (stored for {consumer!r})" if consumer else ""))
