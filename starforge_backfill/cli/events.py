@@ -73,7 +73,12 @@ def tail_command(
         where = f"; consumer {consumer!r} resumes after id {at.cursor}" if at is not None and consumer else ""
         obj.say(f"interrupted{where}")
         sys.exit(int(ExitCode.INTERRUPTED))
-    obj.say(f"{res.handed} event(s); cursor {res.cursor}" + (f" (stored for {consumer!r})" if consumer else ""))
+    stored = (
+        f" (stored for {consumer!r})"
+        if consumer and res.handed
+        else (f" ({consumer!r}: nothing new)" if consumer else "")
+    )
+    obj.say(f"{res.handed} event(s); cursor {res.cursor}{stored}")
 
 
 def _line(ev: Any) -> str:
