@@ -89,12 +89,15 @@ def test_a_job_emits_one_event_per_snapshot_outcome(pg_dsn: str, pg_conn: psycop
     assert sum(e["rows_written"] for e in processed) == sum(res.totals.rows_written.values()) > 0
 
 
-def test_rows_written_per_snapshot_and_a_rolled_back_batch_leaves_no_event(pg_conn: psycopg.Connection) -> None:
+@pytest.mark.parametrize("fast_path", [True, False], ids=["set-based", "reference"])
+def test_rows_written_per_snapshot_and_a_rolled_back_batch_leaves_no_event(
+    pg_conn: psycopg.Connection, fast_path: bool
+) -> None:
     troops = [{"TroopId": 1, "Amount": 1}, {"TroopId": 2, "Amount": 5}, {"TroopId": 3, "Amount": 2}]
     first = insert_snapshot(
         pg_conn, payload(Level=3, Troops=troops, Pets=[{"PetId": 10, "Level": 1}]), created_at=at(0)
     )
-    settings = EtlSettings(job_id="j1")
+    settings = EtlSettings(job_id="j1", fast_path=fast_path)
     with pg_conn.transaction():
         res = apply_in_transaction(pg_conn, [first], settings)
         assert res.applied == 1
