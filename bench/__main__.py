@@ -30,7 +30,8 @@ from bench.server import init_schema, server
 from starforge_backfill.synthetic import SyntheticSpec, load
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-METHODS = ("floor", "run", "run_v2", "naive")
+METHODS = ("floor", "run", "run_noevents", "run_v2", "naive")
+NO_EVENTS = "events:\n  enabled: false\n"
 
 
 def _log(message: str) -> None:
@@ -111,11 +112,14 @@ def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ordered[(len(ordered) - 1) // 2], "seconds_each": [round(r["seconds"], 3) for r in results]}
 
 
-def _measure_run(dsn: str, workdir: Path, concurrency: int, states: dict[str, Any], key: str = "run") -> dict[str, Any]:
-    result = runcmd.measure(dsn, workdir / f"{key}-artifacts", concurrency, workdir / f"{key}-logs")
+def _measure_run(
+    dsn: str, workdir: Path, concurrency: int, states: dict[str, Any], key: str = "run", extra_config: str = ""
+) -> dict[str, Any]:
+    result = runcmd.measure(dsn, workdir / f"{key}-artifacts", concurrency, workdir / f"{key}-logs", extra_config)
     state, done = tables.snapshot_state(dsn), tables.progress(dsn)
     states[key] = state
     result.update(rows_in_tables={t: v["rows"] for t, v in state.items()}, snapshots_state=done)
+    result["etl_events"] = tables.event_count(dsn)
     if result["exit_code"] != 0 or result["report"] is None:  # not a measurement: no rates, no ratios
         last = (result.get("stderr_tail") or "").strip().splitlines()[-1:] or ["(no stderr)"]
         result["error"] = (
@@ -182,21 +186,27 @@ def main(argv: list[str] | None = None) -> int:
             )
         # floor and run alternate, so that a drift of the machine's speed (20-30% within minutes on a shared
         # VM) hits both alike; each adjacent pair gives one floor/run ratio
-        measured: dict[str, list[dict[str, Any]]] = {"floor": [], "run": [], "run_v2": []}
+        measured: dict[str, list[dict[str, Any]]] = {"floor": [], "run": [], "run_noevents": [], "run_v2": []}
         for i in range(args.repeat):
             tag = f" ({i + 1}/{args.repeat})" if args.repeat > 1 else ""
             if "floor" in args.methods:
                 measured["floor"].append(
                     _run_method("floor", srv, template, pid, lambda d: floor.measure(d, prepared), tag, args.keep)
                 )
-            if "run" in args.methods:
-                measured["run"].append(
+            # run (events on, the default) and run_noevents (events.enabled: false) back to back, the order
+            # swapped every other repeat: each adjacent pair gives one events-on/off throughput ratio
+            order = ("run", "run_noevents") if i % 2 == 0 else ("run_noevents", "run")
+            for key in order:
+                if key not in args.methods:
+                    continue
+                extra = NO_EVENTS if key == "run_noevents" else ""
+                measured[key].append(
                     _run_method(
-                        "run",
+                        key,
                         srv,
                         template,
                         pid,
-                        lambda d: _measure_run(d, workdir, args.concurrency, states),
+                        lambda d, k=key, x=extra: _measure_run(d, workdir, args.concurrency, states, k, x),
                         tag,
                         args.keep,
                     )
@@ -238,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "json_bytes": stats.bytes,
         "snapshots_by_kind": dict(stats.by_kind),
-        "mixes": {"floor": "v1", "run": "v1", "naive": "v1", "run_v2": "v2"},
+        "mixes": {"floor": "v1", "run": "v1", "run_noevents": "v1", "naive": "v1", "run_v2": "v2"},
         "v2": None
         if stats_v2 is None
         else {
@@ -255,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     result["targets"] = report.targets(result)
     if "run" in states and "naive" in states and "error" not in methods.get("run", {}):
         result["agreement"] = tables.compare(states["run"], states["naive"])
+    if "run" in states and "run_noevents" in states:
+        result["events_agreement"] = tables.compare(states["run"], states["run_noevents"])
     print(report.table(result))
     path = report.write(result, stamp)
     _log(f"results: {path}")

@@ -36,6 +36,12 @@ def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out["v2_over_v1_throughput"] = round(statistics.median(v2_pairs), 3) if v2_pairs else over_run_v2(methods)
     if v2_pairs:
         out["v2_over_v1_throughput_pairs"] = v2_pairs
+    # throughput with events over throughput without (etl_events written vs events.enabled: false): per
+    # back-to-back pair run_noevents time / run time, the median of them; 1 - it is the events' cost
+    ev_pairs = pair_ratios(methods, "run_noevents", "run")
+    out["events_over_noevents_throughput"] = round(statistics.median(ev_pairs), 3) if ev_pairs else None
+    if ev_pairs:
+        out["events_over_noevents_throughput_pairs"] = ev_pairs
     return out
 
 
@@ -69,6 +75,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         ("run_peak_rss", "run peak RSS (MB)", "<", 150.0, run.get("peak_rss_mb")),
         ("v2_throughput", "v2/v1 mix throughput (run)", ">=", 0.90, r.get("v2_over_v1_throughput")),
         ("run_v2_peak_rss", "run_v2 peak RSS (MB)", "<", 150.0, v2.get("peak_rss_mb")),
+        ("events_cost", "events on/off throughput (run)", ">=", 0.95, r.get("events_over_noevents_throughput")),
     ]
     if result["concurrency"] == 2:
         wanted.append(("ratio_floor_c2", "floor_time/run_time at C=2", ">=", 0.40, r["floor_over_run"]))
@@ -89,7 +96,7 @@ def table(result: dict[str, Any]) -> str:
         "",
         f"{'method':<8} {'seconds':>9} {'snapshots/s':>12} {'rows/s':>10} {'peak RSS MB':>12}  note",
     ]
-    for name in ("floor", "run", "run_v2", "naive"):
+    for name in ("floor", "run", "run_noevents", "run_v2", "naive"):
         m = result["methods"].get(name)
         if m is None:
             continue
@@ -102,7 +109,7 @@ def table(result: dict[str, Any]) -> str:
             f"{m['rows_per_s']:>10,.0f} {rss:>12}  {m.get('note', '')}"
         )
     lines.append("")
-    for name in ("floor", "run", "run_v2"):
+    for name in ("floor", "run", "run_noevents", "run_v2"):
         each = result["methods"].get(name, {}).get("seconds_each")
         if each and len(each) > 1:
             lines.append(f"{name} each time (s): {', '.join(f'{s:.2f}' for s in each)} (the row above is the median)")
@@ -112,6 +119,9 @@ def table(result: dict[str, Any]) -> str:
     if pairs := result["ratios"].get("v2_over_v1_throughput_pairs"):
         shown = ", ".join(f"{p:.3f}" for p in pairs)
         lines.append(f"v2/v1 throughput (run s / run_v2 s) per pair: {shown} (the target uses the median)")
+    if pairs := result["ratios"].get("events_over_noevents_throughput_pairs"):
+        shown = ", ".join(f"{p:.3f}" for p in pairs)
+        lines.append(f"events on/off throughput (run_noevents s / run s) per pair: {shown} (the target: the median)")
     if lines[-1] != "":
         lines.append("")
     for t in result["targets"]:
@@ -123,6 +133,10 @@ def table(result: dict[str, Any]) -> str:
         diff = [k for k, v in result["agreement"].items() if not v]
         verdict = "identical" if same else "DIFFER in " + ", ".join(diff)
         lines.append(f"run vs naive table contents: {verdict}")
+    if result.get("events_agreement"):
+        diff = [k for k, v in result["events_agreement"].items() if not v]
+        verdict = "identical" if not diff else "DIFFER in " + ", ".join(diff)
+        lines.append(f"run vs run_noevents table contents: {verdict}")
     return "\n".join(lines)
 
 

@@ -74,11 +74,12 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def measure(dsn: str, artifacts_dir: Path, concurrency: int, logdir: Path) -> dict[str, Any]:
-    """Run the command; return wall seconds, peak tree RSS, ru_maxrss, exit code and its JSON report."""
+def measure(dsn: str, artifacts_dir: Path, concurrency: int, logdir: Path, extra_config: str = "") -> dict[str, Any]:
+    """Run the command; return wall seconds, peak tree RSS, ru_maxrss, exit code and its JSON report.
+    `extra_config`: YAML sections appended to the bench's config (run_noevents: `events: {enabled: false}`)."""
     logdir.mkdir(parents=True, exist_ok=True)
     config = logdir / "bench-config.yaml"
-    config.write_text(CONFIG.format(concurrency=concurrency))
+    config.write_text(CONFIG.format(concurrency=concurrency) + extra_config)
     cmd = command(dsn, artifacts_dir, concurrency, config)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = logdir / "run.stdout", logdir / "run.stderr"

@@ -61,3 +61,13 @@ def progress(dsn: str) -> dict[str, int]:
             "count(*) FILTER (WHERE processed_at IS NULL AND error_count = 0) FROM hero_snapshots"
         ).fetchone()
     return {"processed": processed, "failed": failed, "untouched": untouched}
+
+
+def event_count(dsn: str) -> int | None:
+    """Rows in etl_events (None when the table does not exist: a schema from before the events)."""
+    with psycopg.connect(dsn, application_name="starforge-bench-check") as conn:
+        row = conn.execute("SELECT to_regclass('etl_events') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return None
+        found = conn.execute("SELECT count(*) FROM etl_events").fetchone()
+    return int(found[0]) if found else None

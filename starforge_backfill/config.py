@@ -6,7 +6,8 @@ drops that suffix in YAML and accepts a duration: ``30``, ``1.5`` (seconds), ``"
 ``DatabaseConfig.statement_timeout_s``; likewise database ``lock_timeout``, ``connect_timeout``; retry
 ``max_delay``, ``wait_initial``, ``wait_max``; job ``claim_ttl``, ``heartbeat``; throttle ``failure_window``,
 ``long_transaction``, ``replica_lag_max``, ``replica_lag_resume``, ``sleep``, ``check_every``, ``target_batch``;
-gates ``ramp_step``; canary ``observe``, ``recent``. ``examples/starforge-backfill.yaml`` documents every key.
+gates ``ramp_step``; canary ``observe``, ``recent``; events ``retain``.
+``examples/starforge-backfill.yaml`` documents every key.
 ``etl.batch_max_bytes`` takes a size: bytes, or ``"512kB"``/``"64MB"`` (powers of 10), ``"64MiB"`` (of 2).
 Precedence: overrides (dotted YAML keys, from command-line options) > environment
 (``STARFORGE_DATABASE_URL`` -> ``database.dsn``) > config file > built-in defaults.
@@ -171,6 +172,16 @@ class QuarantineConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """The ETL's event outbox (etl_events): whether batches write it, how long rows are kept, NOTIFY."""
+
+    enabled: bool = field(default=True, metadata=_m("bool"))
+    retain_s: float = field(default=7 * 86400.0, metadata=_m("duration", lo=0, lo_open=True))
+    notify: bool = field(default=False, metadata=_m("bool"))
+    prune_batch: int = field(default=1000, metadata=_m("int", lo=1, hi=100000))
+
+
+@dataclass(frozen=True)
 class ApiToken:
     """One bearer token of the admin API: a name (recorded as the operator), a scope and the token's sha256."""
 
@@ -206,6 +217,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     artifacts_dir: Path = field(default=Path("artifacts"), metadata=_m("path"))

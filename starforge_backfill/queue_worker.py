@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import artifacts, jobs, listeners, templates
+from starforge_backfill import artifacts, jobs, listeners, outbox, templates
 from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, is_transient
@@ -71,6 +71,7 @@ class QueueWorker:
         self.holder = ConnectionHolder(lambda: connect_cfg(cfg, autocommit=True, application_name=self._app()))
         s3 = config_settings.quarantine_s3(cfg)
         self.uploader = None if s3 is None else Uploader(s3, lambda: connect_cfg(cfg, autocommit=True))
+        self.pruner = outbox.Pruner(self.holder.get, cfg.events.retain_s, cfg.events.prune_batch)
 
     def _app(self) -> str:
         return f"{self.cfg.database.application_name}:worker"
@@ -79,6 +80,7 @@ class QueueWorker:
         """Loop until stopped; with `once`, until there is nothing left to do."""
         try:
             while not self.stop.is_set():
+                self.pruner.tick()  # events retention, in small batches, at most once a minute
                 did = self._queue_step() or self._job_step()
                 if not did:
                     if self.once:

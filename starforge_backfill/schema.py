@@ -127,6 +127,19 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "backfill_username_seen": ("user_id", "seen_at", "snapshot_id", "username"),
     "quarantine_copies": ("job_id", "snapshot_id", "local_path", "s3_url", "attempts", "last_error"),
+    "etl_events": (
+        "id",
+        "event",
+        "snapshot_id",
+        "namecode",
+        "job_id",
+        "outcome",
+        "error_type",
+        "duration_ms",
+        "rows_written",
+        "created_at",
+    ),
+    "etl_event_cursors": ("consumer", "last_id", "updated_at"),
 }
 
 

@@ -24,6 +24,8 @@ def etl(cfg: Config, *, quarantine_dir: Path | None = None, job_id: str | None =
         fast_path=cfg.etl.fast_path,
         quarantine_dir=quarantine_dir,
         job_id=job_id,
+        events=cfg.events.enabled,
+        events_notify=cfg.events.notify,
     )
 
 

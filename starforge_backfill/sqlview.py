@@ -168,9 +168,21 @@ def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
             f"{batch}, only when another worker inserted the same rows meanwhile: the same writes as upserts",
         ),
         ("etl/sync_usernames.sql", {}, f"{batch}: current usernames"),
+    ]
+    if cfg.events.enabled:
+        steps += [
+            ("etl/events_lock.sql", {}, f"{batch}: the events lock, held to the commit (event ids in commit order)"),
+            (
+                "etl/events.sql",
+                {"staged": True, "notify": cfg.events.notify},
+                f"{batch}: one etl_events row per applied or failed snapshot",
+            ),
+        ]
+    steps += [
         ("jobs/checkpoint.sql", {}, f"{batch}: the chunk's checkpoint and counters"),
         ("jobs/finish_chunk.sql", {}, "each worker: a chunk is done"),
         ("jobs/finish_job.sql", {}, "the last worker: the job is done"),
+        ("events/prune.sql", {}, "control connection, at most once a minute: delete expired events in small batches"),
     ]
     if cfg.quarantine.s3_url:  # outside every ETL transaction (quarantine_s3.py)
         steps += [

@@ -159,6 +159,7 @@ def walk_runbook(session: Session, fingerprint12: str, pause_at: float = 0.35) -
     elif proc.returncode != 0:
         raise GateFailed(f"demo step `run` exited {proc.returncode}")
     session.run("status", "status", "--job-id", job_id)
+    session.run("events tail", "events", "tail", "--job-id", job_id, "--limit", "5")  # the ETL's events
     session.run("verify", "verify", "--job-id", job_id)
     session.run("report", "report", "--job-id", job_id)
     return _status(session, job_id)

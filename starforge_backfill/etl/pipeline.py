@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import re
+import time
 import uuid
 import weakref
 from collections import Counter
@@ -32,7 +33,7 @@ from psycopg.types.json import Jsonb
 from starforge_backfill import artifacts, templates
 from starforge_backfill.db import is_transient, retrying, session_limits
 from starforge_backfill.errors import EtlError
-from starforge_backfill.etl import contract
+from starforge_backfill.etl import contract, events
 from starforge_backfill.logs import detail_level
 
 log = logging.getLogger("starforge_backfill.pipeline")
@@ -52,6 +53,8 @@ class EtlSettings:
     job_id: str | None = None
     work_mem: str = "64MB"
     temp_buffers: str = "128MB"
+    events: bool = True  # write etl_events rows (etl/events.py) in each batch's transaction
+    events_notify: bool = False  # and one pg_notify per batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +103,9 @@ class BatchResult:
 
 
 def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID], settings: EtlSettings) -> BatchResult:
-    """Apply snapshots `ids` inside the caller's open transaction; raises on database errors."""
+    """Apply snapshots `ids` inside the caller's open transaction, with their etl_events rows; raises on
+    database errors."""
+    started = time.perf_counter()
     result = BatchResult(snapshots=len(ids))
     if not ids:
         return result
@@ -141,7 +146,24 @@ def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID]
     result.rows_written.update({k: int(v) for k, v in counts.items()})
     result.rows_written.update(entity_rows or {})
     templates.execute(conn, "etl/sync_usernames.sql", None, catalog_policy=settings.catalog_policy)
+    _emit_events(conn, result, settings, started)
     return result
+
+
+def _emit_events(
+    conn: psycopg.Connection[Any], result: BatchResult, settings: EtlSettings, started: float, *, staged: bool = True
+) -> None:
+    """The batch's etl_events rows, in its transaction (etl/events.py), unless events are off."""
+    if settings.events:
+        events.emit(
+            conn,
+            applied=result.applied,
+            failures=[(f.snapshot_id, f.error_type) for f in result.failures],
+            job_id=settings.job_id,
+            started=started,
+            notify=settings.events_notify,
+            staged=staged,
+        )
 
 
 # After a batch had to be staged again element by element, a connection stages this many batches element by
@@ -498,6 +520,8 @@ def _one(
     retry: dict[str, Any],
     on_retry: Callable[[BaseException, int], None] | None,
 ) -> BatchResult:
+    started = time.perf_counter()
+
     def single() -> BatchResult:
         conn = holder.get()
         with conn.transaction():
@@ -522,6 +546,7 @@ def _one(
         res = BatchResult(snapshots=1)
         with conn.transaction():
             record_failure(conn, sid, error, settings, res)
+            _emit_events(conn, res, settings, started, staged=False)
             if bookkeeping is not None:
                 bookkeeping(conn, res, key)
         return res

@@ -18,14 +18,14 @@ from typing import Any
 
 import psycopg
 
-from starforge_backfill import __version__, artifacts, capacity, error_budget, jobs, quarantine_s3
+from starforge_backfill import __version__, artifacts, capacity, error_budget, jobs, outbox, quarantine_s3
 from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, is_transient, retrying, translate_errors
 from starforge_backfill.engine import ChunkWorker, EngineOptions
 from starforge_backfill.error_budget import ErrorBudget
 from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed, UsageError
-from starforge_backfill.etl.pipeline import BatchResult
+from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder
 from starforge_backfill.jobs import JobStatus, RunOutcome
 from starforge_backfill.runbook import gates, step_files
 from starforge_backfill.schema import check_schema
@@ -515,6 +515,8 @@ def _run_workers(
                 progress(state)
 
     pool = _Workers(cfg, job_id, options, stop, on_batch)
+    control = ConnectionHolder(lambda: connect_cfg(cfg, autocommit=True))
+    pruner = outbox.Pruner(control.get, cfg.events.retain_s, cfg.events.prune_batch)  # events retention
     schedule = ramp_schedule(cfg.gates.ramp, concurrency) if ramp else [concurrency]
     notify(_plan_line(schedule, cfg.gates.ramp_step_s, options))
     step = 0
@@ -525,6 +527,7 @@ def _run_workers(
     try:
         while not pool.all_done():
             pool.wait(0.2)
+            pruner.tick()
             if step + 1 < len(schedule) and time.monotonic() >= next_step_at and not stop.is_set():
                 next_step_at = time.monotonic() + cfg.gates.ramp_step_s
                 if _ramp_allowed_now(cfg, job_id, options, len(pool.workers), schedule[step + 1]):
@@ -533,6 +536,8 @@ def _run_workers(
     except KeyboardInterrupt:
         stop.set()
         pool.join()
+    finally:
+        control.close()
     return pool.outcome()
 
 

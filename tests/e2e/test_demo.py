@@ -31,7 +31,8 @@ def test_demo_walks_the_whole_runbook_and_leaves_a_report(tmp_path: Path) -> Non
     for name in ("report.md", "report.json", "manifest.json", "verify.json"):
         assert (folder / name).is_file(), name
     steps = [s[0] for s in result["steps"]]
-    for step in ("db init", "census", "sample", "dry-run", "plan", "preflight", "canary", "run", "verify", "report"):
+    steps_run = ("db init", "census", "sample", "dry-run", "plan", "preflight", "canary", "run", "events tail")
+    for step in (*steps_run, "verify", "report"):
         assert step in steps, step
     # every step ended as the demo expected: the run may have been paused (4) and resumed; on a small corpus
     # the pause may land after the run finished (pause exits 1: nothing to pause)
@@ -71,6 +72,14 @@ def test_demo_keep_server_leaves_the_embedded_server_running(tmp_path: Path) -> 
     try:
         with psycopg.connect(dsn) as conn:  # still answering after the demo process exited
             assert conn.execute("SELECT count(*) FROM hero_snapshots").fetchone()[0] == 40
+            job = result["job"]  # the job the demo showed with `events tail`: one event per snapshot outcome
+            counts = dict(
+                conn.execute(
+                    "SELECT event, count(*) FROM etl_events WHERE job_id = %s GROUP BY event", [job["job_id"]]
+                ).fetchall()
+            )
+            assert counts.get("snapshot_processed", 0) == job["processed_count"] > 0
+            assert counts.get("snapshot_failed", 0) == job["error_count"]
     finally:
         if pidfile.exists():
             import os

@@ -63,6 +63,7 @@ def test_dry_run_persists_nothing(
     before = state(pg_conn)
     res = dry_run(cfg, from_ts=FROM, to_ts=TO)
     assert state(pg_conn) == before
+    assert pg_conn.execute("SELECT count(*) FROM etl_events").fetchone() == (0,)  # rolled back with the rest
 
     stats = res.stats()
     bad = {sid for sid, kind in corpus.items() if kind != "ok"}
@@ -99,6 +100,9 @@ def test_dry_run_on_staging_commits_there_only(
     assert state(pg_conn) == before
     with psycopg.connect(empty_dsn) as staging:
         assert staging.execute("SELECT count(*) FROM hero_snapshots WHERE processed_at IS NOT NULL").fetchone() == (3,)
+        events = staging.execute("SELECT event, job_id, snapshot_id FROM etl_events ORDER BY id").fetchall()
+        assert [(e, j) for e, j, _ in events] == [("snapshot_processed", None)] * 3
+        assert sorted(str(s) for *_, s in events) == sorted(ok)
 
 
 def test_dry_run_fails_on_db_error(pg_conn: psycopg.Connection, pg_dsn: str, corpus: dict[str, str], tmp_path: Path):

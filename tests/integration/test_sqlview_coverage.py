@@ -42,10 +42,11 @@ def test_every_statement_a_batch_runs_is_listed_by_print_sql(
     res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1, force=True, reason="coverage")
     assert res.outcome == "done" and res.totals.failed > 0
     listed = {st.name.split("[")[0] for st in sqlview.run_statements(cfg, forced=True)}
-    batch = {n for n in seen if n.startswith("etl/")} | {
+    batch = {n for n in seen if n.startswith(("etl/", "events/"))} | {
         n for n in seen if n in {"jobs/next_batch.sql", "jobs/claim_chunk.sql", "jobs/checkpoint.sql"}
     }
     assert batch, seen
+    assert {"etl/events.sql", "etl/events_lock.sql", "events/prune.sql"} <= seen  # events on by default
     assert batch <= listed, f"executed but not shown by run --print-sql: {sorted(batch - listed)}"
 
 

@@ -177,6 +177,11 @@ def test_the_whole_runbook_through_pgbouncer(
     )
     verify = json.loads(op("--json", "verify", "--job-id", job_id))
     assert verify["passed"] is True, verify
+    # the events, read through the pooler: one per snapshot of the job across its pause and resume
+    lines = op("--json", "events", "tail", "--job-id", job_id, "--limit", "100000").splitlines()
+    events = [json.loads(line) for line in lines]
+    job = scalar(empty_dsn, "SELECT processed_count + error_count FROM backfill_jobs WHERE job_id = %s", [job_id])
+    assert len(events) == len({e["snapshot_id"] for e in events}) == job
     op("report", "--job-id", job_id)
     report = json.loads((tmp_path / "artifacts" / job_id / "report.json").read_text())
     assert report["kind"] == "report" and report["job_id"] == job_id
