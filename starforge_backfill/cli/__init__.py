@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve:group",
     "verify": "verify:command",
     "report": "report:command",
+    "finalize": "finalize:command",
     "catalog": "catalog:group",
     "sql": "sql:group",
     "synth": "synth:group",

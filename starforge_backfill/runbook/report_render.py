@@ -73,6 +73,8 @@ def _sections(data: dict[str, Any]) -> list[tuple[str, Sequence[str], list[list[
         "created_at",
         "started_at",
         "finished_at",
+        "finalized_at",
+        "finalized_by",
         "last_checkpoint",
         "rows_written",
         "tool_version",
@@ -196,13 +198,21 @@ def _md_cell(value: Any) -> str:
     return _fmt(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _status(job: dict[str, Any]) -> str:
+    """`done`, or `done, finalized <when> by <who>` once `finalize` ran."""
+    status = str(job.get("status"))
+    if job.get("finalized_at"):
+        return f"{status}, finalized {job['finalized_at']} by {job.get('finalized_by')}"
+    return status
+
+
 def markdown(job_id: str, data: dict[str, Any], meta: dict[str, Any]) -> str:
     """The report as GitHub-flavoured Markdown."""
     job = data["job"]
     lines = [
         f"# Backfill report: {job_id}",
         "",
-        f"Status **{job.get('status')}**, mode {job.get('mode')}. Generated {meta['generated_at']} by "
+        f"Status **{_status(job)}**, mode {job.get('mode')}. Generated {meta['generated_at']} by "
         f"starforge-backfill {meta['tool_version']} (report schema_version {meta['schema_version']}).",
         "",
     ]
@@ -330,7 +340,7 @@ def html(job_id: str, data: dict[str, Any], meta: dict[str, Any]) -> str:
     tp = data["throughput"]
     body = [
         f"<h1>Backfill report: <code>{e(job_id)}</code></h1>",
-        f'<p class="muted">Status <strong>{e(_fmt(job.get("status")))}</strong>, mode {e(_fmt(job.get("mode")))}. '
+        f'<p class="muted">Status <strong>{e(_status(job))}</strong>, mode {e(_fmt(job.get("mode")))}. '
         f"Generated {e(meta['generated_at'])} by starforge-backfill {e(meta['tool_version'])} "
         f"(report schema_version {e(str(meta['schema_version']))}).</p>",
         "<h2>Throughput and errors over time</h2>",
