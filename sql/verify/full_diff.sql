@@ -42,10 +42,10 @@ ok_snap AS MATERIALIZED (
     FROM {{ e.name }}_exp AS x
     FULL JOIN {{ e.name }}_got AS g ON g.user_id = x.user_id AND g.item_id = x.item_id
     CROSS JOIN LATERAL (
-        SELECT 'missing' AS kind, NULL::text AS col, to_jsonb(x) - 'user_id' AS expected, NULL::jsonb AS found
+        SELECT 'missing' AS kind, NULL::text AS col, to_jsonb(x) - 'user_id' - 'item_id' AS expected, NULL::jsonb AS found
         WHERE g.user_id IS NULL
         UNION ALL
-        SELECT 'unsupported', NULL, NULL, to_jsonb(g) - 'user_id' WHERE x.user_id IS NULL
+        SELECT 'unsupported', NULL, NULL, to_jsonb(g) - 'user_id' - 'item_id' WHERE x.user_id IS NULL
 {% for c in vals %}
         UNION ALL
         SELECT 'changed', {{ sqlstr(c) }}, to_jsonb(x.{{ ident(c) }}), to_jsonb(g.{{ ident(c) }})
@@ -110,10 +110,10 @@ summary_diff AS (
     FROM summary_exp AS x
     FULL JOIN summary_got AS g ON g.user_id = x.user_id
     CROSS JOIN LATERAL (
-        SELECT 'missing' AS kind, NULL::text AS col, to_jsonb(x) - 'user_id' AS expected, NULL::jsonb AS found
+        SELECT 'missing' AS kind, NULL::text AS col, to_jsonb(x) - 'user_id' - 'item_id' AS expected, NULL::jsonb AS found
         WHERE g.user_id IS NULL
         UNION ALL
-        SELECT 'unsupported', NULL, NULL, to_jsonb(g) - 'user_id' WHERE x.user_id IS NULL
+        SELECT 'unsupported', NULL, NULL, to_jsonb(g) - 'user_id' - 'item_id' WHERE x.user_id IS NULL
 {% for c in SUMMARY + PROV %}
         UNION ALL
         SELECT {{ sqlstr("provenance" if c in PROV else "changed") }}, {{ sqlstr(c) }},
