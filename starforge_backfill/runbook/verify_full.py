@@ -39,6 +39,7 @@ from starforge_backfill.runbook.parity import _plain, _show
 
 CHUNK_SNAPSHOTS = 1000  # processed snapshots per chunk (a user with more is a chunk of its own)
 MAX_CHUNK_USERS = 5000
+MIN_CHUNK_USERS = 16
 MAX_KEPT = 1_000_000  # findings kept for the artifact; past that only counted
 KINDS = ("changed", "missing", "unsupported", "provenance", "rejected")
 _EXACT_LOADS = functools.partial(json.loads, parse_float=Decimal)
@@ -149,15 +150,20 @@ def run_full(
     totals = templates.fetch_all(conn, "verify/full_totals.sql", scope_params, everything=everything)[0]
     total_users, total_snaps = int(totals["users"]), int(totals["snapshots"])
     after: uuid.UUID | None = None
+    # users looked at per chunk query: the query counts every candidate's snapshots, so it looks at about
+    # twice the users the last chunk took (doubling while a chunk stays under its target), not at thousands
+    # to keep a hundred
+    limit = MIN_CHUNK_USERS
     while True:
         chunk = templates.fetch_all(
             conn,
             "verify/full_users.sql",
-            scope_params | {"after": after, "target": target, "max_users": MAX_CHUNK_USERS},
+            scope_params | {"after": after, "target": target, "max_users": limit},
             everything=everything,
         )
         if not chunk:
             break
+        limit = min(MAX_CHUNK_USERS, 2 * limit if len(chunk) == limit else max(MIN_CHUNK_USERS, 2 * len(chunk)))
         users = [r["user_id"] for r in chunk]
         after = users[-1]
         _chunk(conn, etl, users, res)
