@@ -22,7 +22,7 @@ from starforge_backfill.cli.context import Ctx, handled
 def command(obj: Ctx, job_id: str, force: bool, reason: str | None, sample_users: int | None) -> None:
     """Finalize a done job: verify --full must pass over its range (or --force --reason, recorded), the
     placeholders left are reported, the job is marked finalized (finalized_at, finalized_by) and its
-    artifact folder (logs, verify, final report, quarantine list, sha256 manifest) is archived as
+    artifact folder (audit log, verify, final report, quarantine list, sha256 manifest) is archived as
     <artifacts>/archives/<job_id>.tar.gz. A paused, failed, pending or still running job is refused (exit 1)."""
     from starforge_backfill.runbook.finalize import finalize
 

@@ -7,9 +7,10 @@
    overrode (event `forced`).
 3. The placeholder catalog rows still there are reported (and listed in finalize.json).
 4. The job is marked finalized (finalized_at, finalized_by = the operator; event `finalized`).
-5. The final report (report.{md,html,json}, which shows the finalized state), a quarantine list and
-   finalize.json are written into the job's folder with its sha256 manifest, and the whole folder is
-   archived as `<artifacts>/archives/<job_id>.tar.gz` (+ `.sha256` beside it).
+5. The final report (report.{md,html,json}, which shows the finalized state), the job's audit log
+   (audit-log.jsonl: every event with its operator), a quarantine list and finalize.json are written
+   into the job's folder with its sha256 manifest, and the whole folder is archived as
+   `<artifacts>/archives/<job_id>.tar.gz` (+ `.sha256` beside it).
 
 A job finalized before is not finalized again: its archive is returned as it is, or written again when it
 is missing (the database said finalized, the archive never landed). No click or rich here.
@@ -25,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from starforge_backfill import artifacts, jobs, operator, templates
 from starforge_backfill.artifacts import jsonable
 from starforge_backfill.config import Config
@@ -37,6 +40,7 @@ from starforge_backfill.schema import check_schema
 
 ARCHIVES = "archives"
 QUARANTINE_LIST = "quarantine-list.json"
+AUDIT_LOG = "audit-log.jsonl"
 FINALIZE_FILE = "finalize.json"
 Notify = Callable[[str], None]
 
@@ -216,6 +220,10 @@ def _quarantine_list(folder: Path) -> list[dict[str, Any]]:
 def _archive(cfg: Config, job_id: str, res: FinalizeResult) -> None:
     """Final report + quarantine list + manifest into the folder, then the folder as a .tar.gz."""
     folder = artifacts.job_dir(cfg.artifacts_dir, job_id)
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        events = templates.fetch_all(conn, "finalize/audit_log.sql", {"job_id": job_id})
+    lines = b"".join(orjson.dumps(jsonable(e), option=orjson.OPT_SORT_KEYS) + b"\n" for e in events)
+    artifacts.write_bytes_atomic(folder / AUDIT_LOG, lines)
     quarantined = _quarantine_list(folder)
     artifacts.write_json(folder / QUARANTINE_LIST, "quarantine_list", job_id, {"snapshots": quarantined})
     report_step.report(cfg, job_id=job_id)  # report.{md,html,json} and manifest.json (sha256 of every file)

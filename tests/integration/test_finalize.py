@@ -77,6 +77,7 @@ def test_a_done_job_is_verified_marked_and_archived(cfg: Any, pg_conn: psycopg.C
         "manifest.json",
         "finalize.json",
         "quarantine-list.json",
+        "audit-log.jsonl",
     ):
         assert needed in names, (needed, sorted(names))
     quarantined = [n for n in names if n.startswith("quarantine/")]
@@ -90,6 +91,9 @@ def test_a_done_job_is_verified_marked_and_archived(cfg: Any, pg_conn: psycopg.C
     assert "finalized" in members[f"{job_id}/report.md"].decode().split("\n")[2]
     verified = json.loads(members[f"{job_id}/verify.json"])
     assert verified["mode"] == "full" and verified["passed"] is True
+    audit = [json.loads(line) for line in members[f"{job_id}/audit-log.jsonl"].decode().splitlines()]
+    assert audit[-1]["kind"] == "finalized" and audit[-1]["operator"] == "auditor@example"
+    assert "created" in {a["kind"] for a in audit} or len(audit) > 1
     qlist = json.loads(members[f"{job_id}/quarantine-list.json"])["snapshots"]
     assert len(qlist) == 6 and {q["error_type"] for q in qlist} == {"PARSE_ERROR", "VALIDATION_ERROR"}
     # finalizing again changes nothing; a lost archive is written again
