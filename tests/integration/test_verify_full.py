@@ -223,3 +223,27 @@ def test_findings_are_all_in_the_artifact_and_chunks_do_not_change_them(cfg: Any
     saved = artifacts.read_json(Path(cfg.artifacts_dir) / job_id / "verify.json", "verify")
     on_disk = next(c for c in saved["checks"] if c["name"] == "full")
     assert len(on_disk["data"]["findings"]) == n and on_disk["data"]["by_kind"] == {"changed": n}
+
+
+def test_everything_checks_users_without_a_processed_snapshot(cfg: Any, pg_conn: psycopg.Connection) -> None:
+    """Over every snapshot (no job, no range), a user the ETL never derived anything for is checked too: its
+    rows are rows no valid snapshot supports."""
+    _run(cfg)
+    (ghost,) = pg_conn.execute("INSERT INTO users (namecode) VALUES ('GHOST_0001') RETURNING id").fetchone()
+    pg_conn.execute(
+        "INSERT INTO user_profile_summary (user_id, namecode, last_seen, source_snapshot_id)"
+        " VALUES (%s, 'GHOST_0001', now(), gen_random_uuid())",
+        [ghost],
+    )
+    res = verify(cfg, mode="full", sample_users=0)
+    (f,) = _findings(res)
+    assert (f["kind"], f["table"], f["namecode"], f["key"]) == (
+        "unsupported",
+        "user_profile_summary",
+        "GHOST_0001",
+        {"user_id": str(ghost)},
+    )
+    assert _full(res).data["users"] == 12
+    # a job's scope holds only the users with a processed snapshot in it
+    by_range = verify(cfg, from_ts=FROM, to_ts=TO, mode="full", sample_users=0)
+    assert _full(by_range).data["users"] == 11 and by_range.passed
