@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from starforge_backfill import schema, synthetic
+from starforge_backfill import schema, synthetic, templates
 from starforge_backfill.embedded import EmbeddedPostgres
 
 DEMO_CONFIG = """\
@@ -101,3 +101,26 @@ def seed(dsn: str, snapshots: int, seed_value: int = 7) -> tuple[synthetic.Synth
         stats = synthetic.load(conn, spec)
         conn.execute("ANALYZE")
     return spec, stats
+
+
+RECOVERY_RANGE = ("2024-07-01T00:00:00Z", "2024-07-02T00:00:00Z")
+LATE_TROOP = 990001  # a troop no catalog has until the recovery path's `catalog import`
+
+
+def recovery_config(main: str) -> str:
+    """The demo config under catalog policy `fail`, with an error budget its deliberate failures stay within."""
+    return main.replace("catalog_policy: placeholder", "catalog_policy: fail").replace(
+        "failure_rate_max: 0.05", "failure_rate_max: 0.5"
+    )
+
+
+def seed_recovery(dsn: str, users: int = 12, every: int = 3) -> tuple[int, int]:
+    """Newer copies of `users` users' newest snapshots in RECOVERY_RANGE, every `every`-th also using
+    LATE_TROOP; returns (copies, copies using it)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = templates.execute(
+            conn,
+            "synth/recovery_copies.sql",
+            {"users": users, "from_ts": RECOVERY_RANGE[0], "troop_id": LATE_TROOP, "every": every},
+        ).fetchall()
+    return len(rows), sum(1 for r in rows if r[0])

@@ -432,6 +432,8 @@ def public_row(row: dict[str, Any]) -> dict[str, Any]:
         "throttle_state",
         "config_fingerprint",
         "tool_version",
+        "finalized_at",
+        "finalized_by",
     ):
         if key in row:
             out[key] = jsonable(row[key])

@@ -112,6 +112,8 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
         "finished_at",
         "operator",
         "batch_fixed",
+        "finalized_at",
+        "finalized_by",
     ),
     "backfill_chunks": ("job_id", "chunk_no", "status"),
     "backfill_events": ("job_id", "kind", "details", "operator"),

@@ -236,6 +236,7 @@ _VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "table-each": {"source": "table", "elements": "each"},
         "table-all": {"source": "table", "elements": "recordset", "superseded": False},
         "params": {"source": "params", "elements": "each"},
+        "params-all": {"source": "params", "elements": "each", "superseded": False},
     },
     "etl/merge.sql": {
         "upsert": {"upsert_entities": True},
@@ -243,4 +244,6 @@ _VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "etl/merge_entity.sql": {e: {"entity": e} for e in ("troop", "pet", "artifact")},
     "census/census.sql": {"exact": {"sampled": False}, "sampled": {"sampled": True}},
+    "verify/full_users.sql": {"scope": {"everything": False}, "everything": {"everything": True}},
+    "verify/full_totals.sql": {"scope": {"everything": False}, "everything": {"everything": True}},
 }

@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "verify": "verify:command",
     "report": "report:command",
     "quarantine": "quarantine:group",
+    "finalize": "finalize:command",
     "catalog": "catalog:group",
     "sql": "sql:group",
     "synth": "synth:group",

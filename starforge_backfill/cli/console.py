@@ -157,3 +157,33 @@ def render_status(rows: list[dict[str, Any]]) -> None:
     for row in cells:
         table.add_row(*row)
     console.print(table)
+
+
+FINDING_COLUMNS = ("kind", "table", "namecode", "key", "column", "expected", "found")
+
+
+def render_findings(findings: list[dict[str, Any]], total: int) -> None:
+    """verify --full's findings (the first N of `total`): a rich table on a terminal, plain lines otherwise."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def cell(f: dict[str, Any], col: str) -> str:
+        value = f.get(col)
+        if col == "key":
+            return ", ".join(f"{k}={v}" for k, v in (value or {}).items())
+        text = "" if value is None else str(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    console = Console()
+    title = f"first {len(findings)} of {total} finding(s); all of them in the artifact"
+    if not console.is_terminal:
+        print(title)
+        for f in findings:
+            print("  " + f["message"])
+        return
+    table = Table(title=title)
+    for col in FINDING_COLUMNS:
+        table.add_column(col, overflow="fold")
+    for f in findings:
+        table.add_row(*(cell(f, c) for c in FINDING_COLUMNS))
+    console.print(table)

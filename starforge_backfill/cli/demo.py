@@ -165,6 +165,33 @@ def walk_runbook(session: Session, fingerprint12: str, pause_at: float = 0.35) -
     return _status(session, job_id)
 
 
+def recovery_path(session: Session, main_job: str, workdir: Path) -> None:
+    """The runbook's recovery path (section 13): a backfill under catalog policy `fail` whose snapshots use a
+    troop the catalog lacks -> FK_VIOLATION -> catalog import -> reprocess --error-type FK_VIOLATION ->
+    verify --full -> finalize; then the main job is finalized too."""
+    from starforge_backfill import demo
+
+    fail_config = workdir / "starforge-backfill-policy-fail.yaml"
+    fail_config.write_text(demo.recovery_config(session.config.read_text()))
+    strict = Session(session.dsn, session.artifacts, fail_config, session.console)
+    strict.steps = session.steps
+    copies, late = demo.seed_recovery(session.dsn)
+    session.console.print(
+        f"\n[bold]recovery path[/]: {copies} newer snapshots in {demo.RECOVERY_RANGE[0][:10]}, {late} using troop "
+        f"{demo.LATE_TROOP} (not in the catalog), run under catalog policy fail ({fail_config.name})"
+    )
+    f, t = demo.RECOVERY_RANGE
+    strict.run("policy fail", "run", "--from", f, "--to", t, "--force", "--reason", "demo: policy fail")
+    fail_job = _newest_job(session, "run")
+    catalog = workdir / "catalog-late.csv"
+    catalog.write_text(f"kind,id,name\ntroop,{demo.LATE_TROOP},Late Troop\n")
+    strict.run("catalog import", "catalog", "import", str(catalog))
+    strict.run("reprocess", "reprocess", "--error-type", "FK_VIOLATION", "--force", "--reason", "demo: catalog landed")
+    strict.run("verify --full", "verify", "--job-id", fail_job, "--full", "--sample-users", "5")
+    strict.run("finalize", "finalize", "--job-id", fail_job, "--sample-users", "0")
+    session.run("finalize", "finalize", "--job-id", main_job)
+
+
 @click.command("demo")
 @click.option(
     "--snapshots",
@@ -215,6 +242,8 @@ def command(obj: Ctx, snapshots: int, keep_server: bool, workdir: Path) -> None:
         console.print(f"  loaded {stats.snapshots} snapshots, {stats.bytes / 1e6:.1f} MB of JSON")
         cfg = load_config(config_path, overrides={"database.dsn": db.dsn})
         final = walk_runbook(session, cfg.fingerprint()[:12])
+        recovery_path(session, final["job_id"], workdir)
+        final = _status(session, final["job_id"])
         report = artifacts / final["job_id"] / "report.html"
         elapsed = time.monotonic() - started
         lines = [

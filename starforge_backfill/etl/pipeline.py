@@ -109,24 +109,7 @@ def apply_in_transaction(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID]
     result = BatchResult(snapshots=len(ids))
     if not ids:
         return result
-    _session_settings(conn, settings)
-    templates.execute(conn, "etl/stage_tables.sql", None, catalog_policy=settings.catalog_policy)
-    id_list = list(ids)
-    if settings.fast_path:
-        _stage(conn, id_list, settings, result)
-        templates.execute(conn, "etl/screen.sql", None, catalog_policy=settings.catalog_policy)
-        flagged = {
-            row[0] for row in templates.execute(conn, "etl/flag.sql", None, catalog_policy=settings.catalog_policy)
-        }
-        if flagged:
-            templates.execute(
-                conn, "etl/unstage.sql", catalog_policy=settings.catalog_policy, params={"ids": list(flagged)}
-            )
-    else:
-        flagged = set(id_list)
-    if flagged:
-        _reference_path(conn, [i for i in id_list if i in flagged], settings, result)
-
+    _stage_batch(conn, list(ids), settings, result)
     templates.execute(conn, "etl/users.sql", None, catalog_policy=settings.catalog_policy)
     templates.execute(conn, "etl/usernames.sql", None, catalog_policy=settings.catalog_policy)
     if settings.catalog_policy == "placeholder":
@@ -166,6 +149,47 @@ def _emit_events(
         )
 
 
+def _stage_batch(
+    conn: psycopg.Connection[Any],
+    id_list: list[uuid.UUID],
+    settings: EtlSettings,
+    result: BatchResult,
+    *,
+    superseded: bool | None = None,
+    record: bool = True,
+) -> None:
+    """Stage, screen and flag the batch set-based; the flagged snapshots go through the reference path."""
+    _session_settings(conn, settings)
+    templates.execute(conn, "etl/stage_tables.sql", None, catalog_policy=settings.catalog_policy)
+    if settings.fast_path:
+        _stage(conn, id_list, settings, result, superseded=superseded)
+        templates.execute(conn, "etl/screen.sql", None, catalog_policy=settings.catalog_policy)
+        flagged = {
+            row[0] for row in templates.execute(conn, "etl/flag.sql", None, catalog_policy=settings.catalog_policy)
+        }
+        if flagged:
+            templates.execute(
+                conn, "etl/unstage.sql", catalog_policy=settings.catalog_policy, params={"ids": list(flagged)}
+            )
+    else:
+        flagged = set(id_list)
+    if flagged:
+        ref = [i for i in id_list if i in flagged]
+        _reference_path(conn, ref, settings, result, superseded=superseded is not False, record=record)
+
+
+def stage_exact(conn: psycopg.Connection[Any], ids: Sequence[uuid.UUID], settings: EtlSettings) -> BatchResult:
+    """Stage snapshots exactly as `apply_in_transaction` does (the same stage, screen and flag statements, the
+    same reference path for the flagged ones), writing nothing but the staging tables: every element is
+    staged (none is skipped as superseded, since that reads the tables being checked), and a snapshot the
+    contract rejects is only listed in the result's `failures` (no etl_errors row, no quarantine copy).
+    For `verify --full`, inside the caller's open transaction; the staged rows go at its commit."""
+    result = BatchResult(snapshots=len(ids))
+    if ids:
+        _stage_batch(conn, list(ids), settings, result, superseded=False, record=False)
+    return result
+
+
 # After a batch had to be staged again element by element, a connection stages this many batches element by
 # element before it tries jsonb_populate_recordset again: where such elements are common, a failed attempt
 # (up to a whole stage statement of work) is paid once per this many batches, not for every batch.
@@ -182,12 +206,20 @@ _recordset_skips: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weak
 SUPERSEDED_MAX_BATCH = 1000
 
 
-def _stage(conn: psycopg.Connection[Any], ids: list[uuid.UUID], settings: EtlSettings, result: BatchResult) -> None:
+def _stage(
+    conn: psycopg.Connection[Any],
+    ids: list[uuid.UUID],
+    settings: EtlSettings,
+    result: BatchResult,
+    *,
+    superseded: bool | None = None,
+) -> None:
     """Stage the batch from the table, reading each array section with one jsonb_populate_recordset call
     (cheaper than a jsonb_to_record per element), in a savepoint: that function raises
     invalid_parameter_value when an array holds a non-object element, and the batch is then staged element
     by element, which never raises (and flags that snapshot, as the contract rejects such an element)."""
-    superseded = len(ids) <= SUPERSEDED_MAX_BATCH
+    if superseded is None:
+        superseded = len(ids) <= SUPERSEDED_MAX_BATCH
     skips = _recordset_skips.get(conn, 0)
     if skips:
         _recordset_skips[conn] = skips - 1
@@ -266,9 +298,17 @@ def _session_settings(conn: psycopg.Connection[Any], settings: EtlSettings) -> N
 
 
 def _reference_path(
-    conn: psycopg.Connection[Any], ids: list[uuid.UUID], settings: EtlSettings, result: BatchResult
+    conn: psycopg.Connection[Any],
+    ids: list[uuid.UUID],
+    settings: EtlSettings,
+    result: BatchResult,
+    *,
+    superseded: bool = True,
+    record: bool = True,
 ) -> None:
-    """Run flagged snapshots through the Python reference; stage the good ones, record the bad ones."""
+    """Run flagged snapshots through the Python reference; stage the good ones, record the bad ones (with
+    `record` false, only count them in `result`)."""
+    fail = record_failure if record else _count_failure
     result.reference_path += len(ids)
     payloads: dict[str, Any] = {}
     for sid in ids:
@@ -283,7 +323,7 @@ def _reference_path(
             if settings.catalog_policy == "fail":
                 _check_catalogs(conn, snap, settings)
         except EtlError as err:
-            record_failure(conn, sid, err, settings, result, raw_text=raw_text)
+            fail(conn, sid, err, settings, result, raw_text=raw_text)
             continue
         payloads[str(sid)] = snap.to_canonical_payload()
     if not payloads:
@@ -296,6 +336,7 @@ def _reference_path(
         catalog_policy=settings.catalog_policy,
         source="params",
         elements="each",
+        superseded=superseded,
     )
     disagree = [row[0] for row in templates.execute(conn, "etl/flag.sql", None, catalog_policy=settings.catalog_policy)]
     for sid in disagree:
@@ -304,7 +345,20 @@ def _reference_path(
             "the set-based path rejected a snapshot the reference accepted",
             {"reason": "fast path and reference disagree"},
         )
-        record_failure(conn, sid, rejected, settings, result)
+        fail(conn, sid, rejected, settings, result)
+
+
+def _count_failure(
+    _conn: psycopg.Connection[Any],
+    sid: uuid.UUID,
+    err: EtlError,
+    _settings: EtlSettings,
+    result: BatchResult,
+    *,
+    raw_text: str | None = None,
+) -> None:
+    """A rejected snapshot counted in `result` only (stage_exact: nothing written)."""
+    result.fail(SnapshotFailure(sid, err.error_type, err.message[:500], _cap_details(err.details)))
 
 
 _DECIMAL_MARK = "\x00\x01sf-decimal:"

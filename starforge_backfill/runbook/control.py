@@ -64,8 +64,11 @@ def status(cfg: Config, *, job_id: str | None = None, limit: int = 50) -> Status
         interrupted = r["status"] == JobStatus.RUNNING and live == 0
         if interrupted:
             rate = None
+        state = "interrupted" if interrupted else str(r["status"])
+        if r.get("finalized_at") is not None:
+            state = "finalized"
         pub |= {
-            "state": "interrupted" if interrupted else str(r["status"]),
+            "state": state,
             "progress": round(done / total, 4) if total else (1.0 if r["status"] == JobStatus.DONE else 0.0),
             "rate_per_s": round(rate, 2) if rate else None,
             "eta_s": round(remaining / rate) if rate and r["status"] == JobStatus.RUNNING else None,

@@ -108,6 +108,8 @@ _JOB_FIELDS = (
     "created_at",
     "started_at",
     "finished_at",
+    "finalized_at",
+    "finalized_by",
     "last_checkpoint",
     "rows_written",
     "tool_version",
@@ -386,13 +388,21 @@ def _md_cell(value: Any) -> str:
     return _fmt(value).replace("|", "\\|").replace("\n", "; ")
 
 
+def _status(job: dict[str, Any]) -> str:
+    """`done`, or `done, finalized <when> by <who>` once `finalize` ran."""
+    status = str(job.get("status"))
+    if job.get("finalized_at"):
+        return f"{status}, finalized {job['finalized_at']} by {job.get('finalized_by')}"
+    return status
+
+
 def markdown(job_id: str, data: dict[str, Any], meta: dict[str, Any]) -> str:
     """The report as GitHub-flavoured Markdown."""
     job = data["job"]
     lines = [
         f"# Backfill report: {job_id}",
         "",
-        f"Status **{job.get('status')}**, mode {job.get('mode')}. Generated {when(meta['generated_at'])} by "
+        f"Status **{_status(job)}**, mode {job.get('mode')}. Generated {when(meta['generated_at'])} by "
         f"starforge-backfill {meta['tool_version']} (report schema_version {meta['schema_version']}).",
         "",
     ]
@@ -618,7 +628,7 @@ def html(job_id: str, data: dict[str, Any], meta: dict[str, Any]) -> str:
     wk = (data.get("workers") or {}).get("series")
     body = [
         f"<h1>Backfill report: <code>{e(job_id)}</code></h1>",
-        f'<p class="muted">Status <strong>{e(_fmt(job.get("status")))}</strong>, mode {e(_fmt(job.get("mode")))}. '
+        f'<p class="muted">Status <strong>{e(_status(job))}</strong>, mode {e(_fmt(job.get("mode")))}. '
         f"Generated {e(when(meta['generated_at']))} by starforge-backfill {e(meta['tool_version'])} "
         f"(report schema_version {e(str(meta['schema_version']))}).</p>",
         "<h2>Throughput, errors and workers over time</h2>",

@@ -9,13 +9,19 @@ Checks, in order:
   are the data's fault and are quarantined, not the toolkit's).
 - `error_budget`: the failed share (failed / (processed + failed)) is within `throttle.failure_rate_max`;
   for a job its own counters, else the scope's snapshots (`error_budget.py`, the judgement `run` exits 1 on).
+- `full` (full mode only, `verify_full.py`): every row of every user in scope re-derived set-based in SQL
+  with the ETL's own staging statements and diffed against the tables; each difference named.
 - `parity`: N users sampled deterministically, their rows re-derived from all their processed snapshots
-  with the pure-Python contract (newest observation wins) and compared column by column.
+  with the pure-Python contract (newest observation wins) and compared column by column (both modes: the
+  independent reference catches on the sample what a bug shared by the ETL and full mode would hide).
 - `uniqueness`: the runbook's duplicate-key query for every normalized table (users of the scope).
 - `summary_coverage`: every user with a processed snapshot in scope has a user_profile_summary row.
 - `placeholders`: placeholder catalog rows, listed; always a pass, with a note when there are any.
 - `orphans`: no user_troops/pets/artifacts row without its user or catalog row (the schema `db init`
   creates has no foreign keys there; the ETL guarantees them and this check proves it).
+
+Mode: `full` when asked (--full), or by default for a job that is done; else `sample` (--sample, or
+a range, or a job still running: the check to use during a run).
 
 The result goes to `verify.json`: in the job's folder with --job-id, else `<artifacts>/runbook/<fp12>/`;
 it is also recorded as gate `verify` for the config fingerprint. No click or rich here.
@@ -33,17 +39,19 @@ from typing import Any
 import psycopg
 
 from starforge_backfill import artifacts, error_budget, jobs, templates
+from starforge_backfill import settings as config_settings
 from starforge_backfill.artifacts import jsonable
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
-from starforge_backfill.runbook import gates, parity, step_files
+from starforge_backfill.runbook import gates, parity, step_files, verify_full
 from starforge_backfill.runbook.common import Check
 from starforge_backfill.runbook.gates import record_gate
 from starforge_backfill.schema import check_schema
 from starforge_backfill.timerange import parse_optional_ts as parse_ts
 
 DEFAULT_SAMPLE_USERS = 20
+MODES = ("full", "sample")
 SHOWN = 20  # ids or mismatches listed in a check's details
 Notify = Callable[[str], None]
 
@@ -60,6 +68,8 @@ class VerifyResult:
     checks: list[Check]
     job_id: str | None = None
     artifact: Path | None = None
+    mode: str = "sample"
+    mode_detail: str = ""
 
     @property
     def passed(self) -> bool:
@@ -81,6 +91,8 @@ class VerifyResult:
         return {
             "passed": self.passed,
             "failed": self.failed,
+            "mode": self.mode,
+            "mode_detail": self.mode_detail,
             "scope": jsonable(self.scope),
             "checks": [c.to_json() for c in self.checks],
             "artifact": str(self.artifact) if self.artifact else None,
@@ -235,6 +247,21 @@ def check_parity(conn: psycopg.Connection[Any], scope: Scope, sample_users: int,
     )
 
 
+def check_full(
+    conn: psycopg.Connection[Any],
+    cfg: Config,
+    scope: Scope,
+    notify: Notify,
+    out: list[verify_full.FullResult] | None = None,
+) -> Check:
+    """Every row of every user in scope re-derived set-based and diffed (verify_full.py)."""
+    everything = scope.job is None and scope.from_ts is None and scope.to_ts is None
+    res = verify_full.run_full(conn, config_settings.etl(cfg), scope.params(), everything=everything, notify=notify)
+    if out is not None:
+        out.append(res)
+    return res.check()
+
+
 def check_uniqueness(conn: psycopg.Connection[Any], scope: Scope) -> Check:
     """The runbook's duplicate-key query, per table."""
     rows = templates.fetch_all(conn, "verify/duplicates.sql", scope.params())
@@ -307,30 +334,48 @@ def verify(
     from_ts: str | dt.datetime | None = None,
     to_ts: str | dt.datetime | None = None,
     sample_users: int | None = None,
+    mode: str | None = None,
     notify: Notify | None = None,
 ) -> VerifyResult:
-    """Run every check over the scope, write verify.json and record gate `verify`."""
+    """Run every check over the scope, write verify.json and record gate `verify`. `mode` "full" or
+    "sample"; None: full for a job that is done, else sample."""
     notify = notify or _quiet
     n = DEFAULT_SAMPLE_USERS if sample_users is None else sample_users
     if n < 0:
         raise UsageError("--sample-users must be >= 0")
+    if mode is not None and mode not in MODES:
+        raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         check_schema(conn)
         scope = _scope(conn, job_id, from_ts, to_ts)
+        if mode is None:
+            mode = "full" if scope.job is not None and scope.job["status"] == "done" else "sample"
+        full_res: list[verify_full.FullResult] = []
         checks = []
-        for label, fn in (
+        steps: list[tuple[str, Callable[[], Check]]] = [
             ("processed counts", lambda: check_processed(conn, scope)),
             ("error types", lambda: check_error_types(conn, scope)),
             ("error budget", lambda: check_error_budget(conn, scope, cfg.throttle.failure_rate_max)),
+        ]
+        if mode == "full":
+            steps.append(("full (every row)", lambda: check_full(conn, cfg, scope, notify, full_res)))
+        steps += [
             (f"parity ({n} users)", lambda: check_parity(conn, scope, n, cfg.sample.seed)),
             ("uniqueness", lambda: check_uniqueness(conn, scope)),
             ("summary coverage", lambda: check_summary_coverage(conn, scope)),
             ("placeholders", lambda: check_placeholders(conn)),
             ("orphans", lambda: check_orphans(conn)),
-        ):
+        ]
+        for label, fn in steps:
             notify(f"checking {label} ...")
             checks.append(fn())
-        result = VerifyResult(jsonable(scope.to_json()), checks, job_id=job_id)
+        if full_res:
+            detail = f"full: every row of {full_res[0].users} user(s)" + (
+                f", and sample: {n} user(s) re-derived by the Python reference" if n else ""
+            )
+        else:
+            detail = f"sample: {n} user(s) re-derived by the Python reference"
+        result = VerifyResult(jsonable(scope.to_json()), checks, job_id=job_id, mode=mode, mode_detail=detail)
         fp = cfg.fingerprint()
         db = gates.database_identity(conn)
         if job_id:
@@ -348,14 +393,16 @@ def verify(
             from_ts=scope.from_ts,
             to_ts=scope.to_ts,
             artifact=result.artifact,
-            details={"failed": result.failed, "summaries": {c.name: c.detail for c in checks}},
+            details={"failed": result.failed, "mode": mode, "summaries": {c.name: c.detail for c in checks}},
         )
         if job_id:
             jobs.record_event(
                 conn,
                 job_id,
                 "verify",
-                "verification passed" if result.passed else f"verification failed: {', '.join(result.failed)}",
-                {"failed": result.failed, "artifact": str(result.artifact)},
+                f"verification ({mode}) passed"
+                if result.passed
+                else f"verification ({mode}) failed: {', '.join(result.failed)}",
+                {"failed": result.failed, "mode": mode, "artifact": str(result.artifact)},
             )
     return result

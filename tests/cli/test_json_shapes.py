@@ -37,6 +37,8 @@ JOB_ROW = {
     "tool_version",
     "batch_fixed",
     "operator",
+    "finalized_at",
+    "finalized_by",
 }
 STATUS_EXTRA = {"state", "progress", "rate_per_s", "eta_s", "live_workers", "workers", "chunks_done", "chunks_total"}
 RUN_SUMMARY = {
@@ -141,6 +143,8 @@ def test_shapes_match_the_doc(pg_dsn: str, tmp_path: Path, docs: dict[str, set[s
         conn.execute("UPDATE backfill_jobs SET status = 'paused' WHERE job_id = %s", [job_id])
     again = _json(*base, "--json", "resume", "--job-id", job_id)  # carries on like `run`
     assert set(again) == JOB_ROW | {"run"} and again["status"] == "done"
+    fin = check("finalize", "finalize", "--job-id", job_id, "--force", "--reason", "shape test", "--sample-users", "0")
+    assert fin["finalized_at"] and fin["archive"].endswith(f"{job_id}.tar.gz")
 
     check("worker", "worker", "--once")
     loaded = check("synth load", "synth", "load", "--snapshots", "5", "--seed", "3", "--force")  # 'test' rows held

@@ -71,6 +71,8 @@ def test_verify_passes_then_catches_a_corrupted_row(cli: Any, pg_conn: psycopg.C
     code, out, _ = cli("verify", "--job-id", job_id, "--sample-users", "50")
     assert code == 0, out
     assert "verify passed" in out and "pass  parity" in out and "note: runbook post-backfill" in out
+    assert f"verify job {job_id} (full: every row of 11 user(s), and sample: 50 user(s)" in out
+    assert "pass  full" in out
     troop_id, user_id = pg_conn.execute(
         "UPDATE user_troops SET level = level + 1 WHERE (user_id, troop_id) = (SELECT t.user_id, t.troop_id"
         " FROM user_troops t JOIN users u ON u.id = t.user_id WHERE u.namecode = %s ORDER BY t.troop_id DESC LIMIT 1)"
@@ -80,13 +82,24 @@ def test_verify_passes_then_catches_a_corrupted_row(cli: Any, pg_conn: psycopg.C
     code, out, _ = cli("verify", "--job-id", job_id, "--sample-users", "50")
     assert code == 1, out
     assert f"user_troops[user_id={user_id}, troop_id={troop_id}].level: expected" in out
+    assert "verify FAILED (full, parity)" in out
+    assert f"changed user_troops[{namecode(5)}, troop_id={troop_id}].level: expected" in out  # the findings table
+    assert "first 1 of 1 finding(s); all of them in the artifact" in out
+    code, out, _ = cli("verify", "--job-id", job_id, "--sample-users", "50", "--show", "0")
+    assert code == 1 and "first 1 of 1" not in out
+    code, out, _ = cli("verify", "--job-id", job_id, "--sample", "--sample-users", "50")
+    assert code == 1 and "(sample: 50 user(s) re-derived by the Python reference)" in out
     assert "verify FAILED (parity)" in out
     code, _out, stdout = cli("verify", "--job-id", job_id, "--sample-users", "50", "--json")
     assert code == 1
     doc = json.loads(stdout)
-    assert doc["passed"] is False and doc["failed"] == ["parity"]
+    assert doc["passed"] is False and doc["failed"] == ["full", "parity"] and doc["mode"] == "full"
     parity = next(c for c in doc["checks"] if c["name"] == "parity")
     assert parity["data"]["mismatches"][0]["column"] == "level"
+    full = next(c for c in doc["checks"] if c["name"] == "full")
+    assert [(f["kind"], f["column"], f["key"]) for f in full["data"]["findings"]] == [
+        ("changed", "level", {"troop_id": troop_id})
+    ]
 
 
 def test_verify_missing_summary_and_duplicate_exit_1(cli: Any, pg_conn: psycopg.Connection) -> None:

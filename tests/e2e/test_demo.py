@@ -34,6 +34,12 @@ def test_demo_walks_the_whole_runbook_and_leaves_a_report(tmp_path: Path) -> Non
     steps_run = ("db init", "census", "sample", "dry-run", "plan", "preflight", "canary", "run", "events tail")
     for step in (*steps_run, "verify", "report"):
         assert step in steps, step
+    # the recovery path, in its order, then the main job finalized
+    recovery = ["policy fail", "catalog import", "reprocess", "verify --full", "finalize", "finalize"]
+    assert steps[-len(recovery) :] == recovery, steps
+    assert job["finalized_at"] and job["state"] == "finalized"
+    archives = sorted(p.name for p in (folder.parent / "archives").glob("*.tar.gz"))
+    assert len(archives) == 2 and f"{job['job_id']}.tar.gz" in archives
     # every step ended as the demo expected: the run may have been paused (4) and resumed; on a small corpus
     # the pause may land after the run finished (pause exits 1: nothing to pause)
     allowed = {"run": (0, 4), "pause": (0, 1)}

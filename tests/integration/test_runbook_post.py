@@ -56,6 +56,7 @@ def test_verify_passes_on_a_clean_job(cfg: Any, pg_conn: psycopg.Connection) -> 
         "processed_counts",
         "error_types",
         "error_budget",
+        "full",  # a done job: full mode by default
         "parity",
         "uniqueness",
         "summary_coverage",
@@ -109,7 +110,7 @@ def test_verify_catches_a_corrupted_row(cfg: Any, pg_conn: psycopg.Connection) -
         " RETURNING user_id, troop_id",
         [namecode(4)],
     ).fetchone()
-    res = verify(cfg, job_id=job_id, sample_users=50)
+    res = verify(cfg, job_id=job_id, sample_users=50, mode="sample")
     assert res.exit_code == ExitCode.CHECK_FAILED and res.failed == ["parity"]
     mismatches = _check(res, "parity").data["mismatches"]
     assert len(mismatches) == 1
