@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from starforge_backfill.demo import RECOVERY_RANGE
+
 SCRIPT = Path(sys.executable).with_name("starforge-backfill")
 
 
@@ -77,7 +79,14 @@ def test_demo_keep_server_leaves_the_embedded_server_running(tmp_path: Path) -> 
     assert "stop it with" in proc.stderr
     try:
         with psycopg.connect(dsn) as conn:  # still answering after the demo process exited
-            assert conn.execute("SELECT count(*) FROM hero_snapshots").fetchone()[0] == 40
+            # the 40 synthetic snapshots, plus the recovery path's newer copies in their own range
+            lo, hi = RECOVERY_RANGE
+            counts_by_range = conn.execute(
+                "SELECT count(*) FILTER (WHERE NOT (created_at >= %s AND created_at < %s)),"
+                " count(*) FILTER (WHERE created_at >= %s AND created_at < %s) FROM hero_snapshots",
+                [lo, hi, lo, hi],
+            ).fetchone()
+            assert counts_by_range[0] == 40 and counts_by_range[1] > 0
             job = result["job"]  # the job the demo showed with `events tail`: one event per snapshot outcome
             counts = dict(
                 conn.execute(
