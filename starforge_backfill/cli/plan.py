@@ -40,8 +40,9 @@ def command(obj: Ctx, **kw: Any) -> None:
     )
 
     def human() -> None:
-        from rich.console import Console
         from rich.table import Table
+
+        from starforge_backfill.cli.console import table_console
 
         click.echo(
             f"N {res.n} snapshot(s) to process, t_avg {res.t_avg_s:g} s ({res.t_avg_source}); "
@@ -61,7 +62,7 @@ def command(obj: Ctx, **kw: Any) -> None:
                 "-" if e.meets_target is None else ("yes" if e.meets_target else "no"),
                 "<- recommended" if e.concurrency == res.recommended_concurrency else "",
             )
-        Console(width=110).print(table)
+        table_console(110).print(table)
         click.echo(f"recommended: --concurrency {res.recommended_concurrency} ({res.concurrency_reason})")
         sz = res.sizes
         click.echo(

@@ -131,10 +131,19 @@ def _print_run_sql(obj: Ctx, *, forced: bool) -> None:
     obj.emit({"statements": [st.to_json() for st in statements]}, human)
 
 
+def headline(status: str, outcome: str) -> str:
+    """The job's status, and how this invocation ended only when that says more (never `done (done)`)."""
+    if outcome == status:
+        return status
+    if outcome == "interrupted":
+        return f"{status}; this run was interrupted, the checkpoint is saved"
+    return f"{status}; this run ended {outcome}"
+
+
 def render_run(res: Any) -> None:
     s = res.summary()
     job = res.job
-    click.echo(f"job {job['job_id']}: {job['status']} ({s['outcome']})")
+    click.echo(f"job {job['job_id']}: {headline(str(job['status']), str(s['outcome']))}")
     click.echo(
         f"  processed {s['processed']}, failed {s['failed']} {s['failed_by_type'] or ''}, "
         f"placeholders {s['placeholders']}, {s['elapsed_s']} s, {s['rate_per_s']} snapshots/s"

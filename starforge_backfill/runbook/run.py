@@ -51,6 +51,7 @@ class RunProgress:
     batches: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
     totals: BatchResult = dataclasses.field(default_factory=BatchResult)
+    ended: float | None = None  # set when the workers stopped: the rate no longer counts the time after
 
     @property
     def done(self) -> int:
@@ -59,8 +60,8 @@ class RunProgress:
 
     @property
     def rate(self) -> float:
-        """Snapshots per second in this invocation."""
-        elapsed = time.monotonic() - self.started
+        """Snapshots handled per second by this invocation's workers, until they stopped."""
+        elapsed = (self.ended if self.ended is not None else time.monotonic()) - self.started
         return (self.processed + self.errors) / elapsed if elapsed > 0 else 0.0
 
     def add(self, res: BatchResult) -> None:
@@ -184,6 +185,7 @@ def run(
         batch_size, fixed = int(job["batch_size"]), bool(job.get("batch_fixed"))
     engine = config_settings.engine(cfg, batch_size, folder, job_id, fixed=fixed)
     outcome = _run_workers(cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp)
+    state.ended = time.monotonic()
 
     def final_read() -> tuple[dict[str, Any], ErrorBudget]:
         with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
