@@ -202,9 +202,54 @@ def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> None
             obj.opts["json_out"] = True
 
 
-def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Accept `--json` after the subcommand too, and turn exceptions into one clear line and exit code."""
+def _global_after(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the subcommand: the same as before it (the later one wins)."""
+    if value in (None, 0, False):
+        return
+    obj = ctx.find_object(Ctx)
+    if obj is None or param.name is None:
+        return
+    name = param.name.removeprefix("_g_")
+    if name == "verbose":
+        value = int(obj.opts.get("verbose") or 0) + int(value)
+    obj.opts[name] = value
+    if name == "operator":
+        from starforge_backfill import operator
 
+        operator.set_current(value)
+    elif name in ("verbose", "quiet", "log_format"):
+        obj.setup_logging()
+
+
+def _globals_after_the_subcommand(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The global options (but --version and --help) accepted after the subcommand too, hidden from its help:
+    `starforge-backfill preflight ... --metrics-file x.prom` is `starforge-backfill --metrics-file x.prom
+    preflight ...`."""
+    kw: dict[str, Any] = {"expose_value": False, "callback": _global_after, "hidden": True}
+    options = (
+        click.option("-c", "--config", "_g_config", type=click.Path(dir_okay=False), **kw),
+        click.option("--dsn", "_g_dsn", **kw),
+        click.option("--artifacts-dir", "_g_artifacts_dir", type=click.Path(file_okay=False), **kw),
+        click.option("--metrics-file", "_g_metrics_file", type=click.Path(dir_okay=False), **kw | {"callback": _prom}),
+        click.option("--log-format", "_g_log_format", type=click.Choice(["human", "json"]), **kw),
+        click.option("--operator", "_g_operator", **kw),
+        click.option("-v", "--verbose", "_g_verbose", count=True, **kw),
+        click.option("-q", "--quiet", "_g_quiet", is_flag=True, **kw),
+    )
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _prom(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    _global_after(ctx, param, prom_path(ctx, param, value))
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Accept `--json` (and every global option) after the subcommand too, and turn exceptions into one clear
+    line and exit code."""
+
+    @_globals_after_the_subcommand
     @click.option(
         "--json", "_json", is_flag=True, expose_value=False, callback=_json_flag, help="Same as the global --json."
     )
