@@ -365,6 +365,18 @@ class BatchSize(click.ParamType):
         return n
 
 
+def reason_needs_force(force: bool, reason: str | None) -> None:
+    """`run`/`reprocess --reason` says why `--force` skipped the gates: without `--force` it is a usage error
+    (exit 2, before anything is opened), not silently ignored."""
+    if reason is not None and not force:
+        from starforge_backfill.errors import UsageError
+
+        raise UsageError(
+            "--reason goes with --force: it records why the gates were skipped",
+            hint="add --force to skip the gates (recorded with the reason), or drop --reason",
+        )
+
+
 BATCH_SIZE_HELP = (
     "Snapshots per batch: N means every batch holds N (only etl.batch_max_bytes cuts one shorter); auto, the"
     " default, starts at etl.batch_size and adapts toward throttle.target_batch within"

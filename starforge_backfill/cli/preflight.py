@@ -44,7 +44,9 @@ from starforge_backfill.cli.context import Ctx, handled
 @handled
 def command(obj: Ctx, **kw: Any) -> None:
     """Preflight checklist: backup, approvals, dry-run, streaming, payload shapes, catalogs, capacity, monitoring,
-    communication, schema. Records the `preflight` gate that `run` requires; exits 1 when an item fails."""
+    communication, schema. Records the `preflight` gate that `run` requires; exits 1 when an item fails, 3 when the
+    database lacks the schema."""
+    from starforge_backfill.errors import ExitCode, SchemaMissing
     from starforge_backfill.runbook.preflight import preflight
 
     res = preflight(
@@ -69,4 +71,6 @@ def command(obj: Ctx, **kw: Any) -> None:
         click.echo(f"preflight {verdict}; artifact {res.artifact}")
 
     obj.emit(res.to_json(), human)
+    if res.exit_code == ExitCode.DATABASE:  # the checklist above, then the one error line of exit 3
+        raise SchemaMissing(f"the database lacks the expected schema: {res.check('schema').detail}")
     sys.exit(int(res.exit_code))

@@ -16,6 +16,7 @@ from starforge_backfill.cli.context import (
     graceful_stop,
     handled,
     progress_printer,
+    reason_needs_force,
 )
 
 log = logging.getLogger("starforge_backfill.cli")
@@ -43,6 +44,7 @@ def run_command(obj: Ctx, metrics_port: str | None, print_sql: bool, **kw: Any) 
     from starforge_backfill.jobs import Selector
     from starforge_backfill.runbook.run import RunOptions
 
+    reason_needs_force(kw["force"], kw["reason"])
     options = RunOptions(
         batch_size=kw["batch_size"], concurrency=kw["concurrency"], force=kw["force"], reason=kw["reason"]
     )

@@ -327,7 +327,7 @@ def test_preflight_on_a_database_without_the_schema(empty_dsn: str, tmp_path: Pa
     res = preflight(make_cfg(empty_dsn, tmp_path), from_ts=FROM, to_ts=TO, **ATTESTED_ALL)
     assert res.check("schema").result == "fail" and "db init" in res.check("schema").detail
     assert res.check("streaming").detail.startswith("not checked")
-    assert res.exit_code == ExitCode.CHECK_FAILED
+    assert res.exit_code == ExitCode.DATABASE  # exit 3, as every command on a database without the schema
 
 
 def test_pg_dump_gets_the_password_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

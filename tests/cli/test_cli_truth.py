@@ -1,0 +1,62 @@
+"""Small truths of the CLI (issue 15): options checked before connecting, a timestamp error with an example,
+--reason only with --force, preflight's exit 3 on a database without the schema."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from starforge_backfill.cli import main
+
+NOWHERE = "postgresql://nobody@127.0.0.1:1/nowhere"  # nothing listens on port 1: a connection would exit 3
+
+
+def _run(*args: str) -> tuple[int, list[str]]:
+    res = CliRunner().invoke(main, list(args), env={"STARFORGE_DATABASE_URL": "", "STARFORGE_OPERATOR": "t"})
+    return res.exit_code, res.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run"],
+        ["plan"],
+        ["preflight"],
+        ["census"],
+        ["sample"],
+        ["canary"],
+        ["dry-run"],
+        ["reprocess", "--error-type", "PARSE_ERROR"],
+    ],
+)
+def test_a_bad_timestamp_exits_2_before_connecting_and_shows_the_format(command: list[str]) -> None:
+    code, lines = _run("--dsn", NOWHERE, *command, "--from", "yesterday", "--to", "2024-02-01")
+    assert code == 2, lines
+    assert lines[0] == (
+        "error: --from: not an ISO-8601 timestamp: 'yesterday'"
+        " (expected ISO-8601, e.g. 2024-01-01 or 2024-01-01T00:00Z)"
+    )
+
+
+@pytest.mark.parametrize("command", ["run", "reprocess"])
+def test_reason_without_force_is_a_usage_error_and_writes_nothing(command: str, pg_dsn: str) -> None:
+    extra = ["--error-type", "PARSE_ERROR"] if command == "reprocess" else []
+    code, lines = _run("--dsn", pg_dsn, command, "--from", "2024-01-01", "--to", "2024-02-01", *extra, "--reason", "x")
+    assert code == 2, lines
+    assert lines == [
+        "error: --reason goes with --force: it records why the gates were skipped",
+        "hint: add --force to skip the gates (recorded with the reason), or drop --reason",
+    ]
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM backfill_jobs").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM backfill_events").fetchone()[0] == 0
+
+
+def test_preflight_on_a_database_without_the_schema_exits_3(empty_dsn: str, tmp_path: object) -> None:
+    code, lines = _run(
+        "--dsn", empty_dsn, "--artifacts-dir", str(tmp_path), "preflight", "--from", "2024-01-01", "--to", "2024-02-01"
+    )
+    assert code == 3, lines
+    assert lines[-2].startswith("error: the database lacks the expected schema: missing users(")
+    assert lines[-1] == "hint: Have you run `starforge-backfill db init`?"
