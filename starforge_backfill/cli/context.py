@@ -137,9 +137,12 @@ class Ctx:
         """A human notice on stderr, through logging (suppressed by --quiet; JSON with --log-format json)."""
         log.info(message)
 
-    def emit(self, data: dict[str, Any], human: Callable[[], None]) -> None:
-        """The command's result: one JSON document on stdout with --json, else the human rendering."""
+    def emit(self, data: dict[str, Any], human: Callable[[], None], summary: str | None = None) -> None:
+        """The command's result: one JSON document on stdout with --json, else the human rendering. With
+        --json a `summary` line goes to stderr (as `say`), so a pipeline's log still tells what happened."""
         self.emitted = True
+        if self.json and summary:
+            self.say(summary)
         if self.json:
             from starforge_backfill.redact import scrub_text
 

@@ -65,12 +65,18 @@ def command(obj: Ctx, **kw: Any) -> None:
         table_console(110).print(table)
         click.echo(f"recommended: --concurrency {res.recommended_concurrency} ({res.concurrency_reason})")
         sz = res.sizes
-        click.echo(
-            f"recommended: --batch-size {res.recommended_batch_size} (payload avg {sz['avg_bytes']} bytes, "
-            f"p95 {sz['p95_bytes']} bytes)"
-        )
+        if sz["avg_bytes"] is not None:  # nothing to size when nothing waits
+            click.echo(
+                f"recommended: --batch-size {res.recommended_batch_size} (payload avg {sz['avg_bytes']} bytes, "
+                f"p95 {sz['p95_bytes']} bytes)"
+            )
         for note in res.notes:
             click.echo(f"note: {note}")
         click.echo(f"artifact {res.artifact}")
 
-    obj.emit(res.to_json(), human)
+    obj.emit(
+        res.to_json(),
+        human,
+        summary=f"plan: N {res.n} snapshot(s); recommended --concurrency {res.recommended_concurrency}"
+        f" ({res.concurrency_reason}); artifact {res.artifact}",
+    )

@@ -55,9 +55,9 @@ def command(obj: Ctx, job_id: str | None, from_ts: str | None, to_ts: str | None
                     click.echo(f"        {m['message']}")
             if c.note:
                 click.echo(f"        note: {c.note}")
-        verdict = "passed" if res.passed else f"FAILED ({', '.join(res.failed)})"
         click.echo(f"verify {verdict}; artifact {res.artifact}")
 
-    obj.emit(res.to_json(), human)
+    verdict = "passed" if res.passed else f"FAILED ({', '.join(res.failed)})"
+    obj.emit(res.to_json(), human, summary=f"verify {verdict}; artifact {res.artifact}")
     if res.exit_code:
         sys.exit(int(res.exit_code))

@@ -60,3 +60,33 @@ def test_preflight_on_a_database_without_the_schema_exits_3(empty_dsn: str, tmp_
     assert code == 3, lines
     assert lines[-2].startswith("error: the database lacks the expected schema: missing users(")
     assert lines[-1] == "hint: Have you run `starforge-backfill db init`?"
+
+
+def _invoke(*args: str) -> tuple[int, str, str]:
+    res = CliRunner().invoke(main, list(args), env={"STARFORGE_DATABASE_URL": "", "STARFORGE_OPERATOR": "t"})
+    return res.exit_code, res.stdout, res.stderr
+
+
+def test_plan_with_nothing_to_do_says_so_and_recommends_1(pg_dsn: str, tmp_path: object) -> None:
+    code, out, err = _invoke(
+        "--dsn", pg_dsn, "--artifacts-dir", str(tmp_path), "plan", "--from", "2024-01-01", "--to", "2024-02-01",
+        "--t-avg", "0.01",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "None" not in out
+    assert "recommended: --concurrency 1 (nothing to do: no snapshot of the range waits for a run)" in out
+    assert "note: nothing to do" in out and "--batch-size" not in out
+
+
+@pytest.mark.parametrize("command", [["plan", "--t-avg", "0.01"], ["verify"]])
+def test_json_keeps_a_human_summary_on_stderr(command: list[str], pg_dsn: str, tmp_path: object) -> None:
+    code, out, err = _invoke(
+        "--dsn", pg_dsn, "--artifacts-dir", str(tmp_path), "--json", command[0], "--from", "2024-01-01",
+        "--to", "2024-02-01", *command[1:],
+    )  # fmt: skip
+    assert code == 0, err
+    import json
+
+    doc = json.loads(out)
+    assert err.strip().splitlines()[-1].startswith(f"{command[0]}")
+    assert str(doc["artifact"]) in err
