@@ -378,3 +378,21 @@ def test_pg_dump_gets_the_password_from_the_environment(tmp_path: Path, monkeypa
     assert out["size_bytes"] == 8 and out["database"] == "prod"
     assert not any("s3cr" in a for a in seen["argv"]) and seen["env"]["PGPASSWORD"] == "s3cr@t"
     assert "host=db.example" in " ".join(seen["argv"]) and "--format=custom" in seen["argv"]
+
+
+def test_the_samples_largest_bucket_always_holds_the_ranges_biggest_snapshot(
+    pg_conn: psycopg.Connection, pg_dsn: str, tmp_path: Path
+) -> None:
+    from starforge_backfill import demo, synthetic
+
+    synthetic.load(pg_conn, demo.demo_spec(300))  # the demo's corpus: a 2-3 MB snapshot is ~0.5% of it
+    biggest, size = pg_conn.execute(
+        "SELECT id::text, coalesce(size_bytes, pg_column_size(raw)) AS s FROM hero_snapshots ORDER BY s DESC LIMIT 1"
+    ).fetchone()
+    assert size >= 2_000_000
+    cfg = make_cfg(pg_dsn, tmp_path)
+    for seed in range(1, 6):
+        res = sample(cfg, from_ts="2024-01-01", to_ts="2024-07-01", seed=seed, buckets="3,3,4", include_bad=0)
+        top = [p for p in res.picks if p.bucket == 3]
+        assert len(top) == 4 and top[0].snapshot_id == biggest, seed
+        assert "largest" in top[0].reason
