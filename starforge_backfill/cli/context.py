@@ -186,7 +186,13 @@ def _fail(ctx: Ctx | None, exc: BaseException, code: ExitCode, message: str | No
         else:
             logs.setup_logging()
     verbose = ctx is not None and ctx.verbose > 0
-    log.error(message, extra={"hint": hint, "exit_code": int(code)}, exc_info=exc if verbose else None)
+    problems = [redact.scrub_text(p) for p in getattr(exc, "problems", None) or []]
+    if len(problems) > 1:  # every config error at once: one `error:` line each, the hint after the last
+        for problem in problems[:-1]:
+            log.error(problem, extra={"exit_code": int(code)})
+        log.error(problems[-1], extra={"hint": hint, "exit_code": int(code)}, exc_info=exc if verbose else None)
+    else:
+        log.error(message, extra={"hint": hint, "exit_code": int(code)}, exc_info=exc if verbose else None)
     if ctx is not None and ctx.json and not ctx.emitted:
         ctx.emit({"error": {"message": message, "hint": hint, "exit_code": int(code)}}, lambda: None)
     sys.exit(int(code))
