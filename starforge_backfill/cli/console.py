@@ -125,6 +125,27 @@ class ProgressReporter:
             self._line(self._state)
 
 
+_STYLES = {"pass": "green", "passed": "green", "attested": "cyan", "fail": "bold red", "failed": "bold red"}
+
+
+def colour_on(stream: Any = None) -> bool:
+    """Colour only on a terminal, and never with $NO_COLOR set (https://no-color.org)."""
+    stream = sys.stdout if stream is None else stream
+    return not os.environ.get("NO_COLOR") and bool(getattr(stream, "isatty", lambda: False)())
+
+
+def result_label(result: str, width: int = 0) -> str:
+    """`pass`, `FAIL`, `attested`, `PASSED`, ... padded to `width`, coloured by rich's style on a terminal
+    (green, bold red, cyan); plain text into a pipe, a file or with NO_COLOR."""
+    text = result.ljust(width)
+    style = _STYLES.get(result.lower())
+    if style is None or not colour_on():
+        return text
+    from rich.style import Style
+
+    return Style.parse(style).render(result) + text[len(result) :]
+
+
 def table_console(width: int) -> Any:
     """A rich Console for a table: `width` columns on a terminal; into a pipe or a log, the table's own
     width (no cell wrapped at an assumed 80 or `width` columns)."""

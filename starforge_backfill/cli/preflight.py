@@ -63,10 +63,12 @@ def command(obj: Ctx, **kw: Any) -> None:
     )
 
     def human() -> None:
+        from starforge_backfill.cli.console import result_label
+
         click.echo(f"preflight [{res.from_ts.isoformat()}, {res.to_ts.isoformat()}) config {res.fingerprint[:12]}")
         for c in res.checks:
             label = c.result.upper() if c.result == "fail" else c.result
-            click.echo(f"  {label:<9} {c.name:<17} {c.detail}")
+            click.echo(f"  {result_label(label, 9)} {c.name:<17} {c.detail}")
         verdict = "passed" if res.passed else f"FAILED ({', '.join(res.failed)})"
         click.echo(f"preflight {verdict}; artifact {res.artifact}")
 

@@ -40,6 +40,8 @@ def command(obj: Ctx, job_id: str | None, from_ts: str | None, to_ts: str | None
     )
 
     def human() -> None:
+        from starforge_backfill.cli.console import result_label
+
         sc = res.scope
         if sc.get("job_id"):
             what = f"job {sc['job_id']}"
@@ -49,7 +51,7 @@ def command(obj: Ctx, job_id: str | None, from_ts: str | None, to_ts: str | None
             what = "every snapshot"
         click.echo(f"verify {what}")
         for c in res.checks:
-            click.echo(f"  {'pass' if c.passed else 'FAIL':<5} {c.name:<17} {c.detail}")
+            click.echo(f"  {result_label('pass' if c.passed else 'FAIL', 5)} {c.name:<17} {c.detail}")
             if c.name == "parity" and not c.passed:
                 for m in c.data.get("mismatches", [])[:10]:
                     click.echo(f"        {m['message']}")

@@ -90,3 +90,40 @@ def test_json_keeps_a_human_summary_on_stderr(command: list[str], pg_dsn: str, t
     doc = json.loads(out)
     assert err.strip().splitlines()[-1].startswith(f"{command[0]}")
     assert str(doc["artifact"]) in err
+
+
+def _verify_on(pg_dsn: str, tmp_path: object, *, tty: bool, no_color: bool = False) -> str:
+    """`verify`'s stdout, written to a pseudo-terminal (as on an operator's screen) or a pipe."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "STARFORGE_DATABASE_URL")}
+    if no_color:
+        env["NO_COLOR"] = "1"
+    cmd = [sys.executable, "-m", "starforge_backfill", "--dsn", pg_dsn, "--artifacts-dir", str(tmp_path), "verify"]
+    if not tty:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, env=env, stdout=slave, stderr=subprocess.DEVNULL)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return b"".join(chunks).decode()
+
+
+def test_pass_and_fail_are_coloured_on_a_terminal_only(pg_dsn: str, tmp_path: object) -> None:
+    on_tty = _verify_on(pg_dsn, tmp_path, tty=True)
+    assert "\x1b[32mpass\x1b[0m  processed_counts" in on_tty, repr(on_tty[:300])  # green, padding after
+    for plain in (_verify_on(pg_dsn, tmp_path, tty=False), _verify_on(pg_dsn, tmp_path, tty=True, no_color=True)):
+        assert "\x1b[" not in plain and "  pass  processed_counts" in plain, repr(plain[:300])
