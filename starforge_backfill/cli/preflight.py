@@ -68,7 +68,7 @@ def command(obj: Ctx, **kw: Any) -> None:
         click.echo(f"preflight [{res.from_ts.isoformat()}, {res.to_ts.isoformat()}) config {res.fingerprint[:12]}")
         for c in res.checks:
             label = c.result.upper() if c.result == "fail" else c.result
-            click.echo(f"  {result_label(label, 9)} {c.name:<17} {c.detail}")
+            click.echo(f"  {result_label(str(label), 9)} {c.name:<17} {c.detail}")
         verdict = "passed" if res.passed else f"FAILED ({', '.join(res.failed)})"
         click.echo(f"preflight {verdict}; artifact {res.artifact}")
 
