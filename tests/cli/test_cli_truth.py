@@ -127,3 +127,12 @@ def test_pass_and_fail_are_coloured_on_a_terminal_only(pg_dsn: str, tmp_path: ob
     assert "\x1b[32mpass\x1b[0m  processed_counts" in on_tty, repr(on_tty[:300])  # green, padding after
     for plain in (_verify_on(pg_dsn, tmp_path, tty=False), _verify_on(pg_dsn, tmp_path, tty=True, no_color=True)):
         assert "\x1b[" not in plain and "  pass  processed_counts" in plain, repr(plain[:300])
+
+
+def test_runs_headline_never_repeats_the_status() -> None:
+    from starforge_backfill.cli.run import headline
+
+    assert headline("done", "done") == "done"
+    assert headline("running", "interrupted") == "running; this run was interrupted, the checkpoint is saved"
+    assert headline("paused", "paused") == "paused"
+    assert headline("running", "pending") == "running; this run ended pending"
