@@ -237,8 +237,11 @@ def command(obj: Ctx, snapshots: int, keep_server: bool, workdir: Path) -> None:
             lines.append(f"server (kept)  psql '{db.dsn}'")
             if db.server.pgdata is not None:
                 lines.append(f"stop it with   kill -INT $(head -1 {db.server.pgdata}/postmaster.pid)")
-        width = None if console.is_terminal else max(len(line) for line in lines) + 4
-        console.print(Panel("\n".join(lines), title="demo finished", expand=False), width=width)
+        panel = Panel("\n".join(lines), title="demo finished", expand=False)
+        if console.is_terminal:
+            console.print(panel)
+        else:  # a log: the box as wide as its longest line (print(width=) cannot exceed the console's 80)
+            Console(file=console.file, width=max(len(line) for line in lines) + 4).print(panel)
         obj.emit(
             {
                 "job": final,

@@ -26,7 +26,7 @@ def _sections(log: str) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def transcript(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    workdir = tmp_path_factory.mktemp("demo")
+    workdir = tmp_path_factory.mktemp("demo-in-a-work-directory-whose-path-alone-takes-most-of-80-columns")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.run(  # stdout and stderr into one file, as `make demo > demo.log 2>&1`
         [sys.executable, "-m", "starforge_backfill", "--dsn", server_dsn, "demo", "--snapshots", "150",
