@@ -1,5 +1,6 @@
 """The README's tour runs as written: every command of its code block, in order, on a fresh database, each
-exiting as the README says (0, or the `exit N` of its comment; `long-running` ones run until SIGTERM)."""
+exiting as the README says (0, or the `exit N` of its comment; `long-running` ones, and `--follow`, run
+until SIGTERM, then exit as said)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def tour(readme: str) -> list[Step]:
         words = shlex.split(line, comments=True)
         comment = line.split(" #", 1)[1] if " #" in line else ""
         m = re.search(r"\bexit (\d+)\b", comment)
-        steps.append(Step(line, words, int(m.group(1)) if m else 0, "long-running" in comment))
+        long_running = "long-running" in comment or "--follow" in words  # runs until SIGTERM
+        steps.append(Step(line, words, int(m.group(1)) if m else 0, long_running))
     return steps
 
 
