@@ -37,8 +37,19 @@ def transcript(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> str
         timeout=600,
         env=env,
     )
+    drop_demo_database(server_dsn, proc.stdout)
     assert proc.returncode == 0, proc.stdout[-3000:]
     return proc.stdout
+
+
+def drop_demo_database(server_dsn: str, output: str) -> None:
+    """`demo --dsn` leaves its new database on the given server (by design): the test drops it."""
+    import psycopg
+    from psycopg import sql
+
+    for name in set(re.findall(r"database: (starforge_demo_\w+)", output)):
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_each_command_shows_its_progress_before_its_result(transcript: str) -> None:

@@ -127,6 +127,10 @@ def test_the_readme_tour_runs_as_written(empty_dsn: str, tmp_path: Path) -> None
         else:
             res = subprocess.run(cmd, cwd=tmp_path, env=env, input=stdin, capture_output=True, text=True, timeout=300)
             out, code = res.stdout + res.stderr, res.returncode
+        if step.args[1] == "demo":  # with the exported DSN it made a database on the test server: drop it
+            from test_demo_transcript import drop_demo_database
+
+            drop_demo_database(empty_dsn, out)
         done.append(f"{code} {step.line}")
         # later lines build on earlier ones: stop at the first that does not exit as the README says
         assert code == step.exit_code, f"{step.line}\n  exited {code}, the README says {step.exit_code}\n{out[-2500:]}"
