@@ -35,7 +35,7 @@ import yaml
 from yaml.nodes import MappingNode, Node
 
 from starforge_backfill import redact
-from starforge_backfill.errors import ConfigError
+from starforge_backfill.errors import ConfigError, ConfigErrors
 from starforge_backfill.redact import redact_dsn
 
 DEFAULT_CONFIG_NAME = "starforge-backfill.yaml"
@@ -271,6 +271,7 @@ def load_config(
     """Load and validate the config: overrides > env > file (default ./starforge-backfill.yaml) > defaults."""
     env = os.environ if env is None else env
     tree: dict[str, tuple[Any, str]] = {}
+    problems: list[str] = []  # every error of the file and the values, raised together by _build
     source: Path | None = None
     if path is None and Path(DEFAULT_CONFIG_NAME).exists():
         path = DEFAULT_CONFIG_NAME
@@ -279,19 +280,19 @@ def load_config(
         if not source.exists():
             hint = f"pass --config PATH, or copy examples/{DEFAULT_CONFIG_NAME} to ./{DEFAULT_CONFIG_NAME}"
             raise ConfigError(f"{path}: config file not found", hint=hint)
-        tree.update(_read_file(source, str(path)))
+        tree.update(_read_file(source, str(path), problems))
         source = source.resolve()
     dsn = env.get(ENV_DSN)
     if dsn:
         tree["database.dsn"] = (dsn, f"${ENV_DSN}")
     _apply_overrides(tree, overrides or {}, skip_none=True)
-    cfg = _build(tree, Config(source_path=source))
+    cfg = _build(tree, Config(source_path=source), problems)
     cfg.register_secrets()
     return cfg
 
 
-def _read_file(path: Path, shown: str) -> dict[str, tuple[Any, str]]:
-    """The file's settings as {dotted key: (value, "file:line: key")}."""
+def _read_file(path: Path, shown: str, problems: list[str] | None = None) -> dict[str, tuple[Any, str]]:
+    """The file's settings as {dotted key: (value, "file:line: key")}; bad keys go to `problems` (when given)."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -307,7 +308,7 @@ def _read_file(path: Path, shown: str) -> dict[str, tuple[Any, str]]:
         if not isinstance(root, MappingNode):
             got = _describe(loader.construct_document(root), secret=True)
             raise ConfigError(f"{shown}:{_line(root)}: top level must be a mapping of sections, got {got}")
-        return _walk(loader, root, shown)
+        return _walk(loader, root, shown, problems=problems)
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_problem(exc, shown, text)) from None
     finally:
@@ -321,6 +322,7 @@ def _walk(
     shown: str,
     prefix: str = "",
     tree: dict[str, tuple[Any, str]] | None = None,
+    problems: list[str] | None = None,
 ) -> dict[str, tuple[Any, str]]:
     """Collect {dotted key: (value, "file:line: key")} from a mapping, refusing unknown and duplicate keys."""
     tree = {} if tree is None else tree
@@ -329,19 +331,25 @@ def _walk(
     for key_node, value_node in node.value:
         key = loader.construct_document(key_node)
         where = f"{shown}:{_line(key_node)}: {prefix}{key}"
-        if not isinstance(key, str):
-            raise ConfigError(f"{where}: keys must be strings")
-        if key in seen:
-            raise ConfigError(f"{where}: duplicate key (first on line {seen[key]})")
-        seen[key] = _line(key_node)
-        if not prefix and key in _sections():
-            if isinstance(value_node, MappingNode):
-                _walk(loader, value_node, shown, f"{key}.", tree)
-            elif value_node.tag != "tag:yaml.org,2002:null":  # an empty section means "all defaults"
-                got = _describe(loader.construct_document(value_node), secret=True)
-                raise ConfigError(f"{where}: must be a mapping, got {got}")
+        try:  # every problem of the file is reported at once (ConfigErrors), not one per run
+            if not isinstance(key, str):
+                raise ConfigError(f"{where}: keys must be strings")
+            if key in seen:
+                raise ConfigError(f"{where}: duplicate key (first on line {seen[key]})")
+            seen[key] = _line(key_node)
+            if not prefix and key in _sections():
+                if isinstance(value_node, MappingNode):
+                    _walk(loader, value_node, shown, f"{key}.", tree, problems)
+                elif value_node.tag != "tag:yaml.org,2002:null":  # an empty section means "all defaults"
+                    got = _describe(loader.construct_document(value_node), secret=True)
+                    raise ConfigError(f"{where}: must be a mapping, got {got}")
+                continue
+            _require_known(prefix + key, _known_keys(), where)
+        except ConfigError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
             continue
-        _require_known(prefix + key, _known_keys(), where)
         tree[prefix + key] = (loader.construct_document(value_node), where)
     return tree
 
@@ -429,10 +437,13 @@ _ORDERED = (  # (lower key, upper key, strictly lower?)
 )
 
 
-def _build(tree: Mapping[str, tuple[Any, str]], base: Config) -> Config:
-    """Validate every value in `tree` and return `base` with them applied."""
+def _build(tree: Mapping[str, tuple[Any, str]], base: Config, problems: list[str] | None = None) -> Config:
+    """Validate every value in `tree` and return `base` with them applied. Every problem (those already in
+    `problems`, and each bad value or order) is raised at once: one ConfigError listing them all."""
     known = _known_keys()
     values: dict[str, Any] = {}
+    problems = [] if problems is None else problems
+    bad: set[str] = set()
 
     def current(key: str) -> Any:
         section, f = known[key]
@@ -443,15 +454,21 @@ def _build(tree: Mapping[str, tuple[Any, str]], base: Config) -> Config:
         try:
             values[key] = _coerce(raw, known[key][1].metadata)
         except _Bad as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            problems.append(f"{where}: {exc}")
+            bad.add(key)
     for low, high, strict in _ORDERED:
+        if low in bad or high in bad:
+            continue
         lo, hi = current(low), current(high)
         if lo is None or hi is None or lo < hi or (lo == hi and not strict):
             continue
         unit = "s" if known[low][1].metadata["kind"] == "duration" else ""
         if high in tree:
-            raise ConfigError(f"{tree[high][1]}: must be {'>' if strict else '>='} {low} ({_fmt(lo)}{unit})")
-        raise ConfigError(f"{tree[low][1]}: must be {'<' if strict else '<='} {high} ({_fmt(hi)}{unit})")
+            problems.append(f"{tree[high][1]}: must be {'>' if strict else '>='} {low} ({_fmt(lo)}{unit})")
+        else:
+            problems.append(f"{tree[low][1]}: must be {'<' if strict else '<='} {high} ({_fmt(hi)}{unit})")
+    if problems:
+        raise ConfigErrors(sorted(problems, key=_file_line))
     parts: dict[str, Any] = {}
     for section, cls in _sections().items():
         keys = {f.name: f"{section}.{_yaml_name(f)}" for f in dataclasses.fields(cls)}
@@ -459,6 +476,13 @@ def _build(tree: Mapping[str, tuple[Any, str]], base: Config) -> Config:
         parts[section] = dataclasses.replace(getattr(base, section), **kwargs)
     top = {k: v for k, v in values.items() if known[k][0] is None}
     return dataclasses.replace(base, **parts, **top)
+
+
+def _file_line(problem: str) -> tuple[int, str]:
+    """Sort key of a problem: its file line (`path:LINE: ...`) first, the others (options, env) after."""
+    head = problem.split(": ", 1)[0]
+    line = head.rpartition(":")[2]
+    return (int(line), "") if line.isdigit() else (1 << 30, problem)
 
 
 class _Bad(Exception):

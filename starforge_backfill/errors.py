@@ -34,6 +34,15 @@ class ConfigError(BackfillError):
     exit_code = ExitCode.USAGE
 
 
+class ConfigErrors(ConfigError):
+    """Every problem of the configuration at once (each names its file, line and key); one is a ConfigError."""
+
+    def __init__(self, problems: list[str]) -> None:
+        count = f"{len(problems)} config errors: " if len(problems) > 1 else ""
+        super().__init__(count + "; ".join(problems))
+        self.problems = list(problems)
+
+
 class UsageError(BackfillError):
     """The command was called wrongly."""
 

@@ -83,6 +83,35 @@ def render(cfg: Any, name: str, variables: dict[str, Any] | None = None) -> str:
         raise UsageError(f"{name}: {exc}") from None
 
 
+def _comments_on_their_own_lines(text: str) -> str:
+    """`code  -- comment` as `-- comment` then `code`: sqlglot keeps a comment that leads a token, but drops the
+    first line of one trailing code (`newest AS (  -- each user's ...` lost its first line). Quotes respected."""
+    out = []
+    for line in text.splitlines():
+        at = _comment_start(line)
+        if at > 0 and line[:at].strip():
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f"{indent}{line[at:].rstrip()}")
+            out.append(line[:at].rstrip())
+        else:
+            out.append(line)
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+def _comment_start(line: str) -> int:
+    """Where a `--` comment starts in `line` outside quotes and identifiers; -1 when it has none."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif line.startswith("--", i):
+            return i
+    return -1
+
+
 def pretty(text: str) -> tuple[str, bool]:
     """(text reformatted by sqlglot, True) for reading; (text, False) when sqlglot cannot parse it fully."""
     import sqlglot
@@ -92,14 +121,20 @@ def pretty(text: str) -> tuple[str, bool]:
     previous = sqlglot_log.level
     sqlglot_log.setLevel(logging.ERROR)  # its "falling back to Command" warnings are handled below
     try:
-        trees = sqlglot.parse(text, read="postgres")
+        trees = sqlglot.parse(_comments_on_their_own_lines(text), read="postgres")
     except sqlglot.errors.SqlglotError:
         return text, False
     finally:
         sqlglot_log.setLevel(previous)
     if not trees or any(t is None or isinstance(t, exp.Command) for t in trees):
         return text, False
-    return ";\n\n".join(t.sql(dialect="postgres", pretty=True) for t in trees if t is not None) + ";\n", True
+    formatted = ";\n\n".join(t.sql(dialect="postgres", pretty=True) for t in trees if t is not None) + ";\n"
+    flat = " ".join(formatted.split())
+    for line in text.splitlines():  # a comment sqlglot dropped (e.g. one before OFFSET): show the text as it is
+        at = _comment_start(line)
+        if at >= 0 and " ".join(line[at + 2 :].split()) not in flat:
+            return text, False
+    return formatted, True
 
 
 def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:

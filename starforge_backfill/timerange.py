@@ -18,7 +18,9 @@ def parse_ts(value: str | dt.datetime, name: str) -> dt.datetime:
             ts = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError:
             raise UsageError(
-                f"{name}: not an ISO-8601 timestamp: {value!r}", hint=f"for example {name} {EXAMPLE}"
+                f"{name}: not an ISO-8601 timestamp: {value!r} (expected ISO-8601, e.g. 2024-01-01 or"
+                " 2024-01-01T00:00Z)",
+                hint=f"for example {name} {EXAMPLE}",
             ) from None
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.UTC)
 

@@ -2,7 +2,8 @@
 
 Server, in order: $STARFORGE_TEST_DSN; else postgres@127.0.0.1:5432 if it answers within ~2 s (unless
 STARFORGE_TEST_NO_LOCAL=1); else a throwaway `EmbeddedPostgres` started for the session and stopped at
-its end. Public fixtures: `server_dsn`, `pg_dsn`, `pg_conn`, `empty_dsn`.
+its end. Public fixtures: `server_dsn`, `pg_dsn`, `pg_conn`, `empty_dsn`. (README.md, "Tests", documents
+these variables for users; tests/cli/test_docs.py keeps every STARFORGE_* variable documented.)
 """
 
 from __future__ import annotations

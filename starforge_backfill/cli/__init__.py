@@ -65,7 +65,7 @@ def usage_error(exc: click.UsageError) -> tuple[str, str | None]:
     hint = None
     if isinstance(exc, click.NoSuchOption) and exc.option_name in GLOBAL_OPTIONS:
         where = f"starforge-backfill {exc.option_name} ... <command>"
-        hint = f"{exc.option_name} is a global option: put it before the subcommand ({where})"
+        hint = f"{exc.option_name} is a global option: put it before the subcommand ({where}) or after it"
     elif exc.ctx is not None:
         hint = f"see `{exc.ctx.command_path} --help`"
     return message, hint
@@ -160,6 +160,8 @@ class LazyGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, **opts: Any) -> None:
     """starforge-backfill: backfill raw hero_snapshots into normalized tables, by the runbook.
+
+    Global options go before the subcommand or after it (`preflight ... --metrics-file x.prom`).
 
     Exit codes: 0 ok, 1 check or gate failed, 2 usage or config error, 3 database unreachable or schema
     missing, 4 job paused or aborted, 130 interrupted.

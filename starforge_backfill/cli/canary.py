@@ -65,6 +65,8 @@ def command(obj: Ctx, **kw: Any) -> None:
         reporter.close()
 
     def human() -> None:
+        from starforge_backfill.cli.console import result_label
+
         sel, job = res.selection, res.job
         verdict = {"passed": "PASSED", "failed": "FAILED", "interrupted": "INTERRUPTED"}[res.outcome]
         click.echo(f"canary {job['job_id']}: {verdict}")
@@ -80,7 +82,7 @@ def command(obj: Ctx, **kw: Any) -> None:
             f"({len(res.samples)} readings)"
         )
         for c in res.checks:
-            click.echo(f"  {'pass' if c.passed else 'FAIL':<5} {c.name:<18} {c.detail}")
+            click.echo(f"  {result_label('pass' if c.passed else 'FAIL', 5)} {c.name:<18} {c.detail}")
         for w in res.warnings:
             click.echo(f"  warning: {w}")
         if res.outcome == "interrupted":

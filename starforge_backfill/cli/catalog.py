@@ -16,15 +16,16 @@ def group() -> None:
 
 
 def _table(title: str, uses: list[Any], columns: tuple[str, ...] = ("kind", "id", "rows", "users")) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from starforge_backfill.cli.console import table_console
 
     table = Table(title=title)
     for col in columns:
         table.add_column(col, justify="right" if col in ("id", "rows", "users") else "left")
     for p in uses:
         table.add_row(*(str(getattr(p, c)) for c in columns))
-    Console(width=110).print(table)
+    table_console(110).print(table)
 
 
 @group.command("placeholders")

@@ -49,15 +49,15 @@ def _pct(share: float) -> str:
 
 
 def _human(res: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from starforge_backfill.cli.console import table_console
     from starforge_backfill.runbook.census import CLASSES, FAILING
 
     tot = res.totals
     click.echo(f"census [{res.from_ts.isoformat()}, {res.to_ts.isoformat()}): {tot.snapshots:,} snapshot(s)")
     click.echo(res.sampling_note())
-    console = Console(width=160)
+    console = table_console(160)
     table = Table(title="totals (share of all snapshots)")
     for col in ("classification", "class", "snapshots", "share"):
         table.add_column(col, justify="right" if col in ("snapshots", "share") else "left")

@@ -50,10 +50,11 @@ class ProgressReporter:
         self._state: Any = None
         self._progress: Any = None
         self._task: Any = None
+        self._closed = False
 
     def update(self, state: Any) -> None:
         """Called after every batch with the run's RunProgress."""
-        if not self.enabled:
+        if not self.enabled or self._closed:
             return
         self._state = state
         if self.interactive:
@@ -73,7 +74,7 @@ class ProgressReporter:
         pct = f"{100 * done / total:.1f}%" if total else "?"
         message = (
             f"progress job={state.job_id} done={done}/{total or '?'} ({pct}) failed={state.errors}"
-            f" rate={rate:.1f}/s eta={'?' if eta is None else f'{eta}s'}"
+            f" rate={rate:.1f} snapshots/s eta={'?' if eta is None else f'{eta}s'}"
         )
         self._last_done = done
         from starforge_backfill.logs import current_handler
@@ -102,7 +103,7 @@ class ProgressReporter:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]:.1f}/s, {task.fields[failed]} failed"),
+                TextColumn("{task.fields[rate]:.1f} snapshots/s, {task.fields[failed]} failed"),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=False,
@@ -112,12 +113,48 @@ class ProgressReporter:
         self._progress.update(self._task, completed=state.done, rate=state.rate, failed=state.errors)
 
     def close(self) -> None:
-        """Stop the bar, if any; in plain mode, print the last state unless it was just printed."""
+        """Stop the bar, if any; in plain mode, print the last state unless it was just printed. Once: a
+        second close (or a late update, e.g. during a canary's observation window) prints nothing."""
+        if self._closed:
+            return
+        self._closed = True
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
         elif self.enabled and self._state is not None and self._last_done != int(self._state.done):
             self._line(self._state)
+
+
+_STYLES = {"pass": "green", "passed": "green", "attested": "cyan", "fail": "bold red", "failed": "bold red"}
+
+
+def colour_on(stream: Any = None) -> bool:
+    """Colour only on a terminal, and never with $NO_COLOR set (https://no-color.org)."""
+    stream = sys.stdout if stream is None else stream
+    return not os.environ.get("NO_COLOR") and bool(getattr(stream, "isatty", lambda: False)())
+
+
+def result_label(result: str, width: int = 0) -> str:
+    """`pass`, `FAIL`, `attested`, `PASSED`, ... padded to `width`, coloured by rich's style on a terminal
+    (green, bold red, cyan); plain text into a pipe, a file or with NO_COLOR."""
+    text = result.ljust(width)
+    style = _STYLES.get(result.lower())
+    if style is None or not colour_on():
+        return text
+    from rich.style import Style
+
+    return Style.parse(style).render(result) + text[len(result) :]
+
+
+def table_console(width: int) -> Any:
+    """A rich Console for a table: `width` columns on a terminal; into a pipe or a log, the table's own
+    width (no cell wrapped at an assumed 80 or `width` columns)."""
+    from rich.console import Console
+
+    console = Console(width=width)
+    if not console.is_terminal:
+        console = Console(width=10_000, soft_wrap=True)
+    return console
 
 
 STATUS_COLUMNS = ("job", "mode", "state", "progress", "processed", "errors", "rate/s", "eta", "workers", "note")

@@ -137,9 +137,12 @@ class Ctx:
         """A human notice on stderr, through logging (suppressed by --quiet; JSON with --log-format json)."""
         log.info(message)
 
-    def emit(self, data: dict[str, Any], human: Callable[[], None]) -> None:
-        """The command's result: one JSON document on stdout with --json, else the human rendering."""
+    def emit(self, data: dict[str, Any], human: Callable[[], None], summary: str | None = None) -> None:
+        """The command's result: one JSON document on stdout with --json, else the human rendering. With
+        --json a `summary` line goes to stderr (as `say`), so a pipeline's log still tells what happened."""
         self.emitted = True
+        if self.json and summary:
+            self.say(summary)
         if self.json:
             from starforge_backfill.redact import scrub_text
 
@@ -183,7 +186,13 @@ def _fail(ctx: Ctx | None, exc: BaseException, code: ExitCode, message: str | No
         else:
             logs.setup_logging()
     verbose = ctx is not None and ctx.verbose > 0
-    log.error(message, extra={"hint": hint, "exit_code": int(code)}, exc_info=exc if verbose else None)
+    problems = [redact.scrub_text(p) for p in getattr(exc, "problems", None) or []]
+    if len(problems) > 1:  # every config error at once: one `error:` line each, the hint after the last
+        for problem in problems[:-1]:
+            log.error(problem, extra={"exit_code": int(code)})
+        log.error(problems[-1], extra={"hint": hint, "exit_code": int(code)}, exc_info=exc if verbose else None)
+    else:
+        log.error(message, extra={"hint": hint, "exit_code": int(code)}, exc_info=exc if verbose else None)
     if ctx is not None and ctx.json and not ctx.emitted:
         ctx.emit({"error": {"message": message, "hint": hint, "exit_code": int(code)}}, lambda: None)
     sys.exit(int(code))
@@ -202,9 +211,54 @@ def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> None
             obj.opts["json_out"] = True
 
 
-def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Accept `--json` after the subcommand too, and turn exceptions into one clear line and exit code."""
+def _global_after(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the subcommand: the same as before it (the later one wins)."""
+    if value in (None, 0, False):
+        return
+    obj = ctx.find_object(Ctx)
+    if obj is None or param.name is None:
+        return
+    name = param.name.removeprefix("_g_")
+    if name == "verbose":
+        value = int(obj.opts.get("verbose") or 0) + int(value)
+    obj.opts[name] = value
+    if name == "operator":
+        from starforge_backfill import operator
 
+        operator.set_current(value)
+    elif name in ("verbose", "quiet", "log_format"):
+        obj.setup_logging()
+
+
+def _globals_after_the_subcommand(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The global options (but --version and --help) accepted after the subcommand too, hidden from its help:
+    `starforge-backfill preflight ... --metrics-file x.prom` is `starforge-backfill --metrics-file x.prom
+    preflight ...`."""
+    kw: dict[str, Any] = {"expose_value": False, "callback": _global_after, "hidden": True}
+    options = (
+        click.option("-c", "--config", "_g_config", type=click.Path(dir_okay=False), **kw),
+        click.option("--dsn", "_g_dsn", **kw),
+        click.option("--artifacts-dir", "_g_artifacts_dir", type=click.Path(file_okay=False), **kw),
+        click.option("--metrics-file", "_g_metrics_file", type=click.Path(dir_okay=False), **kw | {"callback": _prom}),
+        click.option("--log-format", "_g_log_format", type=click.Choice(["human", "json"]), **kw),
+        click.option("--operator", "_g_operator", **kw),
+        click.option("-v", "--verbose", "_g_verbose", count=True, **kw),
+        click.option("-q", "--quiet", "_g_quiet", is_flag=True, **kw),
+    )
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _prom(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    _global_after(ctx, param, prom_path(ctx, param, value))
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Accept `--json` (and every global option) after the subcommand too, and turn exceptions into one clear
+    line and exit code."""
+
+    @_globals_after_the_subcommand
     @click.option(
         "--json", "_json", is_flag=True, expose_value=False, callback=_json_flag, help="Same as the global --json."
     )
@@ -318,6 +372,18 @@ class BatchSize(click.ParamType):
         if not 1 <= n <= 10000:
             self.fail(f"{n} is not in the range 1<=N<=10000", param, ctx)
         return n
+
+
+def reason_needs_force(force: bool, reason: str | None) -> None:
+    """`run`/`reprocess --reason` says why `--force` skipped the gates: without `--force` it is a usage error
+    (exit 2, before anything is opened), not silently ignored."""
+    if reason is not None and not force:
+        from starforge_backfill.errors import UsageError
+
+        raise UsageError(
+            "--reason goes with --force: it records why the gates were skipped",
+            hint="add --force to skip the gates (recorded with the reason), or drop --reason",
+        )
 
 
 BATCH_SIZE_HELP = (

@@ -46,17 +46,18 @@ class Session:
 
     def show(self, args: list[str]) -> None:
         shown = " ".join(shlex.quote(a) for a in args)
-        self.console.print(f"\n[bold cyan]$ starforge-backfill {shown}[/]")
+        self.console.print(f"\n[bold cyan]$ starforge-backfill {shown}[/]", soft_wrap=True)
 
     def run(self, step: str, *args: str, expect: tuple[int, ...] = (0,), quiet_json: bool = False) -> Any:
         """Run one command, echo its output, check its exit code; returns parsed --json output if asked."""
         self.show(list(args))
         started = time.monotonic()
         cmd = self.base() + (["--json"] if quiet_json else []) + list(args)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+        # one pipe for both streams (unbuffered): progress (stderr) and results (stdout) in the order written
+        err = subprocess.PIPE if quiet_json else subprocess.STDOUT
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=_env())
         elapsed = time.monotonic() - started
-        for line in (proc.stderr if quiet_json else proc.stdout + proc.stderr).splitlines():
-            self.console.print(f"  {line}", markup=False, highlight=False)
+        self.echo(proc.stderr if quiet_json else proc.stdout)
         self.steps.append((step, proc.returncode, elapsed))
         if proc.returncode not in expect:
             raise GateFailed(f"demo step `{step}` exited {proc.returncode} (expected {expect})")
@@ -65,6 +66,11 @@ class Session:
             self.console.print(f"  [dim](--json: {len(proc.stdout)} bytes)[/]")
             return data
         return None
+
+    def echo(self, output: str | None) -> None:
+        """A command's output, indented, each line whole (never wrapped at the console's width)."""
+        for line in (output or "").splitlines():
+            self.console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         """Start a long command in the background (its output is shown when it ends)."""
@@ -78,6 +84,7 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("STARFORGE_PROGRESS_EVERY", "5")
     env.setdefault("COLUMNS", "110")
+    env["PYTHONUNBUFFERED"] = "1"  # stdout and stderr share the demo's pipe: each line as it is written
     return env
 
 
@@ -146,8 +153,9 @@ def walk_runbook(session: Session, fingerprint12: str, pause_at: float = 0.35) -
     proc = session.popen("run", "--from", f, "--to", t, "--concurrency", "2")
     job_id = _watch_and_pause(session, proc, pause_at)
     out, _ = proc.communicate()
-    for line in (out or "").splitlines():
-        session.console.print(f"  {line}", markup=False, highlight=False)
+    if job_id is not None:  # the pause's output came first: say whose output follows
+        session.console.print("\n  [dim](the run's own output, from its start)[/]")
+    session.echo(out)
     session.console.print(f"  [dim](run exited {proc.returncode})[/]")
     session.steps.append(("run", proc.returncode, 0.0))
     job_id = job_id or _newest_job(session, "run")
@@ -221,7 +229,8 @@ def command(obj: Ctx, snapshots: int, keep_server: bool, workdir: Path) -> None:
     from starforge_backfill import demo
     from starforge_backfill.config import load_config
 
-    console = Console(stderr=obj.json)
+    # a log (not a terminal) gets every line whole: no wrap at the default 80 columns
+    console = Console(stderr=obj.json, soft_wrap=True)
     started = time.monotonic()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +267,11 @@ def command(obj: Ctx, snapshots: int, keep_server: bool, workdir: Path) -> None:
             lines.append(f"server (kept)  psql '{db.dsn}'")
             if db.server.pgdata is not None:
                 lines.append(f"stop it with   kill -INT $(head -1 {db.server.pgdata}/postmaster.pid)")
-        console.print(Panel("\n".join(lines), title="demo finished", expand=False))
+        panel = Panel("\n".join(lines), title="demo finished", expand=False)
+        if console.is_terminal:
+            console.print(panel)
+        else:  # a log: the box as wide as its longest line (print(width=) cannot exceed the console's 80)
+            Console(file=console.file, width=max(len(line) for line in lines) + 4).print(panel)
         obj.emit(
             {
                 "job": final,

@@ -44,7 +44,8 @@ def command(obj: Ctx, **kw: Any) -> None:
         ids=ids,
         staging_dsn=kw["staging_dsn"],
         limit=kw["limit"],
-        notify=obj.say,
+        # the human result opens with the same header: on stderr only when stdout carries the JSON
+        notify=obj.say if obj.json else (lambda _message: None),
     )
 
     def human() -> None:

@@ -40,8 +40,9 @@ def command(obj: Ctx, **kw: Any) -> None:
     )
 
     def human() -> None:
-        from rich.console import Console
         from rich.table import Table
+
+        from starforge_backfill.cli.console import table_console
 
         click.echo(
             f"N {res.n} snapshot(s) to process, t_avg {res.t_avg_s:g} s ({res.t_avg_source}); "
@@ -61,15 +62,21 @@ def command(obj: Ctx, **kw: Any) -> None:
                 "-" if e.meets_target is None else ("yes" if e.meets_target else "no"),
                 "<- recommended" if e.concurrency == res.recommended_concurrency else "",
             )
-        Console(width=110).print(table)
+        table_console(110).print(table)
         click.echo(f"recommended: --concurrency {res.recommended_concurrency} ({res.concurrency_reason})")
         sz = res.sizes
-        click.echo(
-            f"recommended: --batch-size {res.recommended_batch_size} (payload avg {sz['avg_bytes']} bytes, "
-            f"p95 {sz['p95_bytes']} bytes)"
-        )
+        if sz["avg_bytes"] is not None:  # nothing to size when nothing waits
+            click.echo(
+                f"recommended: --batch-size {res.recommended_batch_size} (payload avg {sz['avg_bytes']} bytes, "
+                f"p95 {sz['p95_bytes']} bytes)"
+            )
         for note in res.notes:
             click.echo(f"note: {note}")
         click.echo(f"artifact {res.artifact}")
 
-    obj.emit(res.to_json(), human)
+    obj.emit(
+        res.to_json(),
+        human,
+        summary=f"plan: N {res.n} snapshot(s); recommended --concurrency {res.recommended_concurrency}"
+        f" ({res.concurrency_reason}); artifact {res.artifact}",
+    )

@@ -44,7 +44,9 @@ from starforge_backfill.cli.context import Ctx, handled
 @handled
 def command(obj: Ctx, **kw: Any) -> None:
     """Preflight checklist: backup, approvals, dry-run, streaming, payload shapes, catalogs, capacity, monitoring,
-    communication, schema. Records the `preflight` gate that `run` requires; exits 1 when an item fails."""
+    communication, schema. Records the `preflight` gate that `run` requires; exits 1 when an item fails, 3 when the
+    database lacks the schema."""
+    from starforge_backfill.errors import ExitCode, SchemaMissing
     from starforge_backfill.runbook.preflight import preflight
 
     res = preflight(
@@ -61,12 +63,16 @@ def command(obj: Ctx, **kw: Any) -> None:
     )
 
     def human() -> None:
+        from starforge_backfill.cli.console import result_label
+
         click.echo(f"preflight [{res.from_ts.isoformat()}, {res.to_ts.isoformat()}) config {res.fingerprint[:12]}")
         for c in res.checks:
             label = c.result.upper() if c.result == "fail" else c.result
-            click.echo(f"  {label:<9} {c.name:<17} {c.detail}")
+            click.echo(f"  {result_label(str(label), 9)} {c.name:<17} {c.detail}")
         verdict = "passed" if res.passed else f"FAILED ({', '.join(res.failed)})"
         click.echo(f"preflight {verdict}; artifact {res.artifact}")
 
     obj.emit(res.to_json(), human)
+    if res.exit_code == ExitCode.DATABASE:  # the checklist above, then the one error line of exit 3
+        raise SchemaMissing(f"the database lacks the expected schema: {res.check('schema').detail}")
     sys.exit(int(res.exit_code))

@@ -16,6 +16,7 @@ from starforge_backfill.cli.context import (
     graceful_stop,
     handled,
     progress_printer,
+    reason_needs_force,
 )
 
 log = logging.getLogger("starforge_backfill.cli")
@@ -62,6 +63,7 @@ def command(
     from starforge_backfill.runbook.reprocess import Selection, parse_namecodes, parse_snapshot_ids, reprocess
     from starforge_backfill.runbook.run import RunOptions
 
+    reason_needs_force(kw["force"], kw["reason"])
     options = RunOptions(
         batch_size=kw["batch_size"], concurrency=kw["concurrency"], force=kw["force"], reason=kw["reason"]
     )

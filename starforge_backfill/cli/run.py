@@ -16,6 +16,7 @@ from starforge_backfill.cli.context import (
     graceful_stop,
     handled,
     progress_printer,
+    reason_needs_force,
 )
 
 log = logging.getLogger("starforge_backfill.cli")
@@ -43,6 +44,7 @@ def run_command(obj: Ctx, metrics_port: str | None, print_sql: bool, **kw: Any) 
     from starforge_backfill.jobs import Selector
     from starforge_backfill.runbook.run import RunOptions
 
+    reason_needs_force(kw["force"], kw["reason"])
     options = RunOptions(
         batch_size=kw["batch_size"], concurrency=kw["concurrency"], force=kw["force"], reason=kw["reason"]
     )
@@ -131,10 +133,19 @@ def _print_run_sql(obj: Ctx, *, forced: bool) -> None:
     obj.emit({"statements": [st.to_json() for st in statements]}, human)
 
 
+def headline(status: str, outcome: str) -> str:
+    """The job's status, and how this invocation ended only when that says more (never `done (done)`)."""
+    if outcome == status:
+        return status
+    if outcome == "interrupted":
+        return f"{status}; this run was interrupted, the checkpoint is saved"
+    return f"{status}; this run ended {outcome}"
+
+
 def render_run(res: Any) -> None:
     s = res.summary()
     job = res.job
-    click.echo(f"job {job['job_id']}: {job['status']} ({s['outcome']})")
+    click.echo(f"job {job['job_id']}: {headline(str(job['status']), str(s['outcome']))}")
     click.echo(
         f"  processed {s['processed']}, failed {s['failed']} {s['failed_by_type'] or ''}, "
         f"placeholders {s['placeholders']}, {s['elapsed_s']} s, {s['rate_per_s']} snapshots/s"

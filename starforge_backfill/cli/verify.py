@@ -79,6 +79,8 @@ def command(
     )
 
     def human() -> None:
+        from starforge_backfill.cli.console import result_label
+
         sc = res.scope
         if sc.get("job_id"):
             what = f"job {sc['job_id']}"
@@ -89,7 +91,7 @@ def command(
         click.echo(f"verify {what} ({res.mode_detail})")
         full = None
         for c in res.checks:
-            click.echo(f"  {'pass' if c.passed else 'FAIL':<5} {c.name:<17} {c.detail}")
+            click.echo(f"  {result_label('pass' if c.passed else 'FAIL', 5)} {c.name:<17} {c.detail}")
             if c.name == "parity" and not c.passed:
                 for m in c.data.get("mismatches", [])[:10]:
                     click.echo(f"        {m['message']}")
@@ -101,9 +103,9 @@ def command(
             from starforge_backfill.cli.console import render_findings
 
             render_findings(full.data["findings"][:show], full.data["finding_count"])
-        verdict = "passed" if res.passed else f"FAILED ({', '.join(res.failed)})"
         click.echo(f"verify {verdict}; artifact {res.artifact}")
 
-    obj.emit(res.to_json(), human)
+    verdict = "passed" if res.passed else f"FAILED ({', '.join(res.failed)})"
+    obj.emit(res.to_json(), human, summary=f"verify {verdict}; artifact {res.artifact}")
     if res.exit_code:
         sys.exit(int(res.exit_code))

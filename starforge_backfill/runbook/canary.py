@@ -158,17 +158,15 @@ def _clean_namecodes(namecodes: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def select_slice(
-    conn: psycopg.Connection[Any],
-    cfg: Config,
+def check_slice_options(
     *,
     namecodes: list[str] | None = None,
     users: int | None = None,
     recent_s: float | None = None,
     from_ts: str | dt.datetime | None = None,
     to_ts: str | dt.datetime | None = None,
-) -> Selection:
-    """Decide the canary's namecodes and created_at range (see the module docstring)."""
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The slice options checked without a database (a bad one exits 2, never 3 first); the range parsed."""
     if namecodes is not None and (users is not None or recent_s is not None):
         raise UsageError("--namecodes names the slice: do not combine it with --users or --recent")
     if (from_ts is None) != (to_ts is None):
@@ -182,6 +180,21 @@ def select_slice(
     f, t = parse_ts(from_ts, "--from"), parse_ts(to_ts, "--to")
     if f is not None and t is not None and f >= t:
         raise UsageError(f"--from ({f.isoformat()}) must be before --to ({t.isoformat()})")
+    return f, t
+
+
+def select_slice(
+    conn: psycopg.Connection[Any],
+    cfg: Config,
+    *,
+    namecodes: list[str] | None = None,
+    users: int | None = None,
+    recent_s: float | None = None,
+    from_ts: str | dt.datetime | None = None,
+    to_ts: str | dt.datetime | None = None,
+) -> Selection:
+    """Decide the canary's namecodes and created_at range (see the module docstring)."""
+    f, t = check_slice_options(namecodes=namecodes, users=users, recent_s=recent_s, from_ts=from_ts, to_ts=to_ts)
 
     if namecodes is not None:
         wanted = _clean_namecodes(namecodes)
@@ -444,6 +457,7 @@ def canary(
 ) -> CanaryResult:
     """Backfill a narrow slice (`run` in mode canary), observe the gates for a window, record the `canary` gate."""
     c, observe, every = _window(cfg, concurrency, observe_s, sample_every_s)
+    check_slice_options(namecodes=namecodes, users=users, recent_s=recent_s, from_ts=from_ts, to_ts=to_ts)
     stop = stop or threading.Event()
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         check_schema(conn)

@@ -48,6 +48,9 @@ def status(cfg: Config, *, job_id: str | None = None, limit: int = 50) -> Status
     """Job rows with progress %, rate, ETA, throttle state and live workers, newest first."""
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         rows = jobs.list_jobs(conn, job_id, limit, cfg.job.claim_ttl_s)
+        for r in rows:  # run's liveness rule: a fresh heartbeat, and not a local worker whose process is gone
+            if r["status"] == JobStatus.RUNNING and int(r["live_workers"]):
+                r["live_workers"] = len(jobs.live_workers(conn, str(r["job_id"]), cfg.job.claim_ttl_s))
     if job_id is not None and not rows:
         raise UsageError(f"no job {job_id!r}")
     out = []

@@ -250,6 +250,8 @@ def dry_run(
     notify: Notify = _quiet,
 ) -> DryRunResult:
     """Dry-run the selected snapshots; nothing persists in the main database. Records the `dry-run` gate."""
+    if from_ts is not None or to_ts is not None:
+        from_ts, to_ts = parse_range(from_ts, to_ts)  # a bad option exits 2 before connecting
     fp = cfg.fingerprint()
     started = time.perf_counter()
     with connect_cfg(cfg, autocommit=True) as main, translate_errors(cfg.database.dsn):

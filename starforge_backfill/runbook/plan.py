@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,26 @@ def recommend_batch_size(avg_bytes: float | None, p95_bytes: float | None, batch
     return max(lo, size - size % step)
 
 
+def server_cores(host: str | None) -> int | None:
+    """The database server's CPU cores when it runs on this machine (a Unix socket or a loopback address),
+    else None: PostgreSQL does not report its host's cores over SQL."""
+    if host is None or not (host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")):
+        return None
+    return os.cpu_count()
+
+
 def recommend_concurrency(
-    n: int, t_avg_s: float, candidates: list[int], budget_c: int, target_s: float | None
+    n: int, t_avg_s: float, candidates: list[int], budget_c: int, target_s: float | None, cores: int | None = None
 ) -> tuple[int, str]:
-    """The smallest C meeting the target within the budget, else the largest candidate within it."""
+    """Nothing to do: 1. Else the smallest C meeting the target within the connection budget (and the server's
+    cores, when known), else the largest candidate within them."""
+    if n <= 0:
+        return 1, "nothing to do: no snapshot of the range waits for a run"
+    if cores is not None and cores < budget_c:
+        budget_c = max(1, cores)
+        within = f"the server's {cores} cores"
+    else:
+        within = "the connection budget"
     fitting = [c for c in candidates if c <= budget_c] or [1]
     if target_s is not None:
         for c in fitting:
@@ -74,13 +91,13 @@ def recommend_concurrency(
                 return c, f"the smallest C that meets the {target_s / 3600:g} h target"
         needed = max(1, math.ceil(n * t_avg_s / target_s)) if target_s > 0 else budget_c
         if needed <= budget_c:
-            return needed, f"C={needed} meets the {target_s / 3600:g} h target within the connection budget"
+            return needed, f"C={needed} meets the {target_s / 3600:g} h target within {within}"
         best = max(fitting)
         return best, (
-            f"the {target_s / 3600:g} h target needs C={needed}, beyond the connection budget ({budget_c});"
+            f"the {target_s / 3600:g} h target needs C={needed}, beyond {within} ({budget_c});"
             f" the largest candidate within it"
         )
-    return max(fitting), "the largest candidate within the connection budget; no --target-hours given"
+    return max(fitting), f"the largest candidate within {within}; no --target-hours given"
 
 
 @dataclasses.dataclass
@@ -100,6 +117,7 @@ class PlanResult:
     concurrency_reason: str
     recommended_batch_size: int
     notes: list[str]
+    server_cores: int | None = None  # known when the server runs on this machine
     artifact: Path | None = None
 
     @property
@@ -126,6 +144,7 @@ class PlanResult:
                 "max_connections_share": self.capacity.share,
                 "budget": self.capacity.budget,
                 "max_concurrency": self.capacity.max_concurrency,
+                "server_cores": self.server_cores,
             },
             "estimates": [e.to_json() for e in self.estimates],
             "target_hours": self.target_hours,
@@ -167,6 +186,7 @@ def plan(
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         n, total, avg, p95, biggest = the_row(templates.execute(conn, "runbook/wanted_stats.sql", selector.params()))
         cap = capacity.read(conn, cfg.database.max_connections_share)
+        cores = server_cores(conn.info.host)
         db = gates.database_identity(conn)
         if t_avg_s is not None:
             source = "--t-avg"
@@ -186,7 +206,7 @@ def plan(
     budget, budget_c = cap.budget, cap.max_concurrency
     target_s = target_hours * 3600 if target_hours is not None else None
     cands = sorted(set(CANDIDATES) | ({concurrency} if concurrency else set()))
-    rec_c, reason = recommend_concurrency(int(n), t_avg_s, cands, budget_c, target_s)
+    rec_c, reason = recommend_concurrency(int(n), t_avg_s, cands, budget_c, target_s, cores)
     if rec_c not in cands:
         cands = sorted({*cands, rec_c})
     estimates = [
@@ -217,6 +237,8 @@ def plan(
         "max_bytes": int(biggest) if biggest is not None else None,
     }
     batch = recommend_batch_size(avg, p95, cfg.etl.batch_max_bytes, cfg.etl.batch_size)
+    if not n:
+        notes.insert(0, "nothing to do: every snapshot of the range is processed (or failed: --retry-failed)")
     result = PlanResult(
         from_ts=f,
         to_ts=t,
@@ -231,6 +253,7 @@ def plan(
         concurrency_reason=reason,
         recommended_batch_size=batch,
         notes=notes,
+        server_cores=cores,
     )
     result.artifact = step_files.write_step(cfg, db, "plan", "plan", result.to_json())
     return result

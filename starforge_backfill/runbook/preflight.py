@@ -78,7 +78,10 @@ class PreflightResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 when every check passed or was attested, else 1."""
+        """0 when every check passed or was attested; 3 when the schema check failed (the database lacks the
+        expected schema, as for every other command); else 1."""
+        if self.check("schema").result == FAIL:
+            return ExitCode.DATABASE
         return ExitCode.OK if self.passed else ExitCode.CHECK_FAILED
 
     def check(self, name: str) -> Check:

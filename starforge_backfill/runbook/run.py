@@ -52,6 +52,7 @@ class RunProgress:
     batches: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
     totals: BatchResult = dataclasses.field(default_factory=BatchResult)
+    ended: float | None = None  # set when the workers stopped: the rate no longer counts the time after
 
     @property
     def done(self) -> int:
@@ -60,8 +61,8 @@ class RunProgress:
 
     @property
     def rate(self) -> float:
-        """Snapshots per second in this invocation."""
-        elapsed = time.monotonic() - self.started
+        """Snapshots handled per second by this invocation's workers, until they stopped."""
+        elapsed = (self.ended if self.ended is not None else time.monotonic()) - self.started
         return (self.processed + self.errors) / elapsed if elapsed > 0 else 0.0
 
     def add(self, res: BatchResult) -> None:
@@ -195,6 +196,7 @@ def run(
     try:
         outcome = _run_workers(cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp, up=uploader)
     finally:
+        state.ended = time.monotonic()
         tally = uploader.close(0 if stop.is_set() else None) if uploader is not None else None
     if tally is not None and s3 is not None:
         notify(f"quarantine copies: {len(tally.uploaded)} uploaded to {s3.url}, {len(tally.local_only)} local only")

@@ -137,8 +137,9 @@ def _bucket_picks(
     stats: dict[int, dict[str, Any]] = {}
     n = len(per_bucket)
     rows = templates.execute(conn, "runbook/sample_buckets.sql", params | {"per_bucket": list(per_bucket)}).fetchall()
-    for sid, created, size, bucket, lo, hi, count in rows:
-        picks.append(Pick(str(sid), created.isoformat(), int(size), int(bucket), f"size bucket {bucket} of {n}"))
+    for sid, created, size, bucket, lo, hi, count, largest in rows:
+        why = f"size bucket {bucket} of {n}" + (" (the range's largest)" if largest else "")
+        picks.append(Pick(str(sid), created.isoformat(), int(size), int(bucket), why))
         stats.setdefault(int(bucket), {"bucket": int(bucket), "min_bytes": lo, "max_bytes": hi, "snapshots": count})
     out = []
     for b in range(1, n + 1):

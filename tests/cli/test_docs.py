@@ -118,3 +118,15 @@ NOT_RUNBOOK_STEPS = {"demo", "sql"}  # a newcomer's tour and a SQL viewer, not s
 def test_every_runbook_command_is_in_the_runbooks_step_table(name: str) -> None:
     table = [line for line in RUNBOOK.split("\n## ", 1)[0].splitlines() if line.startswith("|")]
     assert any(f"`{name}" in line for line in table), f"`{name}` is not in runbooks/BACKFILL.md's step table"
+
+
+def test_every_starforge_environment_variable_is_documented() -> None:
+    """A variable the package or the test suite reads is in README.md or docs/OPERATIONS.md (the test
+    server's STARFORGE_TEST_* were only in conftest's docstring)."""
+    import re
+
+    sources = [*(ROOT / "starforge_backfill").rglob("*.py"), ROOT / "tests" / "conftest.py"]
+    names = {n for p in sources for n in re.findall(r"STARFORGE_[A-Z_]+[A-Z]", p.read_text())}
+    assert {"STARFORGE_TEST_DSN", "STARFORGE_TEST_NO_LOCAL", "STARFORGE_DATABASE_URL"} <= names
+    docs = README + (ROOT / "docs" / "OPERATIONS.md").read_text()
+    assert not sorted(n for n in names if f"`{n}" not in docs and f"${n}" not in docs and f"{n}=" not in docs)

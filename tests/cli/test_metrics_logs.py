@@ -204,7 +204,7 @@ def test_plain_progress_lines_when_not_a_terminal(pg_dsn: str, tmp_path: Path) -
     # the first line right away (first batch), none in between (interval 1 h), the last one at the end
     assert len(progress) == 2, res.stderr
     assert " done=30/90 (33.3%) " in progress[0] and " done=90/90 (100.0%) " in progress[1]
-    assert re.search(r" failed=0 rate=[0-9.]+/s eta=\d+s$", progress[0])
+    assert re.search(r" failed=0 rate=[0-9.]+ snapshots/s eta=\d+s$", progress[0])
 
     insert_snapshots(pg_dsn, 30)  # the same range: already processed, so use --reprocess
     res = run_cli(["-c", str(cfg), "-q", *args, "--reprocess"], cwd=tmp_path, STARFORGE_PROGRESS_EVERY="0")

@@ -187,3 +187,22 @@ def test_log_lines_are_scrubbed_whatever_the_format(capsys: pytest.CaptureFixtur
     assert json.loads(first)["message"] == "connecting with password=*** host=db"
     doc = json.loads(second)
     assert (doc["level"], doc["job_id"], doc["hint"]) == ("warning", "j1", "wait")
+
+
+def test_sql_show_keeps_every_comment_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqlglot drops a comment that trails code (`newest AS (  -- each user's ...` lost its first line) or sits
+    before some keywords: `sql show` keeps every line of every comment, pretty-printed or as rendered."""
+    from starforge_backfill import sqlview
+
+    monkeypatch.chdir(tmp_path)
+    merge = cli("sql", "show", "etl/merge.sql")
+    assert merge.exit_code == 0 and merge.stdout.startswith("/* Merge the staged ok snapshots")
+    assert "each user's newest staged snapshot, unless the summary already holds a newer one" in merge.stdout
+    for name in ("etl/merge.sql", "etl/stage.sql", "etl/flag.sql", "jobs/next_batch.sql"):
+        shown = cli("--json", "sql", "show", name)
+        doc = json.loads(shown.stdout)
+        text = " ".join((doc["pretty"] or doc["sql"]).split())
+        for line in doc["sql"].splitlines():
+            at = sqlview._comment_start(line)
+            if at >= 0:
+                assert " ".join(line[at + 2 :].split()) in text, (name, line)

@@ -45,7 +45,7 @@ def _cli(pg_dsn: str, tmp_path: Path, *args: str) -> tuple[int, str]:
         str(tmp_path / "m.prom"),
     ]
     res = CliRunner().invoke(main, [*base, *args], catch_exceptions=False, env=env)
-    return res.exit_code, res.output
+    return res.exit_code, res.stdout if "--json" in args else res.output  # --json: the document, not stderr
 
 
 def test_runbook_steps_through_the_cli(

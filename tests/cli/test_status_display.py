@@ -67,3 +67,45 @@ def test_status_into_a_pipe_shows_whole_ids_and_an_interrupted_job_as_interrupte
         None,
         0,
     )
+
+
+def test_status_does_not_count_a_killed_local_worker_as_live(pg_dsn: str, tmp_path: Path) -> None:
+    """A chunk whose worker (this host, a process that is gone) heartbeat a moment ago: `run` reclaims it at
+    once (jobs.live_workers), and `status` says the same: no live worker, the job interrupted."""
+    import socket
+
+    import psycopg
+
+    load_corpus(pg_dsn)
+    cfg = load_config(
+        None,
+        env={},
+        overrides={
+            "database.dsn": pg_dsn,
+            "artifacts_dir": str(tmp_path),
+            "etl.batch_size": 10,
+            "gates.require_preflight": False,
+            "gates.require_canary": False,
+        },
+    )
+    stop = threading.Event()
+    res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1, progress=lambda p: stop.set(), stop=stop)
+    job_id = res.job["job_id"]
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = f"{socket.gethostname()}:{int(gone.stdout)}:0"  # a worker name of this host whose process exited
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE backfill_chunks SET status = 'running', worker = %s, heartbeat_at = now()"
+            " WHERE job_id = %s AND chunk_no = (SELECT min(chunk_no) FROM backfill_chunks WHERE job_id = %s)",
+            [dead, job_id, job_id],
+        )
+    env = {k: v for k, v in os.environ.items() if k != "STARFORGE_DATABASE_URL"}
+    doc = subprocess.run(
+        [str(BIN), "--dsn", pg_dsn, "--json", "status", "--job-id", job_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    row = json.loads(doc)["jobs"][0]
+    assert (row["status"], row["state"], row["live_workers"]) == ("running", "interrupted", 0)

@@ -164,7 +164,13 @@ def test_sample_is_deterministic_and_covers_buckets_and_bad_ones(
     assert [o.snapshot_id for o in res.outcomes] == other.ids
 
 
-def test_plan_arithmetic(pg_conn: psycopg.Connection, pg_dsn: str, corpus: dict[str, str], tmp_path: Path) -> None:
+def test_plan_arithmetic(
+    pg_conn: psycopg.Connection, pg_dsn: str, corpus: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starforge_backfill.runbook import plan as plan_module
+
+    # the connection budget alone (a server on another host: its cores unknown); test_plan_caps_... covers cores
+    monkeypatch.setattr(plan_module, "server_cores", lambda _host: None)
     assert estimate(10_000, 12, 10) == 12_000  # the runbook's example: 3.3 hours
     ids = list(corpus)
     pg_conn.execute("UPDATE hero_snapshots SET processed_at = now() WHERE id = ANY(%s::uuid[])", [ids[:10]])
@@ -200,7 +206,32 @@ def test_plan_arithmetic(pg_conn: psycopg.Connection, pg_dsn: str, corpus: dict[
     assert res.t_avg_s == 0.5 and res.estimates[0].t_estimate_s == 16.5
 
 
+def test_plan_caps_c_by_a_local_servers_cores_and_recommends_1_with_nothing_to_do(
+    pg_conn: psycopg.Connection, pg_dsn: str, corpus: dict[str, str], tmp_path: Path
+) -> None:
+    import os
+
+    cfg = make_cfg(pg_dsn, tmp_path)
+    cores = os.cpu_count() or 1
+    res = plan(cfg, from_ts=FROM, to_ts=TO, t_avg_s=12)  # the test server runs here: its cores are known
+    assert res.server_cores == cores and res.to_json()["connections"]["server_cores"] == cores
+    assert res.recommended_concurrency == max(c for c in (1, 2, 4, 8) if c <= cores)
+    if cores < res.capacity.max_concurrency:
+        assert f"the server's {cores} cores" in res.concurrency_reason
+    pg_conn.execute("UPDATE hero_snapshots SET processed_at = now()")
+    res = plan(cfg, from_ts=FROM, to_ts=TO, t_avg_s=12)
+    assert res.n == 0 and res.recommended_concurrency == 1 and res.sizes["avg_bytes"] is None
+    assert res.concurrency_reason.startswith("nothing to do")
+    assert res.notes[0].startswith("nothing to do")
+
+
 def test_plan_recommendations_pure() -> None:
+    assert recommend_concurrency(0, 12, [1, 2, 4, 8], 50, None) == (
+        1,
+        "nothing to do: no snapshot of the range waits for a run",
+    )
+    assert recommend_concurrency(100, 12, [1, 2, 4, 8], 50, None, cores=2)[0] == 2
+    assert recommend_concurrency(100, 12, [1, 2, 4, 8], 50, None, cores=None)[0] == 8
     assert recommend_batch_size(30_000, 60_000, 64 * 2**20, 250) == 500
     assert recommend_batch_size(400_000, 900_000, 64 * 2**20, 250) == 160
     assert recommend_batch_size(1_500_000, 1_900_000, 64 * 2**20, 250) == 50
@@ -331,7 +362,7 @@ def test_preflight_on_a_database_without_the_schema(empty_dsn: str, tmp_path: Pa
     res = preflight(make_cfg(empty_dsn, tmp_path), from_ts=FROM, to_ts=TO, **ATTESTED_ALL)
     assert res.check("schema").result == "fail" and "db init" in res.check("schema").detail
     assert res.check("streaming").detail.startswith("not checked")
-    assert res.exit_code == ExitCode.CHECK_FAILED
+    assert res.exit_code == ExitCode.DATABASE  # exit 3, as every command on a database without the schema
 
 
 def test_pg_dump_gets_the_password_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -351,3 +382,21 @@ def test_pg_dump_gets_the_password_from_the_environment(tmp_path: Path, monkeypa
     assert out["size_bytes"] == 8 and out["database"] == "prod"
     assert not any("s3cr" in a for a in seen["argv"]) and seen["env"]["PGPASSWORD"] == "s3cr@t"
     assert "host=db.example" in " ".join(seen["argv"]) and "--format=custom" in seen["argv"]
+
+
+def test_the_samples_largest_bucket_always_holds_the_ranges_biggest_snapshot(
+    pg_conn: psycopg.Connection, pg_dsn: str, tmp_path: Path
+) -> None:
+    from starforge_backfill import demo, synthetic
+
+    synthetic.load(pg_conn, demo.demo_spec(300))  # the demo's corpus: a 2-3 MB snapshot is ~0.5% of it
+    biggest, size = pg_conn.execute(
+        "SELECT id::text, coalesce(size_bytes, pg_column_size(raw)) AS s FROM hero_snapshots ORDER BY s DESC LIMIT 1"
+    ).fetchone()
+    assert size >= 2_000_000
+    cfg = make_cfg(pg_dsn, tmp_path)
+    for seed in range(1, 6):
+        res = sample(cfg, from_ts="2024-01-01", to_ts="2024-07-01", seed=seed, buckets="3,3,4", include_bad=0)
+        top = [p for p in res.picks if p.bucket == 3]
+        assert len(top) == 4 and top[0].snapshot_id == biggest, seed
+        assert "largest" in top[0].reason

@@ -483,3 +483,45 @@ def test_scrub_text_hides_passwords_in_free_text(text: str, shown: str) -> None:
     from starforge_backfill import redact
 
     assert redact.scrub_text(text) == shown
+
+
+def test_every_config_error_is_reported_at_once(tmp_path: Path) -> None:
+    from starforge_backfill.config import load_config as load
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "job:\n  chunk_sise: 5\n  concurrency: many\nthrottle:\n  sleep: forever\n"
+        "  min_batch_size: 500\n  max_batch_size: 100\netl:\n  catalog_policy: maybe\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(bad, env={})
+    problems = info.value.problems  # type: ignore[attr-defined]
+    assert [p.split(": ")[0].rpartition(":")[2] for p in problems] == ["2", "3", "5", "7", "9"]  # by line
+    assert [p.split(": ")[1] for p in problems] == [
+        "job.chunk_sise",
+        "job.concurrency",
+        "throttle.sleep",
+        "throttle.max_batch_size",
+        "etl.catalog_policy",
+    ]
+    assert str(info.value).startswith("5 config errors: ")
+    # one problem: the message as before
+    one = tmp_path / "one.yaml"
+    one.write_text("job:\n  chunk_sise: 5\n")
+    with pytest.raises(ConfigError, match=r"^\S+one.yaml:2: job.chunk_sise: unknown key \(did you mean job.chunk_s"):
+        load(one, env={})
+
+
+def test_the_cli_prints_one_error_line_per_config_problem(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from starforge_backfill.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("job:\n  chunk_sise: 5\netl:\n  catalog_policy: maybe\n")
+    res = CliRunner().invoke(main, ["-c", str(bad), "status"], env={"STARFORGE_DATABASE_URL": ""})
+    assert res.exit_code == ExitCode.USAGE
+    assert res.stderr.splitlines() == [
+        f"error: {bad}:2: job.chunk_sise: unknown key (did you mean job.chunk_size?)",
+        f"error: {bad}:4: etl.catalog_policy: must be one of placeholder, fail; got 'maybe'",
+    ]
