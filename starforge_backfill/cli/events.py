@@ -20,7 +20,7 @@ def group() -> None:
 @group.command("tail")
 @click.option("--after", "after", type=int, help="Start after this event id (overrides a consumer's cursor).")
 @click.option("--consumer", help="A named consumer: start after its stored cursor and store where it stopped.")
-@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new events (Ctrl-C exits 130).")
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new events (Ctrl-C exits 130, SIGTERM 0).")
 @click.option("--job-id", help="Only this job's events ('realtime' for process_snapshot queue jobs).")
 @click.option("--event", type=click.Choice(["snapshot_processed", "snapshot_failed"]), help="Only this kind.")
 @click.option("--limit", type=click.IntRange(1, None), help="At most N events [default: 100; none with --follow].")
@@ -66,13 +66,20 @@ def tail_command(
         click.echo(json.dumps(ev.to_json(), default=str) if obj.json else _line(ev))
         sys.stdout.flush()
 
+    import signal
+    import threading
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())  # a service stop: end cleanly, exit 0
     try:
-        res = tail(obj.config(), options, handle, on_start=started)
+        res = tail(obj.config(), options, handle, stop=stop, on_start=started)
     except KeyboardInterrupt:
         at = state.get("res")
         where = f"; consumer {consumer!r} resumes after id {at.cursor}" if at is not None and consumer else ""
         obj.say(f"interrupted{where}")
         sys.exit(int(ExitCode.INTERRUPTED))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     stored = (
         f" (stored for {consumer!r})"
         if consumer and res.handed

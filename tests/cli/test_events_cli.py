@@ -119,6 +119,29 @@ def test_follow_sees_new_batches_and_ctrl_c_exits_130_with_the_cursor_stored(
     assert again.returncode == 0 and again.stdout == ""  # resumed after the last event handed on
 
 
+def test_follow_ends_cleanly_on_sigterm_with_the_cursor_stored(
+    pg_dsn: str, pg_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    """A service manager's stop (SIGTERM) ends a follower with exit 0, its consumer's cursor stored."""
+    _apply(pg_conn, _snapshots(pg_conn, 2), "before")
+    argv = [*command(), "--dsn", pg_dsn, "--json", "events", "tail", "--follow", "--consumer", "svc", "--poll", "0.2"]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=tmp_path
+    )
+    try:
+        seen = [json.loads(proc.stdout.readline()) for _ in range(2)] if proc.stdout else []
+        time.sleep(0.5)  # the cursor is stored after the page
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "2 event(s)" in err and "Traceback" not in err
+    stored = pg_conn.execute("SELECT last_id FROM etl_event_cursors WHERE consumer = 'svc'").fetchone()
+    assert stored is not None and stored[0] == seen[-1]["id"]
+
+
 def test_bad_input_is_a_usage_error(pg_dsn: str, tmp_path: Path) -> None:
     for args, needle in (
         (["--event", "bogus"], "--event"),
