@@ -1,5 +1,5 @@
 -- Backfill sessions of one process that block a production session right now: (blocker pid, its state,
--- the blocked pid). Binds: app_prefix (the backfill's application_name prefix, with a %), pids (ours).
+-- the blocked pid). Binds: app_prefix (the backfill's application_name prefix, ending in a percent sign), pids (ours).
 SELECT DISTINCT b.pid AS blocker, a.state, o.pid AS blocked
   FROM pg_stat_activity o
   CROSS JOIN LATERAL unnest(pg_blocking_pids(o.pid)) AS b(pid)

@@ -3,7 +3,7 @@
 -- active ones, and those waiting by wait-event class; how many of them a backfill session blocks
 -- (pg_blocking_pids); dead tuples (the largest count among the target tables) and whether autovacuum is
 -- running on one of them; the WAL position (the rate is the difference between two readings); the job's
--- guard overrides. Binds: job_id, app_prefix (our sessions' application_name prefix, with a %), tables.
+-- guard overrides. Binds: job_id, app_prefix (our sessions' application_name prefix, ending in a percent sign), tables.
 WITH others AS (
     SELECT pid, state, wait_event_type
       FROM pg_stat_activity
