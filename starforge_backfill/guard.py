@@ -103,7 +103,7 @@ def probe_p90(samples: list[float]) -> float | None:
     if not samples:
         return None
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
 
 
 def judge(r: dict[str, Any], s: GuardSettings) -> Verdict:

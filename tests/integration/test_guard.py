@@ -95,7 +95,10 @@ def test_a_batch_that_blocks_a_production_session_yields(pg_dsn: str, tmp_path: 
     cfg = guarded_cfg(pg_dsn, tmp_path)
     run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1))
     job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
-    sleeping = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'starforge-backfill:%%' AND wait_event = 'PgSleep'"
+    sleeping = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name LIKE 'starforge-backfill:%%' AND wait_event = 'PgSleep'"
+    )
     wait_for(lambda: scalar(pg_dsn, sleeping), what="a batch holding its lock on users")
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         admin.execute("DELETE FROM guard_test_slow")  # the retried batch is quick
