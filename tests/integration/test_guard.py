@@ -25,6 +25,7 @@ from starforge_backfill.config import Config
 from starforge_backfill.errors import UsageError
 from starforge_backfill.runbook import control
 from starforge_backfill.runbook import guard as guard_runbook
+from starforge_backfill.runbook import report as report_module
 
 FROM, TO = "2024-01-01T00:00:00Z", "2024-07-01T00:00:00Z"
 QUIET = {  # every guard signal out of the way but the one a test drives (the server is shared)
@@ -284,6 +285,15 @@ def test_guard_set_a_slow_probe_holds_a_running_job_and_is_recorded(
     assert ("guard", "guard healthy: production unhurt") in kinds
     assert sum(1 for k, _ in kinds if k == "guard") == 2  # one hold, one recovery: events on change only
     assert scalar(pg_dsn, "SELECT count(*) FROM guard_readings WHERE job_id = %s AND state = 'hold'", [job_id]) >= 1
+    # the report answers "did we hurt production?" on one page: the chart with the hold shaded
+    rep = report_module.report(cfg, job_id=job_id)
+    page = rep.files["html"].read_text()
+    section = page.split("<h2>Did we hurt production?</h2>", 1)[1]
+    assert "hold(s) totalling" in section and "batch blocked a production session" in section
+    assert 'fill="#d29922" fill-opacity="0.18"><title>hold +' in section  # the hold period, shaded
+    assert "probe_ms" in section and "active_sessions" in section and "rate_per_s" in section
+    md = rep.files["md"].read_text()
+    assert "## Did we hurt production?" in md and "| hold from | to | why |" in md
 
 
 def test_guard_set_refuses_a_bad_key_or_value(pg_dsn: str, tmp_path: Path) -> None:
