@@ -33,6 +33,7 @@ import psycopg
 
 from starforge_backfill import jobs, templates
 from starforge_backfill.engine import ThrottleDecision
+from starforge_backfill.errors import DatabaseUnavailable
 from starforge_backfill.guard_watch import BlockingWatcher
 from starforge_backfill.throttle import HealthThrottle, ThrottleSettings
 
@@ -50,7 +51,7 @@ class GuardSettings(ThrottleSettings):
 
     probe_sql: str = "SELECT 1"
     baseline_samples: int = 5
-    probe_window: int = 5  # the probe's p90 is taken over this many latest samples
+    probe_window: int = 10  # the probe's p90 (slow) and median (hold) over this many latest samples
     probe_floor_ms: float = 5.0  # a ratio counts only when the p90 is this much above the baseline, too
     probe_latency_ratio_max: float = 3.0  # slow
     probe_latency_ratio_critical: float = 10.0  # hold
@@ -110,14 +111,24 @@ def judge(r: dict[str, Any], s: GuardSettings) -> Verdict:
     """Decide from one reading (with `probe_p90_ms`, `baseline_ms`, `wal_bytes_per_s` filled in)."""
     holds: list[tuple[str, str]] = []
     slows: list[tuple[str, str]] = []
-    p90, base = r.get("probe_p90_ms"), r.get("baseline_ms")
-    if p90 is not None and base is not None and p90 - base > s.probe_floor_ms:
-        ratio = p90 / base if base > 0 else float("inf")
-        said = f"probe p90 {p90:.1f} ms = {ratio:.1f}x baseline {base:.2f} ms"
-        if s.probe_latency_ratio_critical and ratio >= s.probe_latency_ratio_critical:
-            holds.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_critical:g}x)"))
-        elif s.probe_latency_ratio_max and ratio >= s.probe_latency_ratio_max:
-            slows.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_max:g}x)"))
+    p90, median, base = r.get("probe_p90_ms"), r.get("probe_median_ms"), r.get("baseline_ms")
+
+    def over(value: float | None, ratio_max: float) -> float | None:
+        """value's ratio to the baseline when it counts: at or above `ratio_max` and `probe_floor_ms` above."""
+        if not ratio_max or value is None or base is None or value - base <= s.probe_floor_ms:
+            return None
+        ratio = value / base if base > 0 else float("inf")
+        return ratio if ratio >= ratio_max else None
+
+    # hold on the median (sustained: most probes are that slow), slow on the p90 (the tail production feels)
+    critical = over(median, s.probe_latency_ratio_critical)
+    slow = over(p90, s.probe_latency_ratio_max)
+    if critical is not None:
+        said = f"probe median {median:.1f} ms = {critical:.1f}x baseline {base:.2f} ms"
+        holds.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_critical:g}x)"))
+    elif slow is not None:
+        said = f"probe p90 {p90:.1f} ms = {slow:.1f}x baseline {base:.2f} ms"
+        slows.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_max:g}x)"))
     if s.autovacuum_hold and r.get("autovacuum_running"):
         holds.append(("autovacuum", "autovacuum is running on a target table"))
     if r.get("blocked_by_backfill"):
@@ -256,7 +267,7 @@ class ProductionGuard(HealthThrottle):
                 return
             try:
                 self._check(now)
-            except psycopg.Error as exc:
+            except (psycopg.Error, DatabaseUnavailable) as exc:
                 log.debug("guard reading failed: %s", exc)
                 if self._conn is not None:
                     self._conn.close()
@@ -304,6 +315,7 @@ class ProductionGuard(HealthThrottle):
         return row | {
             "probe_ms": round(samples[-1], 3),
             "probe_p90_ms": probe_p90(samples),
+            "probe_median_ms": statistics.median(samples),
             "baseline_ms": round(self.baseline_ms or 0.0, 3),
             "wal_bytes_per_s": None if rate is None else round(rate, 1),
             "replica_lag_s": float(row["replica_lag_s"]) if row.get("replicas") else None,

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import psycopg
 
 from starforge_backfill import jobs, templates
+from starforge_backfill.errors import DatabaseUnavailable
 
 log = logging.getLogger("starforge_backfill.guard")
 YIELD_TTL_S = 10.0  # a QueryCanceled within this long after our cancel is our yield
@@ -90,7 +91,7 @@ class BlockingWatcher:
                     if conn is None or conn.closed:
                         conn = self._connect()
                     self.sweep(conn)
-                except psycopg.Error as exc:  # the database is away: look again next time
+                except (psycopg.Error, DatabaseUnavailable) as exc:  # the database is away: look again next time
                     log.debug("blocking watcher: %s", exc)
                     if conn is not None:
                         conn.close()
