@@ -237,6 +237,13 @@ class ProductionGuard(HealthThrottle):
         """Consume the watcher's cancel of this worker's statement; True when there was one."""
         return self.watcher is not None and self.watcher.take(worker)
 
+    def reconfigure(self, settings: GuardSettings) -> None:
+        """New base thresholds (a config reload); the job's `guard set` overrides apply on top at the next check."""
+        with self._glock:
+            self.base = settings
+            self.settings = settings
+            self._checked = 0.0
+
     def close(self) -> None:
         """Stop the watcher and close the guard's connections."""
         if self.watcher is not None:
