@@ -129,8 +129,8 @@ def judge(r: dict[str, Any], s: GuardSettings) -> Verdict:
     elif slow is not None:
         said = f"probe p90 {p90:.1f} ms = {slow:.1f}x baseline {base:.2f} ms"
         slows.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_max:g}x)"))
-    if s.autovacuum_hold and r.get("autovacuum_running"):
-        holds.append(("autovacuum", "autovacuum is running on a target table"))
+    if s.autovacuum_hold and r.get("autovacuum_running") and r.get("autovacuum_before", True):
+        holds.append(("autovacuum", "a vacuum is running on a target table"))
     if r.get("blocked_by_backfill"):
         slows.append(("blocking", f"{r['blocked_by_backfill']} session(s) waited on a backfill batch"))
     active = int(r.get("active_sessions") or 0)
@@ -188,6 +188,7 @@ class ProductionGuard(HealthThrottle):
         self._wal: tuple[float, float] | None = None  # (bytes, monotonic time) of the previous reading
         self._pgss: tuple[float, float] | None = None  # (calls, total ms) of the previous reading
         self._has_pgss: bool | None = None
+        self._vacuum = False  # the previous reading saw a vacuum on a target table
         self.last: dict[str, Any] = {}
         self.workers: list[str] = []
         self.allowed: int | None = None  # workers that may claim work (None: all)
@@ -289,8 +290,10 @@ class ProductionGuard(HealthThrottle):
         r = self._read(conn, now)
         self.settings = apply_overrides(self.base, r.pop("overrides", None))
         if self.watcher is not None:
-            self.watcher.interval_s = self.settings.block_check_s or self.base.block_check_s
+            self.watcher.interval_s = self.settings.block_check_s  # 0 (guard set block_check=0s): no sweeps
         self._samples = deque(self._samples, maxlen=max(1, self.settings.probe_window))
+        # a vacuum holds once two readings in a row see it: a 10 ms autovacuum of a small table is no stop signal
+        r["autovacuum_before"], self._vacuum = self._vacuum, bool(r.get("autovacuum_running"))
         if self.watcher is not None:  # a batch cut short since the last reading counts as blocking
             r["blocked_by_backfill"] = max(int(r.get("blocked_by_backfill") or 0), self.watcher.yields_since_check())
         verdict = judge(r, self.settings)

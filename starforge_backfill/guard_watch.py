@@ -86,7 +86,9 @@ class BlockingWatcher:
     def _run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
         try:
-            while not self._stop.wait(max(0.05, self.interval_s)):
+            while not self._stop.wait(max(0.05, self.interval_s) if self.interval_s > 0 else 0.5):
+                if self.interval_s <= 0:
+                    continue
                 try:
                     if conn is None or conn.closed:
                         conn = self._connect()

@@ -201,6 +201,8 @@ def test_a_vacuum_on_a_target_table_holds_until_it_ends_and_then_some(pg_dsn: st
     wait_for(lambda: scalar(pg_dsn, "SELECT count(*) FROM pg_stat_progress_vacuum"), what="the vacuum")
     g = a_guard(guarded_cfg(pg_dsn, tmp_path, **{"throttle.autovacuum_hold": True}))
     check_now(g)
+    assert g.level == "healthy" and g.last["autovacuum_running"]  # once may be a 10 ms autovacuum
+    check_now(g)
     assert g.level == "hold" and g.verdict.key == "hold:autovacuum"
     decision = g.before_batch(psycopg.connect(pg_dsn, autocommit=True), "guard-test")
     assert decision.sleep_s > 0  # no batch while it holds
