@@ -94,7 +94,7 @@ def test_a_batch_that_blocks_a_production_session_yields(pg_dsn: str, tmp_path: 
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         admin.execute(SLOW_USERS_TRIGGER)  # the first batch holds its lock on users for 6 s
     cfg = guarded_cfg(pg_dsn, tmp_path)
-    run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1))
+    run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1, batch_size=10))
     job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
     sleeping = (
         "SELECT count(*) FROM pg_stat_activity"
@@ -118,6 +118,12 @@ def test_a_batch_that_blocks_a_production_session_yields(pg_dsn: str, tmp_path: 
     assert table_state(pg_dsn) == clean_state
     blocked = scalar(pg_dsn, "SELECT max(blocked_by_backfill) FROM guard_readings WHERE job_id = %s", [job_id])
     assert blocked >= 1  # the reading after the cut counts it
+    with psycopg.connect(pg_dsn) as c:
+        sizes = [
+            r[0] for r in c.execute("SELECT snapshots FROM backfill_batches WHERE job_id = %s ORDER BY id", [job_id])
+        ]
+    # the cut batch was retried at half the size (not one snapshot at a time), then --batch-size 10 again
+    assert sizes[0] == 5 and sizes[1] == 10 and min(sizes) >= 5, sizes
 
 
 # ---- each signal drives a decision ------------------------------------------------------------------------
