@@ -175,6 +175,34 @@ def test_active_sessions_slow_down_one_step_at_a_time_and_events_only_on_change(
     g.close()
 
 
+def test_a_slow_guard_lowers_the_workers_that_claim_work_and_the_job_still_ends_exact(
+    pg_dsn: str, tmp_path: Path, clean_state: dict
+) -> None:
+    load_corpus(pg_dsn)
+    cfg = guarded_cfg(pg_dsn, tmp_path, **{"throttle.active_sessions_max": 3, "etl.batch_size": 5})
+    threads = _sleepers(pg_dsn, 6, 6.0)  # production is busy for the first 6 s
+    q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'production-app' AND state = 'active'"
+    wait_for(lambda: scalar(pg_dsn, q) >= 6, what="six sleeping sessions")
+    run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=3))
+    job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
+    allowed = "SELECT allowed_workers FROM guard_readings WHERE job_id = %s ORDER BY id DESC LIMIT 1"
+    wait_for(lambda: scalar(pg_dsn, allowed, [job_id]) == 1, what="the guard down to one worker")
+    time.sleep(0.5)  # the workers over the count finish their batch and release their chunk
+    claimed = "SELECT count(*) FROM backfill_chunks WHERE job_id = %s AND status = 'running'"
+    seen = set()
+    for _ in range(20):
+        seen.add(scalar(pg_dsn, claimed, [job_id]))
+        time.sleep(0.1)
+    assert max(seen) <= 1, seen  # one worker claims work; the other two wait without a chunk
+    for t in threads:
+        t.join()
+    res = run.result(timeout=120)
+    assert res.outcome == "done"
+    assert_exact(pg_dsn, job_id)
+    assert table_state(pg_dsn) == clean_state
+    assert guard_events(pg_dsn, job_id)[0] == "guard slow: 6 other active session(s) > 3"
+
+
 def test_dead_tuples_on_a_target_table_slow_down(pg_dsn: str, tmp_path: Path) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as c:
         c.execute("ALTER TABLE users SET (autovacuum_enabled = false)")
