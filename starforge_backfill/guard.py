@@ -41,6 +41,7 @@ log = logging.getLogger("starforge_backfill.guard")
 
 HEALTHY, SLOW, HOLD = "healthy", "slow", "hold"
 # the tables the ETL writes: their dead tuples and autovacuum are production's concern
+OTHER_MIN_CALLS = 20  # pg_stat_statements: a window with fewer calls of other roles says nothing
 TARGET_TABLES = ("users", "user_troops", "user_pets", "user_artifacts", "user_profile_summary")
 
 
@@ -129,6 +130,17 @@ def judge(r: dict[str, Any], s: GuardSettings) -> Verdict:
     elif slow is not None:
         said = f"probe p90 {p90:.1f} ms = {slow:.1f}x baseline {base:.2f} ms"
         slows.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_max:g}x)"))
+    other, other_base = r.get("other_mean_ms"), r.get("other_baseline_ms")
+    if other is not None and other_base is not None:  # the application's own statements (pg_stat_statements)
+        ratio = other / other_base if other_base > 0 else float("inf")
+        if s.probe_latency_ratio_max and ratio >= s.probe_latency_ratio_max and other - other_base > s.probe_floor_ms:
+            slows.append(
+                (
+                    "other-statements",
+                    f"other roles' statements {other:.1f} ms on average = {ratio:.1f}x their {other_base:.2f} ms "
+                    f"before the job (pg_stat_statements, >= {s.probe_latency_ratio_max:g}x)",
+                )
+            )
     if s.autovacuum_hold and r.get("autovacuum_running") and r.get("autovacuum_before", True):
         holds.append(("autovacuum", "a vacuum is running on a target table"))
     if r.get("blocked_by_backfill"):
@@ -189,6 +201,7 @@ class ProductionGuard(HealthThrottle):
         self._pgss: tuple[float, float] | None = None  # (calls, total ms) of the previous reading
         self._has_pgss: bool | None = None
         self._vacuum = False  # the previous reading saw a vacuum on a target table
+        self.other_baseline_ms: float | None = None  # pg_stat_statements: other roles' mean before the job
         self.last: dict[str, Any] = {}
         self.workers: list[str] = []
         self.allowed: int | None = None  # workers that may claim work (None: all)
@@ -330,11 +343,14 @@ class ProductionGuard(HealthThrottle):
             "wal_bytes_per_s": None if rate is None else round(rate, 1),
             "replica_lag_s": float(row["replica_lag_s"]) if row.get("replicas") else None,
             "other_mean_ms": self._other_mean(conn),
+            "other_baseline_ms": self.other_baseline_ms,
         }
 
     def _other_mean(self, conn: psycopg.Connection[Any]) -> float | None:
         """Other roles' mean statement time since the previous reading, from pg_stat_statements when it is
-        there (recorded beside the probe; not a decision signal: its mix changes with the application's)."""
+        installed and loaded (None without it, or with fewer than OTHER_MIN_CALLS calls in the window). The
+        first reading also takes their baseline: the mean of everything pg_stat_statements holds from before
+        the job (the application's usual statement time)."""
         if self._has_pgss is None:
             self._has_pgss = bool((templates.fetch_one(conn, "guard/has_pgss.sql") or {}).get("available"))
         if not self._has_pgss:
@@ -342,7 +358,10 @@ class ProductionGuard(HealthThrottle):
         row = templates.fetch_one(conn, "guard/other_statements.sql") or {}
         calls, total = float(row.get("calls") or 0), float(row.get("total_ms") or 0)
         prev, self._pgss = self._pgss, (calls, total)
-        if prev is None or calls - prev[0] < 1:
+        if prev is None:
+            self.other_baseline_ms = round(total / calls, 3) if calls >= OTHER_MIN_CALLS else None
+            return None
+        if calls - prev[0] < OTHER_MIN_CALLS:
             return None
         return round((total - prev[1]) / (calls - prev[0]), 3)
 
@@ -404,6 +423,7 @@ class ProductionGuard(HealthThrottle):
             "wal_bytes_per_s",
             "replica_lag_s",
             "other_mean_ms",
+            "other_baseline_ms",
         )
         params = {c: r.get(c) for c in cols} | {
             "job_id": self.job_id,
