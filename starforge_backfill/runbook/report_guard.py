@@ -17,6 +17,8 @@ import psycopg
 
 from starforge_backfill import templates
 
+CHART_POINTS = 300  # readings drawn and tabulated at most (a 10-hour job has ~7000 at 5 s)
+
 
 def collect(
     conn: psycopg.Connection[Any], job_id: str, start: dt.datetime | None, events: list[dict[str, Any]]
@@ -29,6 +31,7 @@ def collect(
         return {
             "enabled": not disabled,
             "readings": [],
+            "readings_total": 0,
             "holds": [],
             "yields": yields,
             "answer": _answer(None, [], yields, disabled),
@@ -47,6 +50,20 @@ def collect(
         }
         for r in rows
     ]
+    holds = _holds(series)
+    shown = _thin(series, CHART_POINTS)
+    return {
+        "enabled": not disabled,
+        "readings": shown,
+        "readings_total": len(series),
+        "holds": holds,
+        "yields": yields,
+        "answer": _answer(series, holds, yields, disabled),
+    }
+
+
+def _holds(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The hold periods: from a hold reading to the next reading that is not a hold."""
     holds: list[dict[str, Any]] = []
     for i, p in enumerate(series):
         if p["state"] != "hold":
@@ -56,13 +73,18 @@ def collect(
             holds[-1]["to_s"] = end
         else:
             holds.append({"from_s": p["t_s"], "to_s": end, "reason": p["reason"]})
-    return {
-        "enabled": not disabled,
-        "readings": series,
-        "holds": holds,
-        "yields": yields,
-        "answer": _answer(series, holds, yields, disabled),
-    }
+    return holds
+
+
+def _thin(series: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
+    """At most about `most` readings for the page: evenly spaced, plus every change of state (the answer and
+    the hold periods are computed from all of them)."""
+    if len(series) <= most:
+        return series
+    step = len(series) / most
+    keep = {int(i * step) for i in range(most)} | {len(series) - 1}
+    keep |= {i for i in range(1, len(series)) if series[i]["state"] != series[i - 1]["state"]}
+    return [series[i] for i in sorted(keep)]
 
 
 def _answer(series: list[dict[str, Any]] | None, holds: list[dict[str, Any]], yields: int, disabled: bool) -> str:
@@ -174,6 +196,11 @@ def markdown(guard: dict[str, Any]) -> list[str]:
         lines += [f"| +{h['from_s']:.0f}s | +{h['to_s']:.0f}s | {h['reason']} |" for h in guard["holds"]]
         lines.append("")
     if guard["readings"]:
+        if guard.get("readings_total", 0) > len(guard["readings"]):
+            lines += [
+                f"_{len(guard['readings'])} of {guard['readings_total']} readings shown (every state change kept)._",
+                "",
+            ]
         lines += [
             "| t | probe ms | baseline ms | active sessions | replica lag s | state |",
             "|---|---|---|---|---|---|",
