@@ -20,7 +20,7 @@ QUIET = {
     "throttle.max_connections_ratio": 1.0,
     "throttle.probe_latency_ratio_max": 3,
     "throttle.probe_latency_ratio_critical": 0,
-    "throttle.probe_floor_ms": 5,
+    "throttle.probe_floor_ms": 50,  # a loaded box's probe jitter stays under it; pg_sleep(0.1) is far above
     "throttle.active_sessions_max": 0,
     "throttle.waiting_sessions_max": 0,
     "throttle.dead_tuples_max": 0,
@@ -59,15 +59,15 @@ def test_other_roles_slower_statements_slow_the_backfill(own_server: EmbeddedPos
         assert guard.level == "healthy" and guard.last["other_mean_ms"] is None  # no call of another role
         with psycopg.connect(app_dsn, autocommit=True) as app:
             for _ in range(25):
-                app.execute("SELECT pg_sleep(0.02)")
+                app.execute("SELECT pg_sleep(0.1)")
         guard._checked = 0.0
         guard.check()
-        assert guard.last["other_mean_ms"] >= 15, guard.last
+        assert guard.last["other_mean_ms"] >= 90, guard.last
         assert guard.level == "slow" and guard.verdict.key == "slow:other-statements"
         with psycopg.connect(dsn) as c:
             row = c.execute(
                 "SELECT other_mean_ms, other_baseline_ms, state FROM guard_readings ORDER BY id DESC"
             ).fetchone()
-        assert row is not None and row[0] >= 15 and row[1] < 5 and row[2] == "slow"
+        assert row is not None and row[0] >= 90 and row[1] < 5 and row[2] == "slow"
     finally:
         guard.close()
