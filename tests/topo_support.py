@@ -205,12 +205,23 @@ class Standby:
         return self
 
     def set_apply_delay(self, value: str) -> None:
-        """ALTER SYSTEM SET recovery_min_apply_delay on the standby, and reload."""
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(
-                psycopg.sql.SQL("ALTER SYSTEM SET recovery_min_apply_delay = {}").format(psycopg.sql.Literal(value))
-            )
-            conn.execute("SELECT pg_reload_conf()")
+        """ALTER SYSTEM SET recovery_min_apply_delay on the standby, and reload. On a loaded machine the
+        replay backlog can pass max_standby_streaming_delay, and the standby then cancels this statement
+        ("conflict with recovery"): it is asked again, a few times."""
+        for attempt in range(5):
+            try:
+                with psycopg.connect(self.dsn, autocommit=True) as conn:
+                    conn.execute(
+                        psycopg.sql.SQL("ALTER SYSTEM SET recovery_min_apply_delay = {}").format(
+                            psycopg.sql.Literal(value)
+                        )
+                    )
+                    conn.execute("SELECT pg_reload_conf()")
+                return
+            except psycopg.errors.SerializationFailure:
+                if attempt == 4:
+                    raise
+                time.sleep(0.5)
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

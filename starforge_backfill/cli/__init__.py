@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "pause": "jobs:pause_command",
     "status": "jobs:status_command",
     "events": "events:group",
+    "guard": "guard:group",
     "worker": "worker:command",
     "serve": "serve:group",
     "verify": "verify:command",

@@ -10,6 +10,7 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import GateFailed, UsageError
 from starforge_backfill.jobs import JobStatus
+from starforge_backfill.runbook import guard
 
 PAUSED_BY_OPERATOR = "operator"  # a pause event's details.source; gates and retries pause jobs too
 
@@ -51,6 +52,7 @@ def status(cfg: Config, *, job_id: str | None = None, limit: int = 50) -> Status
         for r in rows:  # run's liveness rule: a fresh heartbeat, and not a local worker whose process is gone
             if r["status"] == JobStatus.RUNNING and int(r["live_workers"]):
                 r["live_workers"] = len(jobs.live_workers(conn, str(r["job_id"]), cfg.job.claim_ttl_s))
+        guards = {str(r["job_id"]): guard.status_of(conn, str(r["job_id"])) for r in rows}
     if job_id is not None and not rows:
         raise UsageError(f"no job {job_id!r}")
     out = []
@@ -79,6 +81,7 @@ def status(cfg: Config, *, job_id: str | None = None, limit: int = 50) -> Status
             "workers": _workers_line(cfg, r, live, interrupted),
             "chunks_done": int(r["chunks_done"]),
             "chunks_total": int(r["chunks_total"]),
+            "guard": guards[str(r["job_id"])],
         }
         out.append(pub)
     return StatusResult(out)

@@ -25,7 +25,7 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.redact import redact_dsn
-from starforge_backfill.runbook import report_render, report_timeline
+from starforge_backfill.runbook import report_guard, report_render, report_timeline
 from starforge_backfill.schema import check_schema
 
 FORMATS = ("md", "html", "json")
@@ -384,6 +384,7 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
         }
         for g in gates
     ]
+    throughput = _throughput(conn, job_id)
     data = {
         "job": jobs.public_row(row) | {"created_at": row.get("created_at"), "selector": row.get("selector")},
         "database": redact_dsn(cfg.database.dsn or ""),
@@ -437,6 +438,7 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
             "series": report_timeline.relative(workers, throughput["start"], ("at",)),
         },
         "bands": report_timeline.relative(bands, throughput["start"], ("from", "to")),
+        "guard": report_guard.collect(conn, job_id, throughput["start"], events),
         "artifacts": _files(folder, {MANIFEST, *REPORT_FILES.values()}) if folder.is_dir() else [],
         "manifest": _manifest_rows(folder),
     }

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from starforge_backfill.runbook import report_guard
+
 _CSS = """
 body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;color:#1f2328;margin:2rem auto;max-width:1000px;
 padding:0 1rem}
@@ -434,6 +436,8 @@ def markdown(job_id: str, data: dict[str, Any], meta: dict[str, Any]) -> str:
             ],
             "",
         ]
+    if data.get("guard") is not None:
+        lines += report_guard.markdown(data["guard"])
     return "\n".join(lines)
 
 
@@ -633,6 +637,7 @@ def html(job_id: str, data: dict[str, Any], meta: dict[str, Any]) -> str:
         f"(report schema_version {e(str(meta['schema_version']))}).</p>",
         "<h2>Throughput, errors and workers over time</h2>",
         f'<div class="chart">{svg_chart(tp["series"], tp.get("bucket_s"), bands=data.get("bands"), workers=wk)}</div>',
+        *(report_guard.html(data["guard"], tp) if data.get("guard") is not None else []),
     ]
     for title, header, rows, note in _sections(data):
         body.append(f"<h2>{e(title)}</h2>")

@@ -28,6 +28,7 @@ from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed,
 from starforge_backfill.etl.pipeline import BatchResult, ConnectionHolder
 from starforge_backfill.jobs import JobStatus, RunOutcome
 from starforge_backfill.runbook import gates, step_files
+from starforge_backfill.runbook import guard as guard_control
 from starforge_backfill.schema import check_schema
 
 Notify = Callable[[str], None]
@@ -162,8 +163,10 @@ def run(
     progress: Callable[[RunProgress], None] | None = None,
     notify: Notify = _quiet,
     stop: threading.Event | None = None,
+    reload: threading.Event | None = None,
 ) -> RunResult:
-    """Backfill `selector`'s snapshots resumably (resuming the unfinished job of the same range), or job `job_id`."""
+    """Backfill `selector`'s snapshots resumably (resuming the unfinished job of the same range), or job `job_id`.
+    `reload` (set by SIGHUP): re-read the config file's throttle section into the running guard."""
     opts = options or RunOptions()
     opts.validate()
     if job_id is None and selector is None:
@@ -193,10 +196,17 @@ def run(
     else:  # a resumed job keeps the sizing it was started with
         batch_size, fixed = int(job["batch_size"]), bool(job.get("batch_fixed"))
     engine = config_settings.engine(cfg, batch_size, folder, job_id, fixed=fixed)
+    if not cfg.throttle.enabled:
+        _record_guard_disabled(cfg, job_id, notify)
     try:
-        outcome = _run_workers(cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp, up=uploader)
+        outcome = _run_workers(
+            cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp, up=uploader, reload=reload
+        )
     finally:
         state.ended = time.monotonic()
+        close = getattr(engine.throttle, "close", None)
+        if close is not None:
+            close()
         tally = uploader.close(0 if stop.is_set() else None) if uploader is not None else None
     if tally is not None and s3 is not None:
         notify(f"quarantine copies: {len(tally.uploaded)} uploaded to {s3.url}, {len(tally.local_only)} local only")
@@ -229,6 +239,19 @@ def run(
         {"job": jobs.public_row(final), "run": result.summary()},
     )
     return result
+
+
+def _record_guard_disabled(cfg: Config, job_id: str, notify: Notify) -> None:
+    """`throttle.enabled: false`: no health gate and no production guard for this run, said on the job."""
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        jobs.record_event(
+            conn,
+            job_id,
+            "guard_disabled",
+            "production guard off (throttle.enabled: false): no health checks, no probe, batches never yield",
+            {"config": cfg.source_path and str(cfg.source_path)},
+        )
+    notify("the production guard is off (throttle.enabled: false)")
 
 
 def resume(
@@ -499,6 +522,7 @@ def _run_workers(
     *,
     ramp: bool = False,
     up: quarantine_s3.Uploader | None = None,
+    reload: threading.Event | None = None,
 ) -> RunOutcome:
     """Run C workers (threads, one connection each) on a job until it is done, paused or interrupted.
 
@@ -530,6 +554,9 @@ def _run_workers(
         while not pool.all_done():
             pool.wait(0.2)
             pruner.tick()
+            if reload is not None and reload.is_set():
+                reload.clear()
+                guard_control.reload(cfg, job_id, options.throttle, notify)
             if step + 1 < len(schedule) and time.monotonic() >= next_step_at and not stop.is_set():
                 next_step_at = time.monotonic() + cfg.gates.ramp_step_s
                 if _ramp_allowed_now(cfg, job_id, options, len(pool.workers), schedule[step + 1]):
