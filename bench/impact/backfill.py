@@ -1,0 +1,166 @@
+"""The backfill under test: `starforge-backfill run` as a subprocess with one guard setting, its progress
+read from `hero_snapshots`, stopped gracefully (SIGINT) when a window is over."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+from bench import runcmd
+
+CONCURRENCY = 2
+APP = "starforge-bench-impact"  # the bench's own sessions; not "starforge-backfill" (the guard excludes that)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A named guard setting: `throttle` keys on top of the bench's base config."""
+
+    name: str
+    throttle: dict[str, Any] = field(default_factory=dict)
+
+    def config_text(self, concurrency: int = CONCURRENCY) -> str:
+        # the synthetic corpus is ~1% malformed by design: the failure-rate gate would pause the job; the ramp
+        # starts at the requested C (the issue: "the ramp starting at the requested C=2")
+        throttle = {"failure_rate_max": 1.0, **self.throttle}
+        return yaml.safe_dump({"throttle": throttle, "gates": {"ramp": [concurrency]}}, sort_keys=False)
+
+    def label(self) -> str:
+        if not self.throttle:
+            return f"{self.name} (defaults)"
+        return f"{self.name} ({', '.join(f'{k}={v}' for k, v in self.throttle.items())})"
+
+
+DEFAULT = Setting("default")
+OFF = Setting("guard-off", {"enabled": False})
+
+
+def accepted(setting: Setting) -> str | None:
+    """None when this checkout's config accepts the setting's keys, else the config error (one line)."""
+    from starforge_backfill.config import load_config
+    from starforge_backfill.errors import ConfigError
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(setting.config_text())
+        f.flush()
+        try:
+            load_config(f.name)
+        except ConfigError as exc:
+            return str(exc).splitlines()[0]
+    return None
+
+
+def done(dsn: str) -> int:
+    """Snapshots the run has finished with (processed, or failed and recorded)."""
+    with psycopg.connect(dsn, application_name=APP) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM hero_snapshots WHERE processed_at IS NOT NULL OR error_count > 0"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def rate(dsn: str, start: float, end: float) -> float | None:
+    """Snapshots per second in [start, end] (epoch seconds) from the job's committed batches: a batch's
+    snapshots are spread over its span (`finished_at` is its transaction's start, `duration_ms` its length)
+    and counted by the share of it inside the window. Counting finished snapshots at the two ends instead
+    would be off by up to a whole batch (hundreds of snapshots with the adaptive sizer). Call it after the
+    run stopped (a stopping run commits the batch in hand)."""
+    if end <= start:
+        return None
+    with psycopg.connect(dsn, application_name=APP) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM finished_at)::float8, duration_ms, snapshots FROM backfill_batches"
+        ).fetchall()
+    return round(overlap(rows, start, end) / (end - start), 1)
+
+
+def overlap(batches: list[tuple[float, int, int]], start: float, end: float) -> float:
+    """Snapshots of (begin epoch s, duration ms, snapshots) batches attributed to [start, end]."""
+    total = 0.0
+    for begin, duration_ms, snapshots in batches:
+        span = max(duration_ms / 1000.0, 1e-3)
+        inside = min(end, begin + span) - max(start, begin)
+        if inside > 0:
+            total += snapshots * inside / span
+    return total
+
+
+def first_batch(dsn: str) -> float | None:
+    """When the job's first batch began (epoch seconds)."""
+    with psycopg.connect(dsn, application_name=APP) as conn:
+        row = conn.execute("SELECT extract(epoch FROM min(finished_at))::float8 FROM backfill_batches").fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def events(dsn: str) -> dict[str, int]:
+    """How many events of each kind the job recorded (gate, throttle, ramp, guard_disabled, ...)."""
+    with psycopg.connect(dsn, application_name=APP) as conn:
+        rows = conn.execute("SELECT kind, count(*) FROM backfill_events GROUP BY kind ORDER BY kind").fetchall()
+    return {kind: int(n) for kind, n in rows}
+
+
+@dataclass
+class Run:
+    """One `run` in progress."""
+
+    proc: subprocess.Popen[bytes]
+    dsn: str
+    started: float  # time.time()
+    logdir: Path
+
+    def exited(self) -> bool:
+        return self.proc.poll() is not None
+
+    def wait_progress(self, timeout: float = 120.0, poll: float = 0.2) -> tuple[float, int] | None:
+        """(time, done) at the first poll that sees a finished snapshot; None if the run exited or timed out."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            n = done(self.dsn)
+            if n > 0:
+                return time.time(), n
+            if self.exited():
+                return None
+            time.sleep(poll)
+        return None
+
+    def sleep_until(self, end: float) -> float:
+        """Sleep until `end` or until the run exits, whichever first; returns the time it stopped waiting."""
+        while time.time() < end and not self.exited():
+            time.sleep(min(0.1, max(0.0, end - time.time())))
+        return min(time.time(), end)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """Graceful stop (SIGINT: the workers finish their batch, exit 130); kill after `timeout`."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def stderr_tail(self) -> str:
+        text = (self.logdir / "run.stderr").read_text(errors="replace").strip()
+        return text.splitlines()[-1][:300] if text else ""
+
+
+def start(dsn: str, setting: Setting, workdir: Path, concurrency: int = CONCURRENCY) -> Run:
+    """Start `starforge-backfill run` over the whole corpus with the setting's config."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "config.yaml"
+    config.write_text(setting.config_text(concurrency))
+    cmd = runcmd.command(dsn, workdir / "artifacts", concurrency, config)
+    with (workdir / "run.stdout").open("wb") as out, (workdir / "run.stderr").open("wb") as err:
+        started = time.time()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    return Run(proc, dsn, started, workdir)
