@@ -61,7 +61,11 @@ def _setting(text: str) -> backfill.Setting:
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.impact", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke run (~2 min): 4 s windows, 1 per quiet phase, 2 per run phase, 1 pair")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (~2 min): 4 s windows, 1 per quiet phase, 2 per run phase, 1 pair",
+    )
     p.add_argument("--dsn", help="admin DSN of the server to use (default: a throwaway embedded PostgreSQL)")
     p.add_argument("--window", type=float, help="window length in seconds (default 10; quick 4)")
     p.add_argument("--quiet-windows", type=int, help="windows per quiet phase (default 4; quick 1)")
