@@ -106,6 +106,22 @@ class ThrottleConfig:
     target_batch_s: float = field(default=2.0, metadata=_m("duration", lo=0, lo_open=True))
     min_batch_size: int = field(default=10, metadata=_m("int", lo=1, hi=10000))
     max_batch_size: int = field(default=500, metadata=_m("int", lo=1, hi=10000))
+    # the production guard (guard.py; docs/DESIGN.md "The production guard"); 0 switches a signal off
+    probe_sql: str = field(default="SELECT 1", metadata=_m("str"))
+    baseline_samples: int = field(default=5, metadata=_m("int", lo=1, hi=1000))
+    probe_window: int = field(default=5, metadata=_m("int", lo=1, hi=1000))
+    probe_floor_ms: float = field(default=5.0, metadata=_m("float", lo=0))
+    probe_latency_ratio_max: float = field(default=3.0, metadata=_m("float", lo=0))
+    probe_latency_ratio_critical: float = field(default=10.0, metadata=_m("float", lo=0))
+    active_sessions_max: int = field(default=64, metadata=_m("int", lo=0))
+    waiting_sessions_max: int = field(default=8, metadata=_m("int", lo=0))
+    dead_tuples_max: int = field(default=10_000_000, metadata=_m("int", lo=0))
+    autovacuum_hold: bool = field(default=True, metadata=_m("bool"))
+    wal_bytes_per_s_max: float = field(default=256e6, metadata=_m("float", lo=0))
+    hold_recover_s: float = field(default=10.0, metadata=_m("duration"))
+    guard_step_s: float = field(default=5.0, metadata=_m("duration"))
+    sample_every_s: float = field(default=5.0, metadata=_m("duration", lo=0, lo_open=True))
+    block_check_s: float = field(default=0.25, metadata=_m("duration"))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from starforge_backfill.outages import Outages
 
 log = logging.getLogger("starforge_backfill.engine")
 _BACK_OFF = "back-off"  # _gate: the throttle asked for a pause; look again before the batch
+_STAND_DOWN = "stand-down"  # _gate: the guard lowered the workers allowed to claim work; release the chunk
+_YIELDED = "yielded"  # _apply: the guard cut the batch short (it blocked production); retry it smaller
 
 
 class LostChunk(Exception):
@@ -45,6 +47,12 @@ class Throttle(Protocol):
     def before_batch(self, conn: psycopg.Connection[Any], job_id: str) -> ThrottleDecision: ...
 
     def after_batch(self, result: BatchResult, duration_s: float) -> None: ...
+
+
+def _may_work(throttle: Throttle | None, worker: str) -> bool:
+    """The production guard's effective concurrency (guard.py): True when `worker` may claim work now."""
+    may = getattr(throttle, "may_work", None)
+    return True if may is None else bool(may(worker))
 
 
 class BatchSizer:
@@ -158,9 +166,29 @@ class ChunkWorker:
     def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(conn, *args)`: one bookkeeping statement (autocommit), retried like a batch on transient errors
         (a lost connection is reopened), so a database restart between batches is survived too."""
-        out = retrying(lambda: fn(self.holder.get(), *args), on_retry=self.options.outages.failed, **self.options.retry)
+
+        def once() -> Any:
+            return retrying(
+                lambda: fn(self.holder.get(), *args), on_retry=self.options.outages.failed, **self.options.retry
+            )
+
+        try:
+            out = once()
+        except psycopg.errors.QueryCanceled as exc:
+            if not self._took_yield(exc):
+                raise
+            out = once()  # the guard's cancel meant for a batch hit this statement: it blocked no one
         self._recovered()
         return out
+
+    def _yield_pending(self, exc: BaseException) -> bool:
+        """True when `exc` is the guard's cancel of this worker's batch (guard_watch.py), still unconsumed."""
+        pending = getattr(self.options.throttle, "yield_pending", None)
+        return isinstance(exc, psycopg.errors.QueryCanceled) and pending is not None and bool(pending(self.name))
+
+    def _took_yield(self, exc: BaseException) -> bool:
+        take = getattr(self.options.throttle, "take_yield", None)
+        return isinstance(exc, psycopg.errors.QueryCanceled) and take is not None and bool(take(self.name))
 
     def _recovered(self) -> None:
         """After a statement went through: record an outage it rode through, once (see outages.py)."""
@@ -176,6 +204,9 @@ class ChunkWorker:
             status, _ = self._db(jobs.job_status, self.job_id)
             if status != JobStatus.RUNNING:
                 return status
+            if not _may_work(self.options.throttle, self.name):  # the guard lowered the concurrency: wait
+                self.stop.wait(max(self.options.poll_s, 0.5))
+                continue
             chunk = self._db(jobs.claim_chunk, self.job_id, self.name, self.options.claim_ttl_s)
             self._last_beat = time.monotonic()
             if chunk is None:
@@ -191,6 +222,8 @@ class ChunkWorker:
                 ended = self._work_chunk(chunk, selector)
             except LostChunk:
                 continue
+            if ended == _STAND_DOWN:
+                continue
             if ended != ChunkOutcome.DONE:
                 return ended
         return RunOutcome.INTERRUPTED
@@ -203,6 +236,9 @@ class ChunkWorker:
             ended = self._gate(chunk_no)
             if ended == _BACK_OFF:
                 continue
+            if ended == _STAND_DOWN:
+                self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
+                return _STAND_DOWN
             if ended is not None:
                 self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
                 return ended
@@ -211,6 +247,8 @@ class ChunkWorker:
                 self._db(jobs.finish_chunk, self.job_id, chunk_no, self.name)
                 return ChunkOutcome.DONE
             checkpoint = self._apply(chunk_no, batch)
+            if checkpoint == _YIELDED:
+                continue  # rolled back: the same checkpoint, a smaller batch
             if checkpoint in (RunOutcome.PAUSED, RunOutcome.FAILED):
                 self._db(jobs.release_chunk, self.job_id, chunk_no, self.name)
                 return checkpoint
@@ -233,7 +271,7 @@ class ChunkWorker:
             listeners.announce("gate_pause", self._ctx() | {"reason": decision.pause_reason})
             return RunOutcome.PAUSED
         if decision.sleep_s <= 0:
-            return None
+            return None if _may_work(self.options.throttle, self.name) else _STAND_DOWN
         backoff = self._ctx() | {"state": decision.state}
         log.debug(
             "worker %s backing off %.1fs: %s",
@@ -251,7 +289,9 @@ class ChunkWorker:
 
     def _next_batch(self, chunk: dict[str, Any], after: Any, selector: jobs.Selector) -> _Batch | None:
         """The chunk's next snapshots after the checkpoint `after`, within the byte cap; None when none is left."""
-        rows = self._db(jobs.next_batch, chunk, after, selector, self.sizer.size)
+        cap = getattr(self.options.throttle, "batch_cap", None)
+        size = self.sizer.size if cap is None else int(cap(self.sizer.size))
+        rows = self._db(jobs.next_batch, chunk, after, selector, size)
         if not rows:
             return None
         rows = _cap_bytes(rows, self.options.batch_max_bytes)
@@ -265,6 +305,9 @@ class ChunkWorker:
         def bookkeeping(c: psycopg.Connection[Any], res: BatchResult, key: Any) -> None:
             checkpoint[:] = [self._checkpoint(c, chunk_no, res, key, batch.nbytes, started)]
 
+        note_pid = getattr(self.options.throttle, "note_pid", None)
+        if note_pid is not None:  # the guard's blocking watcher may cancel this backend (and only ours)
+            note_pid(self.name, self.holder.get().info.backend_pid)
         try:
             result = process_batch(
                 self.holder,
@@ -273,8 +316,13 @@ class ChunkWorker:
                 bookkeeping=bookkeeping,
                 retry=self.options.retry,
                 on_retry=self.options.outages.failed,
+                stop_on=self._yield_pending,
             )
         except psycopg.Error as exc:
+            if self._took_yield(exc):
+                self.sizer.size = max(1, self.sizer.size // 2)  # it blocked someone: retry it smaller
+                log.info("worker %s yielded: batch of %d rolled back", self.name, len(batch.items), extra=self._ctx())
+                return _YIELDED
             if not is_transient(exc):
                 raise
             self._pause_after_retries(exc)

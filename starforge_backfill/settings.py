@@ -6,13 +6,16 @@ for a chunk worker: a config key reaches the code that uses it only through here
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from starforge_backfill.config import Config
+from starforge_backfill.db import connect_cfg
 from starforge_backfill.engine import EngineOptions
 from starforge_backfill.etl.pipeline import EtlSettings
-from starforge_backfill.throttle import HealthThrottle, ThrottleSettings
+from starforge_backfill.guard import GUARD_FIELDS, GuardSettings, ProductionGuard
+from starforge_backfill.throttle import ThrottleSettings
 
 
 def etl(cfg: Config, *, quarantine_dir: Path | None = None, job_id: str | None = None) -> EtlSettings:
@@ -53,6 +56,25 @@ def throttle(cfg: Config) -> ThrottleSettings:
     )
 
 
+def guard(cfg: Config) -> GuardSettings:
+    """The production guard's thresholds: the throttle's plus the guard's own (same names as the config's)."""
+    t = cfg.throttle
+    own = {name: getattr(t, name) for name in GUARD_FIELDS}
+    return GuardSettings(**dataclasses.asdict(throttle(cfg)), **own)
+
+
+def production_guard(cfg: Config, job_id: str) -> ProductionGuard:
+    """The guard of one job in this process, on connections of its own (named like the job's workers, so the
+    guard never counts the backfill's sessions as production's)."""
+    app = f"{cfg.database.application_name}:{job_id}:guard"
+    return ProductionGuard(
+        guard(cfg),
+        job_id,
+        lambda: connect_cfg(cfg, autocommit=True, application_name=app),
+        max_batch_size=cfg.throttle.max_batch_size,
+    )
+
+
 def engine(cfg: Config, batch_size: int, folder: Path, job_id: str, *, fixed: bool = False) -> EngineOptions:
     """A chunk worker's options for job `job_id`, whose artifacts live in `folder`.
 
@@ -70,5 +92,5 @@ def engine(cfg: Config, batch_size: int, folder: Path, job_id: str, *, fixed: bo
         min_batch_size=t.min_batch_size if adaptive else batch_size,
         max_batch_size=t.max_batch_size if adaptive else batch_size,
         target_batch_s=t.target_batch_s if adaptive else 0.0,
-        throttle=HealthThrottle(throttle(cfg)) if cfg.throttle.enabled else None,
+        throttle=production_guard(cfg, job_id) if cfg.throttle.enabled else None,
     )

@@ -244,3 +244,13 @@ _VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "etl/merge_entity.sql": {e: {"entity": e} for e in ("troop", "pet", "artifact")},
     "census/census.sql": {"exact": {"sampled": False}, "sampled": {"sampled": True}},
 }
+
+
+def execute_operator_statement(conn: psycopg.Connection[Any], text: str) -> None:
+    """Run one statement the operator wrote in the config (the guard's probe, `throttle.probe_sql`) as written,
+    with no binds, and discard its rows. The only SQL that does not come from `sql/`: it is the operator's own
+    representative read, timed by the guard, never built from data."""
+    with conn.cursor() as cur:
+        cur.execute(text.encode())
+        if cur.description is not None:
+            cur.fetchall()

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "reprocess": "reprocess:command",
     "pause": "jobs:pause_command",
     "status": "jobs:status_command",
+    "guard": "guard:group",
     "worker": "worker:command",
     "serve": "serve:group",
     "verify": "verify:command",

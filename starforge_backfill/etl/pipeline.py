@@ -461,10 +461,12 @@ def process_batch(
     bookkeeping: Bookkeeping | None = None,
     retry: dict[str, Any] | None = None,
     on_retry: Callable[[BaseException, int], None] | None = None,
+    stop_on: Callable[[BaseException], bool] | None = None,
 ) -> BatchResult:
     """Apply `items` ((snapshot id, keyset key), in keyset order) in one transaction, retrying transient
     errors; a batch that fails for another database reason is applied again one snapshot at a time.
-    `bookkeeping(conn, result, last_key)` runs in the same transaction as the writes it counts."""
+    `bookkeeping(conn, result, last_key)` runs in the same transaction as the writes it counts.
+    An error for which `stop_on` says True (the guard cut the batch short) is raised, rolled back, as is."""
     retry = retry or {}
     ids = [sid for sid, _ in items]
 
@@ -479,11 +481,11 @@ def process_batch(
     try:
         return retrying(whole, on_retry=on_retry, **retry)
     except psycopg.Error as exc:
-        if is_transient(exc) or len(items) == 0:
+        if is_transient(exc) or len(items) == 0 or (stop_on is not None and stop_on(exc)):
             raise
     total = BatchResult(fallback=True)
     for sid, key in items:
-        total.add(_one(holder, sid, key, settings, bookkeeping, retry, on_retry))
+        total.add(_one(holder, sid, key, settings, bookkeeping, retry, on_retry, stop_on))
     total.fallback = True
     return total
 
@@ -496,6 +498,7 @@ def _one(
     bookkeeping: Bookkeeping | None,
     retry: dict[str, Any],
     on_retry: Callable[[BaseException, int], None] | None,
+    stop_on: Callable[[BaseException], bool] | None = None,
 ) -> BatchResult:
     def single() -> BatchResult:
         conn = holder.get()
@@ -508,7 +511,7 @@ def _one(
     try:
         return retrying(single, on_retry=on_retry, **retry)
     except psycopg.Error as exc:
-        if is_transient(exc):
+        if is_transient(exc) or (stop_on is not None and stop_on(exc)):
             raise
         error = EtlError(
             EtlError.DB_ERROR,

@@ -10,6 +10,7 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import GateFailed, UsageError
 from starforge_backfill.jobs import JobStatus
+from starforge_backfill.runbook import guard
 
 PAUSED_BY_OPERATOR = "operator"  # a pause event's details.source; gates and retries pause jobs too
 
@@ -48,6 +49,7 @@ def status(cfg: Config, *, job_id: str | None = None, limit: int = 50) -> Status
     """Job rows with progress %, rate, ETA, throttle state and live workers, newest first."""
     with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
         rows = jobs.list_jobs(conn, job_id, limit, cfg.job.claim_ttl_s)
+        guards = {str(r["job_id"]): guard.status_of(conn, str(r["job_id"])) for r in rows}
     if job_id is not None and not rows:
         raise UsageError(f"no job {job_id!r}")
     out = []
@@ -72,6 +74,7 @@ def status(cfg: Config, *, job_id: str | None = None, limit: int = 50) -> Status
             "live_workers": live,
             "chunks_done": int(r["chunks_done"]),
             "chunks_total": int(r["chunks_total"]),
+            "guard": guards[str(r["job_id"])],
         }
         out.append(pub)
     return StatusResult(out)

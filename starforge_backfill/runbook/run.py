@@ -183,7 +183,14 @@ def run(
     else:  # a resumed job keeps the sizing it was started with
         batch_size, fixed = int(job["batch_size"]), bool(job.get("batch_fixed"))
     engine = config_settings.engine(cfg, batch_size, folder, job_id, fixed=fixed)
-    outcome = _run_workers(cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp)
+    if not cfg.throttle.enabled:
+        _record_guard_disabled(cfg, job_id, notify)
+    try:
+        outcome = _run_workers(cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp)
+    finally:
+        close = getattr(engine.throttle, "close", None)
+        if close is not None:
+            close()
 
     def final_read() -> tuple[dict[str, Any], ErrorBudget]:
         with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
@@ -207,6 +214,19 @@ def run(
         {"job": jobs.public_row(final), "run": result.summary()},
     )
     return result
+
+
+def _record_guard_disabled(cfg: Config, job_id: str, notify: Notify) -> None:
+    """`throttle.enabled: false`: no health gate and no production guard for this run, said on the job."""
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        jobs.record_event(
+            conn,
+            job_id,
+            "guard_disabled",
+            "production guard off (throttle.enabled: false): no health checks, no probe, batches never yield",
+            {"config": cfg.source_path and str(cfg.source_path)},
+        )
+    notify("the production guard is off (throttle.enabled: false)")
 
 
 def resume(

@@ -1,0 +1,393 @@
+"""The production guard: before every batch, decide from what production feels whether the backfill may go on.
+
+Anchors: GitLab's batched background migrations (health indicators: autovacuum on the target table, WAL rate,
+a latency SLO, a hold on a stop signal), pt-online-schema-change (`--max-load` slows, `--critical-load`
+stops) and gh-ost (`--max-lag-millis` on its own heartbeat, hysteresis, thresholds changed while it runs).
+
+One guard per job process, shared by its workers, with its own connection (application_name of the backfill,
+so it never counts itself). It reads at most every `check_every_s`: a probe it times itself against a baseline
+taken before the first batch, the other sessions (active, waiting by class, blocked by us), dead tuples and
+autovacuum on the target tables, the WAL rate, replica lag, and the job's `guard_overrides`. Three levels:
+
+- healthy: every `guard_step_s`, one more worker may claim work and the batch cap doubles, until none is left;
+- slow: every `guard_step_s`, one worker fewer (never below one) and the batch cap halves (never below the minimum);
+- hold: no batch at all until every hold signal has been clear for `hold_recover_s` (hysteresis).
+
+An event (`guard`) is written when the level or its reason changes, never per reading; a reading is kept in
+`guard_readings` every `sample_every_s` and at each change. The blocking watcher (guard_watch.py) cuts short a
+batch that blocks a production session. The health throttle (throttle.py) runs first, unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from starforge_backfill import jobs, templates
+from starforge_backfill.engine import ThrottleDecision
+from starforge_backfill.guard_watch import BlockingWatcher
+from starforge_backfill.throttle import HealthThrottle, ThrottleSettings
+
+log = logging.getLogger("starforge_backfill.guard")
+
+HEALTHY, SLOW, HOLD = "healthy", "slow", "hold"
+# the tables the ETL writes: their dead tuples and autovacuum are production's concern
+TARGET_TABLES = ("users", "user_troops", "user_pets", "user_artifacts", "user_profile_summary")
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardSettings(ThrottleSettings):
+    """The throttle's thresholds plus the guard's (config `throttle` section; `guard set` overrides them).
+    A threshold of 0 switches its signal off."""
+
+    probe_sql: str = "SELECT 1"
+    baseline_samples: int = 5
+    probe_window: int = 5  # the probe's p90 is taken over this many latest samples
+    probe_floor_ms: float = 5.0  # a ratio counts only when the p90 is this much above the baseline, too
+    probe_latency_ratio_max: float = 3.0  # slow
+    probe_latency_ratio_critical: float = 10.0  # hold
+    active_sessions_max: int = 64  # other active sessions: slow
+    waiting_sessions_max: int = 8  # other sessions waiting on Lock, LWLock or IO: slow
+    dead_tuples_max: int = 10_000_000  # on one target table: slow
+    autovacuum_hold: bool = True  # autovacuum on a target table: hold
+    wal_bytes_per_s_max: float = 256e6  # slow
+    hold_recover_s: float = 10.0  # a hold lasts until every signal has been clear this long
+    guard_step_s: float = 5.0  # workers and batch cap change one step at most this often
+    sample_every_s: float = 5.0
+    block_check_s: float = 0.25  # the blocking watcher's interval (0: no watcher)
+    min_batch_size: int = 10
+
+
+# the guard's own fields (not the throttle's), each named as the config's throttle field it comes from
+GUARD_FIELDS = tuple(
+    f.name for f in dataclasses.fields(GuardSettings) if f.name not in ThrottleSettings.__dataclass_fields__
+)
+# the thresholds `guard set` may change on a running job (GuardSettings field names)
+TUNABLE = tuple(
+    f.name
+    for f in dataclasses.fields(GuardSettings)
+    if f.name not in ("app_prefix", "failure_min_sample", "failure_window_s", "min_batch_size")
+)
+
+
+def apply_overrides(base: GuardSettings, overrides: dict[str, Any] | None) -> GuardSettings:
+    """`base` with a job's stored overrides (unknown keys, from a newer tool, are ignored)."""
+    known = {k: v for k, v in (overrides or {}).items() if k in TUNABLE}
+    return dataclasses.replace(base, **known) if known else base
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What one reading says: a level, the first reason's key and every reason in words."""
+
+    level: str = HEALTHY
+    key: str | None = None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def message(self) -> str:
+        """The event's text."""
+        return f"{self.level}: " + "; ".join(self.reasons) if self.reasons else "healthy: production unhurt"
+
+
+def probe_p90(samples: list[float]) -> float | None:
+    """The 90th percentile of the latest probe samples (ms)."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+
+
+def judge(r: dict[str, Any], s: GuardSettings) -> Verdict:
+    """Decide from one reading (with `probe_p90_ms`, `baseline_ms`, `wal_bytes_per_s` filled in)."""
+    holds: list[tuple[str, str]] = []
+    slows: list[tuple[str, str]] = []
+    p90, base = r.get("probe_p90_ms"), r.get("baseline_ms")
+    if p90 is not None and base is not None and p90 - base > s.probe_floor_ms:
+        ratio = p90 / base if base > 0 else float("inf")
+        said = f"probe p90 {p90:.1f} ms = {ratio:.1f}x baseline {base:.2f} ms"
+        if s.probe_latency_ratio_critical and ratio >= s.probe_latency_ratio_critical:
+            holds.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_critical:g}x)"))
+        elif s.probe_latency_ratio_max and ratio >= s.probe_latency_ratio_max:
+            slows.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_max:g}x)"))
+    if s.autovacuum_hold and r.get("autovacuum_running"):
+        holds.append(("autovacuum", "autovacuum is running on a target table"))
+    if r.get("blocked_by_backfill"):
+        slows.append(("blocking", f"{r['blocked_by_backfill']} session(s) waited on a backfill batch"))
+    active = int(r.get("active_sessions") or 0)
+    if s.active_sessions_max and active > s.active_sessions_max:
+        slows.append(("active-sessions", f"{active} other active session(s) > {s.active_sessions_max}"))
+    waiting = sum(int(r.get(k) or 0) for k in ("waiting_lock", "waiting_lwlock", "waiting_io"))
+    if s.waiting_sessions_max and waiting > s.waiting_sessions_max:
+        slows.append(
+            (
+                "waiting-sessions",
+                f"{waiting} other session(s) waiting (Lock {r.get('waiting_lock', 0)}, LWLock "
+                f"{r.get('waiting_lwlock', 0)}, IO {r.get('waiting_io', 0)}) > {s.waiting_sessions_max}",
+            )
+        )
+    dead = int(r.get("dead_tuples") or 0)
+    if s.dead_tuples_max and dead > s.dead_tuples_max:
+        slows.append(("dead-tuples", f"{dead} dead tuples on a target table > {s.dead_tuples_max}"))
+    wal = r.get("wal_bytes_per_s")
+    if s.wal_bytes_per_s_max and wal is not None and wal > s.wal_bytes_per_s_max:
+        slows.append(("wal-rate", f"WAL {wal / 1e6:.1f} MB/s > {s.wal_bytes_per_s_max / 1e6:g} MB/s"))
+    if holds:
+        return Verdict(HOLD, f"{HOLD}:{holds[0][0]}", tuple(m for _, m in holds + slows))
+    if slows:
+        return Verdict(SLOW, f"{SLOW}:{slows[0][0]}", tuple(m for _, m in slows))
+    return Verdict()
+
+
+class ProductionGuard(HealthThrottle):
+    """The engine's throttle with the production guard on top (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: GuardSettings,
+        job_id: str,
+        connect: Callable[[], psycopg.Connection[Any]],
+        *,
+        max_batch_size: int = 10_000,
+    ) -> None:
+        super().__init__(settings)
+        self.base = settings
+        self.settings: GuardSettings = settings
+        self.job_id = job_id
+        self._connect = connect
+        self._conn: psycopg.Connection[Any] | None = None
+        self._glock = threading.Lock()
+        self._checked = 0.0
+        self._samples: deque[float] = deque(maxlen=max(1, settings.probe_window))
+        self.baseline_ms: float | None = None
+        self.verdict = Verdict()
+        self.level = HEALTHY
+        self._recorded: tuple[str, str | None] = (HEALTHY, None)
+        self._clear_since: float | None = None
+        self._stepped = 0.0
+        self._sampled = 0.0
+        self._wal: tuple[float, float] | None = None  # (bytes, monotonic time) of the previous reading
+        self._pgss: tuple[float, float] | None = None  # (calls, total ms) of the previous reading
+        self._has_pgss: bool | None = None
+        self.last: dict[str, Any] = {}
+        self.workers: list[str] = []
+        self.allowed: int | None = None  # workers that may claim work (None: all)
+        self.cap: int | None = None  # the batch size cap (None: the sizer's own)
+        self.wanted = max_batch_size  # the largest size a worker asked for
+        self.watcher = BlockingWatcher(self, connect) if settings.block_check_s > 0 else None
+
+    # ---- what the engine asks -----------------------------------------------------------------------------
+
+    def before_batch(self, conn: psycopg.Connection[Any], job_id: str) -> ThrottleDecision:
+        """The health throttle first (its pauses and slow-downs); then the guard's check (rate-limited)."""
+        decision = super().before_batch(conn, job_id)
+        if decision.pause_reason:
+            return decision
+        self.check()
+        if self.level == HOLD:
+            return dataclasses.replace(decision, sleep_s=max(decision.sleep_s, self.settings.sleep_s or 0.5))
+        return decision
+
+    def healthy(self) -> bool:
+        """The ramp steps up only when the throttle and the guard are both content."""
+        return super().healthy() and self.level == HEALTHY
+
+    def may_work(self, worker: str) -> bool:
+        """Whether `worker` may claim work now: the first `allowed` workers (in the order they came) may."""
+        with self._glock:
+            if worker not in self.workers:
+                self.workers.append(worker)
+            return self.allowed is None or self.workers.index(worker) < self.allowed
+
+    def batch_cap(self, wanted: int) -> int:
+        """The batch size a worker may use when its sizer wants `wanted`."""
+        with self._glock:
+            self.wanted = wanted
+            return wanted if self.cap is None else max(1, min(wanted, self.cap))
+
+    def note_pid(self, worker: str, pid: int) -> None:
+        """The worker's backend pid, which the blocking watcher may cancel (and only such pids)."""
+        if self.watcher is not None:
+            self.watcher.note_pid(worker, pid)
+
+    def yield_pending(self, worker: str) -> bool:
+        """True when the watcher cancelled this worker's statement lately (a QueryCanceled is a yield)."""
+        return self.watcher is not None and self.watcher.pending(worker)
+
+    def take_yield(self, worker: str) -> bool:
+        """Consume the watcher's cancel of this worker's statement; True when there was one."""
+        return self.watcher is not None and self.watcher.take(worker)
+
+    def close(self) -> None:
+        """Stop the watcher and close the guard's connections."""
+        if self.watcher is not None:
+            self.watcher.close()
+        with self._glock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # ---- reading and deciding -----------------------------------------------------------------------------
+
+    def _db(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def _probe(self, conn: psycopg.Connection[Any]) -> float:
+        t0 = time.perf_counter()
+        templates.execute_operator_statement(conn, self.settings.probe_sql)
+        return (time.perf_counter() - t0) * 1000.0
+
+    def check(self) -> None:
+        """One guard reading and decision, at most every `check_every_s` (the other workers wait for it).
+        A database error leaves the previous decision in force: the throttle's own reading reports an outage."""
+        with self._glock:
+            now = time.monotonic()
+            if self._checked and now - self._checked < self.settings.check_every_s:
+                return
+            try:
+                self._check(now)
+            except psycopg.Error as exc:
+                log.debug("guard reading failed: %s", exc)
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+            self._checked = time.monotonic()
+
+    def _check(self, now: float) -> None:
+        conn = self._db()
+        if self.baseline_ms is None:
+            self._take_baseline(conn)
+        self._samples.append(self._probe(conn))
+        r = self._read(conn, now)
+        self.settings = apply_overrides(self.base, r.pop("overrides", None))
+        if self.watcher is not None:
+            self.watcher.interval_s = self.settings.block_check_s or self.base.block_check_s
+        self._samples = deque(self._samples, maxlen=max(1, self.settings.probe_window))
+        if self.watcher is not None:  # a batch cut short since the last reading counts as blocking
+            r["blocked_by_backfill"] = max(int(r.get("blocked_by_backfill") or 0), self.watcher.yields_since_check())
+        verdict = judge(r, self.settings)
+        changed = self._decide(verdict, now)
+        self.last = r | {"state": self.state_text(), "allowed_workers": self.allowed, "batch_size": self.cap}
+        if changed:
+            self._event(conn)
+        if changed or now - self._sampled >= self.settings.sample_every_s:
+            self._record(conn)
+            self._sampled = now
+
+    def _take_baseline(self, conn: psycopg.Connection[Any]) -> None:
+        """N probe samples before the first batch: their median is the baseline (kept on the first reading)."""
+        samples = []
+        for _ in range(max(1, self.settings.baseline_samples)):
+            samples.append(self._probe(conn))
+            time.sleep(0.02)
+        self.baseline_ms = statistics.median(samples)
+
+    def _read(self, conn: psycopg.Connection[Any], now: float) -> dict[str, Any]:
+        params = {"job_id": self.job_id, "app_prefix": self.settings.app_prefix + "%", "tables": list(TARGET_TABLES)}
+        row = templates.fetch_one(conn, "guard/signals.sql", params) or {}
+        wal = float(row.pop("wal_bytes"))
+        rate = None
+        if self._wal is not None and now > self._wal[1]:
+            rate = max(0.0, wal - self._wal[0]) / (now - self._wal[1])
+        self._wal = (wal, now)
+        samples = list(self._samples)
+        return row | {
+            "probe_ms": round(samples[-1], 3),
+            "probe_p90_ms": probe_p90(samples),
+            "baseline_ms": round(self.baseline_ms or 0.0, 3),
+            "wal_bytes_per_s": None if rate is None else round(rate, 1),
+            "replica_lag_s": float(row["replica_lag_s"]) if row.get("replicas") else None,
+            "other_mean_ms": self._other_mean(conn),
+        }
+
+    def _other_mean(self, conn: psycopg.Connection[Any]) -> float | None:
+        """Other roles' mean statement time since the previous reading, from pg_stat_statements when it is
+        there (recorded beside the probe; not a decision signal: its mix changes with the application's)."""
+        if self._has_pgss is None:
+            self._has_pgss = bool((templates.fetch_one(conn, "guard/has_pgss.sql") or {}).get("available"))
+        if not self._has_pgss:
+            return None
+        row = templates.fetch_one(conn, "guard/other_statements.sql") or {}
+        calls, total = float(row.get("calls") or 0), float(row.get("total_ms") or 0)
+        prev, self._pgss = self._pgss, (calls, total)
+        if prev is None or calls - prev[0] < 1:
+            return None
+        return round((total - prev[1]) / (calls - prev[0]), 3)
+
+    def _decide(self, v: Verdict, now: float) -> bool:
+        """Move the level (hold has hysteresis) and step workers and batch cap; True when the state changed."""
+        s = self.settings
+        if v.level == HOLD:
+            self._clear_since = None
+        elif self.level == HOLD:  # hysteresis: a hold ends once every signal has been clear for hold_recover_s
+            self._clear_since = self._clear_since or now
+            clear = now - self._clear_since
+            if clear < s.hold_recover_s:
+                v = Verdict(HOLD, self.verdict.key, (f"recovering, clear for {clear:.0f}s of {s.hold_recover_s:g}s",))
+            else:
+                self._clear_since = None
+        entering = v.level != self.level
+        self.level, self.verdict = v.level, v
+        n = max(1, len(self.workers))
+        if self.level in (SLOW, HOLD) and (entering or now - self._stepped >= s.guard_step_s):
+            self.allowed = 1 if self.level == HOLD else max(1, min(self.allowed or n, n) - 1)
+            self.cap = max(self.base.min_batch_size, (self.cap or self.wanted) // 2)
+            self._stepped = now
+        elif self.level == HEALTHY and (self.allowed is not None or self.cap is not None):
+            if now - self._stepped >= s.guard_step_s:
+                self.allowed = None if self.allowed is None or self.allowed + 1 >= n else self.allowed + 1
+                self.cap = None if self.cap is None or self.cap * 2 >= self.wanted else self.cap * 2
+                self._stepped = now
+        key = (self.level, self.verdict.key)
+        changed = key != self._recorded
+        self._recorded = key
+        return changed
+
+    def state_text(self) -> str:
+        """The guard's state in words (status, readings)."""
+        return self.verdict.message
+
+    def _event(self, conn: psycopg.Connection[Any]) -> None:
+        details = {
+            "level": self.level,
+            "key": self.verdict.key,
+            "allowed_workers": self.allowed,
+            "batch_size": self.cap,
+            "readings": {k: v for k, v in self.last.items() if k not in ("state",)},
+        }
+        jobs.record_event(conn, self.job_id, "guard", f"guard {self.verdict.message}", details)
+
+    def _record(self, conn: psycopg.Connection[Any]) -> None:
+        r = self.last
+        cols = (
+            "probe_ms",
+            "baseline_ms",
+            "active_sessions",
+            "waiting_lock",
+            "waiting_lwlock",
+            "waiting_io",
+            "blocked_by_backfill",
+            "dead_tuples",
+            "autovacuum_running",
+            "wal_bytes_per_s",
+            "replica_lag_s",
+            "other_mean_ms",
+        )
+        params = {c: r.get(c) for c in cols} | {
+            "job_id": self.job_id,
+            "state": self.level,
+            "reason": self.verdict.message,
+            "allowed_workers": self.allowed,
+            "batch_size": self.cap,
+        }
+        templates.execute(conn, "guard/record_reading.sql", params)

@@ -1,0 +1,341 @@
+"""The production guard (guard.py, guard_watch.py) on a real PostgreSQL, with real load for every signal:
+a production session waiting on a lock a backfill batch holds, sessions sleeping in pg_sleep, dead tuples
+after a big DELETE with autovacuum off, a (throttled, slow) VACUUM, WAL written by another session, a slow
+probe set with `guard set` on a running job. Decisions are read back from the tables (guard_readings,
+backfill_events, the job row), never from log lines.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from engine_state import assert_exact, job_row, load_corpus, scalar, scratch_database, table_state
+from running import run_job
+from test_engine import Background, events, make_cfg, newest_job, wait_for
+
+from starforge_backfill import guard as guard_module
+from starforge_backfill import settings as config_settings
+from starforge_backfill.config import Config
+from starforge_backfill.errors import UsageError
+from starforge_backfill.runbook import control
+from starforge_backfill.runbook import guard as guard_runbook
+
+FROM, TO = "2024-01-01T00:00:00Z", "2024-07-01T00:00:00Z"
+QUIET = {  # every guard signal out of the way but the one a test drives (the server is shared)
+    "throttle.enabled": True,
+    "throttle.max_connections_ratio": 1.0,
+    "throttle.failure_min_sample": 1_000_000,
+    "throttle.probe_latency_ratio_max": 0,
+    "throttle.probe_latency_ratio_critical": 0,
+    "throttle.active_sessions_max": 0,
+    "throttle.waiting_sessions_max": 0,
+    "throttle.dead_tuples_max": 0,
+    "throttle.autovacuum_hold": False,
+    "throttle.wal_bytes_per_s_max": 0,
+    "throttle.check_every": "0.1s",
+    "throttle.sleep": "0.1s",
+    "throttle.guard_step": "0.2s",
+    "throttle.hold_recover": "1s",
+    "throttle.sample_every": "0.5s",
+    "throttle.block_check": "0.1s",
+}
+
+
+def guarded_cfg(dsn: str, folder: Path, **overrides: Any) -> Config:
+    return make_cfg(dsn, folder, **(QUIET | overrides))
+
+
+def a_guard(cfg: Config, job_id: str = "guard-test") -> guard_module.ProductionGuard:
+    return config_settings.production_guard(cfg, job_id)
+
+
+def check_now(g: guard_module.ProductionGuard) -> None:
+    g._checked = 0.0  # the next check reads at once
+    g.check()
+
+
+def guard_events(dsn: str, job_id: str) -> list[str]:
+    return [m for k, m in events(dsn, job_id) if k == "guard"]
+
+
+@pytest.fixture(scope="module")
+def clean_state(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[tuple]]]:
+    """The tables after one clean C=1 run without the guard, in a database of its own."""
+    with scratch_database(server_dsn, "sf_guard_clean") as dsn:
+        load_corpus(dsn)
+        res = run_job(make_cfg(dsn, tmp_path_factory.mktemp("clean")), from_ts=FROM, to_ts=TO, concurrency=1)
+        assert res.outcome == "done"
+        yield table_state(dsn)
+
+
+# ---- (b) a backfill never holds up production -------------------------------------------------------------
+
+SLOW_USERS_TRIGGER = """
+CREATE TABLE guard_test_slow (on_ boolean);
+INSERT INTO guard_test_slow VALUES (true);
+CREATE FUNCTION guard_test_sleep() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM guard_test_slow) THEN PERFORM pg_sleep(6); END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER guard_test_sleep AFTER INSERT ON users FOR EACH STATEMENT EXECUTE FUNCTION guard_test_sleep();
+"""
+
+
+def test_a_batch_that_blocks_a_production_session_yields(pg_dsn: str, tmp_path: Path, clean_state: dict) -> None:
+    load_corpus(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(SLOW_USERS_TRIGGER)  # the first batch holds its lock on users for 6 s
+    cfg = guarded_cfg(pg_dsn, tmp_path)
+    run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1))
+    job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
+    sleeping = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name LIKE 'starforge-backfill:%%' AND wait_event = 'PgSleep'"
+    )
+    wait_for(lambda: scalar(pg_dsn, sleeping), what="a batch holding its lock on users")
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute("DELETE FROM guard_test_slow")  # the retried batch is quick
+    with psycopg.connect(pg_dsn, application_name="production-app") as prod:
+        prod.execute("SET lock_timeout = '20s'")
+        t0 = time.monotonic()
+        prod.execute("LOCK TABLE users IN SHARE MODE")  # waits on the batch's ROW EXCLUSIVE lock
+        waited = time.monotonic() - t0
+        prod.commit()
+    res = run.result()
+    assert waited < 2.0, f"production waited {waited:.1f}s on the backfill"
+    assert res.outcome == "done"
+    yielded = [m for k, m in events(pg_dsn, job_id) if k == "yielded"]
+    assert yielded and "blocked production session" in yielded[0]
+    assert_exact(pg_dsn, job_id)
+    assert table_state(pg_dsn) == clean_state
+    blocked = scalar(pg_dsn, "SELECT max(blocked_by_backfill) FROM guard_readings WHERE job_id = %s", [job_id])
+    assert blocked >= 1  # the reading after the cut counts it
+
+
+# ---- each signal drives a decision ------------------------------------------------------------------------
+
+
+def _sleepers(dsn: str, n: int, seconds: float) -> list[threading.Thread]:
+    def sleep() -> None:
+        with psycopg.connect(dsn, autocommit=True, application_name="production-app") as c:
+            c.execute("SELECT pg_sleep(%s)", [seconds])
+
+    threads = [threading.Thread(target=sleep, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_active_sessions_slow_down_one_step_at_a_time_and_events_only_on_change(pg_dsn: str, tmp_path: Path) -> None:
+    cfg = guarded_cfg(pg_dsn, tmp_path, **{"throttle.active_sessions_max": 3})
+    g = a_guard(cfg)
+    for w in ("w1", "w2", "w3", "w4"):
+        assert g.may_work(w)
+    assert g.batch_cap(400) == 400
+    check_now(g)
+    assert g.level == "healthy"
+    threads = _sleepers(pg_dsn, 6, 3.0)
+    q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'production-app' AND state = 'active'"
+    wait_for(lambda: scalar(pg_dsn, q) >= 6, what="six sleeping sessions")
+    seen = []
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # the condition held for a while: many readings, one event
+        check_now(g)
+        seen.append((g.level, g.allowed, g.cap))
+        time.sleep(0.05)
+    assert {lvl for lvl, _, _ in seen} == {"slow"}
+    assert seen[0][1:] == (3, 200) and seen[-1][1] == 1  # one worker fewer and half the batch per step
+    assert not g.may_work("w2") and g.may_work("w1") and g.batch_cap(400) < 200
+    for t in threads:
+        t.join()
+    deadline = time.monotonic() + 3.0
+    while (g.allowed, g.cap) != (None, None) and time.monotonic() < deadline:  # back up step by step
+        check_now(g)
+        time.sleep(0.05)
+    assert g.level == "healthy" and g.allowed is None and g.cap is None
+    msgs = guard_events(pg_dsn, "guard-test")
+    assert len(msgs) == 2 and msgs[0].startswith("guard slow: ") and "other active session(s) > 3" in msgs[0]
+    assert msgs[1] == "guard healthy: production unhurt"
+    states = [r[0] for r in psycopg.connect(pg_dsn).execute("SELECT state FROM guard_readings ORDER BY id")]
+    assert "slow" in states and states[-1] == "healthy"
+    g.close()
+
+
+def test_dead_tuples_on_a_target_table_slow_down(pg_dsn: str, tmp_path: Path) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("ALTER TABLE users SET (autovacuum_enabled = false)")
+        c.execute("INSERT INTO users (namecode) SELECT 'dead' || g FROM generate_series(1, 3000) g")
+        c.execute("DELETE FROM users WHERE namecode LIKE 'dead%%'")
+        c.execute("SELECT pg_stat_force_next_flush()")
+    q = "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'users'"
+    wait_for(lambda: (scalar(pg_dsn, q) or 0) >= 3000, what="dead tuples counted")
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **{"throttle.dead_tuples_max": 2000}))
+    check_now(g)
+    assert g.level == "slow" and g.verdict.key == "slow:dead-tuples"
+    assert g.last["dead_tuples"] >= 3000
+    g.close()
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **{"throttle.dead_tuples_max": 5000}), "other")
+    check_now(g)
+    assert g.level == "healthy"
+    g.close()
+
+
+def test_a_vacuum_on_a_target_table_holds_until_it_ends_and_then_some(pg_dsn: str, tmp_path: Path) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("ALTER TABLE users SET (autovacuum_enabled = false)")
+        c.execute("INSERT INTO users (namecode) SELECT 'v' || g FROM generate_series(1, 20000) g")
+        c.execute("DELETE FROM users WHERE namecode LIKE 'v1%%'")
+    vac = psycopg.connect(pg_dsn, autocommit=True, application_name="production-app")
+    vac.execute("SET vacuum_cost_delay = '100ms'")
+    vac.execute("SET vacuum_cost_limit = 1")  # a very slow vacuum, like a real one on a big table
+    t = threading.Thread(target=lambda: _ignore(lambda: vac.execute("VACUUM users")), daemon=True)
+    t.start()
+    wait_for(lambda: scalar(pg_dsn, "SELECT count(*) FROM pg_stat_progress_vacuum"), what="the vacuum")
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **{"throttle.autovacuum_hold": True}))
+    check_now(g)
+    assert g.level == "hold" and g.verdict.key == "hold:autovacuum"
+    decision = g.before_batch(psycopg.connect(pg_dsn, autocommit=True), "guard-test")
+    assert decision.sleep_s > 0  # no batch while it holds
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_progress_vacuum")
+    t.join(10)
+    wait_for(lambda: not scalar(pg_dsn, "SELECT count(*) FROM pg_stat_progress_vacuum"), what="the vacuum to end")
+    check_now(g)
+    assert g.level == "hold" and g.verdict.reasons[0].startswith("recovering")  # hysteresis: hold_recover
+    time.sleep(1.1)
+    check_now(g)
+    check_now(g)
+    assert g.level == "healthy"
+    assert len(guard_events(pg_dsn, "guard-test")) == 2
+    g.close()
+    vac.close()
+
+
+def _ignore(fn: Any) -> None:
+    try:
+        fn()
+    except psycopg.Error:
+        pass
+
+
+def test_wal_written_by_another_session_slows_down(pg_dsn: str, tmp_path: Path) -> None:
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **{"throttle.wal_bytes_per_s_max": 1e6}))
+    check_now(g)  # the first WAL position
+    assert g.level == "healthy"
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE wal_load AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 20000) g")
+    check_now(g)
+    assert g.level == "slow" and g.verdict.key == "slow:wal-rate", g.last
+    assert g.last["wal_bytes_per_s"] > 1e6
+    g.close()
+
+
+# ---- (a) the probe, `guard set` on a running job ----------------------------------------------------------
+
+
+def test_guard_set_a_slow_probe_holds_a_running_job_and_is_recorded(
+    pg_dsn: str, tmp_path: Path, clean_state: dict
+) -> None:
+    load_corpus(pg_dsn)
+    cfg = guarded_cfg(
+        pg_dsn,
+        tmp_path,
+        **{
+            "throttle.probe_latency_ratio_max": 3,
+            "throttle.probe_latency_ratio_critical": 10,
+            "throttle.probe_floor_ms": 30,  # a loaded box jitters; pg_sleep(0.08) is far above
+            "etl.batch_size": 5,
+        },
+    )
+    stop_at = threading.Event()
+
+    def slow_progress(_p: Any) -> None:
+        time.sleep(0.05)  # keep the job running long enough to change its thresholds
+
+    run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=2, progress=slow_progress))
+    job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
+    wait_for(
+        lambda: scalar(pg_dsn, "SELECT count(*) FROM guard_readings WHERE job_id = %s", [job_id]), what="a reading"
+    )
+    base = scalar(pg_dsn, "SELECT min(baseline_ms) FROM guard_readings WHERE job_id = %s", [job_id])
+    assert 0 < base < 50  # SELECT 1
+    res = guard_runbook.set_thresholds(cfg, job_id=job_id, assignments=["probe_sql=SELECT pg_sleep(0.08)"])
+    assert res.overrides == {"probe_sql": "SELECT pg_sleep(0.08)"}
+    wait_for(lambda: "hold:" in " ".join(guard_events(pg_dsn, job_id)) or None, timeout=20, what="a hold")
+    held = job_row(pg_dsn, job_id)
+    time.sleep(1.0)
+    assert job_row(pg_dsn, job_id)["processed_count"] == held["processed_count"]  # no batch while held
+    guard_runbook.set_thresholds(cfg, job_id=job_id, assignments=["probe_sql=SELECT 1"])
+    stop_at.set()
+    res_run = run.result(timeout=120)
+    assert res_run.outcome == "done"
+    assert_exact(pg_dsn, job_id)
+    assert table_state(pg_dsn) == clean_state
+    kinds = [(k, m) for k, m in events(pg_dsn, job_id) if k in ("guard", "guard_set")]
+    assert kinds[0] == ("guard_set", "guard set probe_sql='SELECT pg_sleep(0.08)'")
+    assert kinds[1][0] == "guard" and kinds[1][1].startswith("guard hold: probe p90 ")
+    assert ("guard", "guard healthy: production unhurt") in kinds
+    assert sum(1 for k, _ in kinds if k == "guard") == 2  # one hold, one recovery: events on change only
+    assert scalar(pg_dsn, "SELECT count(*) FROM guard_readings WHERE job_id = %s AND state = 'hold'", [job_id]) >= 1
+
+
+def test_guard_set_refuses_a_bad_key_or_value(pg_dsn: str, tmp_path: Path) -> None:
+    load_corpus(pg_dsn)
+    cfg = guarded_cfg(pg_dsn, tmp_path)
+    job_id = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1).job["job_id"]
+    with pytest.raises(UsageError, match="unknown guard threshold 'probe_ratio'"):
+        guard_runbook.set_thresholds(cfg, job_id=job_id, assignments=["probe_ratio=2"])
+    with pytest.raises(UsageError, match="probe_latency_ratio_max"):
+        guard_runbook.set_thresholds(cfg, job_id=job_id, assignments=["probe_latency_ratio_max=fast"])
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        guard_runbook.set_thresholds(cfg, job_id=job_id, assignments=["hold_recover"])
+    with pytest.raises(UsageError, match="no job"):
+        guard_runbook.set_thresholds(cfg, job_id="nope", assignments=["hold_recover=5s"])
+    assert job_row(pg_dsn, job_id)["guard_overrides"] == {}
+    out = guard_runbook.set_thresholds(cfg, job_id=job_id, assignments=["hold_recover=5s", "active_sessions_max=9"])
+    assert out.overrides == {"hold_recover_s": 5.0, "active_sessions_max": 9}
+    assert job_row(pg_dsn, job_id)["guard_overrides"] == {"hold_recover_s": 5.0, "active_sessions_max": 9}
+
+
+# ---- off, status ------------------------------------------------------------------------------------------
+
+
+def test_guard_disabled_is_recorded_and_nothing_is_read(pg_dsn: str, tmp_path: Path) -> None:
+    load_corpus(pg_dsn)
+    res = run_job(make_cfg(pg_dsn, tmp_path), from_ts=FROM, to_ts=TO, concurrency=1)  # throttle.enabled: false
+    job_id = res.job["job_id"]
+    assert [k for k, _ in events(pg_dsn, job_id) if k == "guard_disabled"] == ["guard_disabled"]
+    assert scalar(pg_dsn, "SELECT count(*) FROM guard_readings WHERE job_id = %s", [job_id]) == 0
+    status = control.status(make_cfg(pg_dsn, tmp_path), job_id=job_id).jobs[0]
+    assert status["guard"] == {"enabled": False, "state": None, "last_reading": None}
+
+
+def test_status_shows_the_guard_state_and_last_readings(pg_dsn: str, tmp_path: Path) -> None:
+    load_corpus(pg_dsn)
+    cfg = guarded_cfg(pg_dsn, tmp_path)
+    job_id = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1).job["job_id"]
+    guard = control.status(cfg, job_id=job_id).jobs[0]["guard"]
+    assert guard["enabled"] is True and guard["state"] == "healthy"
+    last = guard["last_reading"]
+    assert last["baseline_ms"] > 0 and last["probe_ms"] > 0 and last["active_sessions"] >= 0
+    assert set(last) >= {
+        "taken_at",
+        "probe_ms",
+        "baseline_ms",
+        "active_sessions",
+        "blocked_by_backfill",
+        "dead_tuples",
+        "autovacuum_running",
+        "wal_bytes_per_s",
+        "replica_lag_s",
+        "state",
+        "allowed_workers",
+        "batch_size",
+    }
