@@ -36,7 +36,14 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 SIZE_MIX = ((0.85, 30_000), (0.15, 300_000))
 DURABLE = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
 # extra points for the trade-off plot; each is kept only if this checkout's config accepts its keys
-TRADEOFF = (backfill.Setting("small-batches", {"max_batch_size": 50}),)
+# (the guard's probe: `probe_floor_ms` is how far above its baseline the probe's p90 must be before a ratio
+# counts at all)
+TRADEOFF = (
+    backfill.Setting("probe-2x", {"probe_floor_ms": 1.0, "probe_latency_ratio_max": 2.0}),
+    backfill.Setting(
+        "probe-1.5x", {"probe_floor_ms": 0.5, "probe_latency_ratio_max": 1.5, "probe_latency_ratio_critical": 4.0}
+    ),
+)
 
 
 def _log(message: str) -> None:
@@ -68,11 +75,15 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--dsn", help="admin DSN of the server to use (default: a throwaway embedded PostgreSQL)")
     p.add_argument("--window", type=float, help="window length in seconds (default 10; quick 4)")
-    p.add_argument("--quiet-windows", type=int, help="windows per quiet phase (default 4; quick 1)")
+    p.add_argument(
+        "--quiet-windows",
+        type=int,
+        help="windows before and after (default 4; quick 1); half as many in the middle",
+    )
     p.add_argument("--run-windows", type=int, help="windows per run phase (default 4; quick 2)")
     p.add_argument("--idle-pairs", type=int, help="idle runs guard on/off, alternated (default 3; quick 1)")
     p.add_argument("--tradeoff-windows", type=int, help="windows per extra trade-off setting (default 2; quick 1)")
-    p.add_argument("--snapshots", type=int, help="corpus size (default 5000; quick 1500)")
+    p.add_argument("--snapshots", type=int, help="corpus size (default 6000; quick 1500)")
     p.add_argument("--scale", type=int, default=5, help="pgbench scale (default 5)")
     p.add_argument("--script", default="select-only", choices=("select-only", "tpcb-like"), help="pgbench script")
     p.add_argument("--rate", type=int, default=1000, help="pgbench -R, transactions/s in all (default 1000)")
@@ -95,7 +106,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     a.run_windows = a.run_windows or (2 if quick else 4)
     a.idle_pairs = a.idle_pairs or (1 if quick else 3)
     a.tradeoff_windows = a.tradeoff_windows or (1 if quick else 2)
-    a.snapshots = a.snapshots or (1500 if quick else 5000)
+    a.snapshots = a.snapshots or (1500 if quick else 6000)
     return a
 
 
@@ -191,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"corpus: {result['corpus']}")
         counter = iter(range(1, 10**6))
 
-        def quiet(phase: str) -> None:
-            for i in range(a.quiet_windows):
+        def quiet(phase: str, n: int) -> None:
+            for i in range(n):
                 w = phases.quiet_window(srv, pgb_dsn, load_spec, plan, workdir, f"{phase}-{i}")
                 result["phases"].setdefault(phase, []).append(w)
                 _log(f"{phase} {i + 1}: p50 {w['p50']} p90 {w['p90']} p99 {w['p99']} ms ({w['transactions']} tx)")
@@ -210,11 +221,11 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
 
-        quiet("quiet-before")
+        quiet("quiet-before", a.quiet_windows)
         loaded("default", backfill.DEFAULT, a.run_windows)
-        quiet("quiet-middle")
+        quiet("quiet-middle", max(1, a.quiet_windows // 2))
         loaded("guard-off", backfill.OFF, a.run_windows)
-        quiet("quiet-after")
+        quiet("quiet-after", a.quiet_windows)
         for i in range(a.idle_pairs):
             for s in (backfill.DEFAULT, backfill.OFF):
                 r = phases.idle_run(srv, template, s, plan, workdir, f"impact_idle_{pid}_{next(counter)}")

@@ -101,6 +101,22 @@ def first_batch(dsn: str) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
+def guard(dsn: str) -> dict[str, Any] | None:
+    """What the guard read and decided over the run (`guard_readings`, sampled): readings per state, the
+    highest probe latency against its baseline, the fewest workers and the smallest batch cap it allowed.
+    None where the table does not exist (a checkout without the guard)."""
+    with psycopg.connect(dsn, application_name=APP) as conn:
+        if conn.execute("SELECT to_regclass('guard_readings')").fetchone() == (None,):
+            return None
+        states = dict(conn.execute("SELECT state, count(*) FROM guard_readings GROUP BY 1 ORDER BY 1").fetchall())
+        row = conn.execute(
+            "SELECT max(probe_ms), max(baseline_ms), min(allowed_workers), min(batch_size) FROM guard_readings"
+        ).fetchone()
+    assert row is not None
+    names = ("probe_ms_max", "baseline_ms", "allowed_workers_min", "batch_size_min")
+    return {"states": {k: int(v) for k, v in states.items()}, **dict(zip(names, row, strict=True))}
+
+
 def events(dsn: str) -> dict[str, int]:
     """How many events of each kind the job recorded (gate, throttle, ramp, guard_disabled, ...)."""
     with psycopg.connect(dsn, application_name=APP) as conn:

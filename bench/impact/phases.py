@@ -116,6 +116,7 @@ def run_window(
         result["run_exit"] = run.stop()
         result["snapshots_per_s"] = backfill.rate(dsn, start, end)
         result["events"] = backfill.events(dsn)
+        result["guard"] = backfill.guard(dsn)
         return result
     finally:
         if run is not None:
@@ -148,6 +149,7 @@ def idle_run(
         if (begin := backfill.first_batch(dsn)) is not None:
             result["window_snapshots_per_s"] = backfill.rate(dsn, begin, begin + plan.window_s)
         result["events"] = backfill.events(dsn)
+        result["guard"] = backfill.guard(dsn)
         return result
     finally:
         with contextlib.suppress(psycopg.Error):

@@ -145,18 +145,30 @@ def windows_table(result: dict[str, Any]) -> str:
     for name, windows in result["phases"].items():
         for i, w in enumerate(windows, 1):
             note = w.get("error") or w.get("note") or ""
+            if w.get("guard") and w["guard"]["states"]:
+                g = w["guard"]
+                states = ", ".join(f"{k} {n}" for k, n in g["states"].items())
+                note = f"{note} guard: {states}"
+                if g["allowed_workers_min"] is not None or g["batch_size_min"] is not None:
+                    note += (
+                        f"; fewest workers {g['allowed_workers_min'] or 'all'}, batch cap {g['batch_size_min'] or '-'}"
+                    )
             if w.get("events"):
-                note = (note + " events " + ", ".join(f"{k} {n}" for k, n in w["events"].items())).strip()
+                kinds = {k: n for k, n in w["events"].items() if k in ("guard", "guard_disabled", "throttle", "gate")}
+                if kinds:
+                    note = f"{note}; events " + ", ".join(f"{k} {n}" for k, n in kinds.items())
+            note = note.strip("; ")
             lines.append(
                 f"| {name} | {i} | {_fmt(w.get('transactions'))} | {_fmt(w.get('tps'), 0)} | {_fmt(w.get('p50'))} "
                 f"| {_fmt(w.get('p90'))} | {_fmt(w.get('p99'))} | {_fmt(w.get('max'))} "
                 f"| {_fmt(w.get('snapshots_per_s'), 1)} | {note} |"
             )
+    window = result["plan"]["window_s"]
     for r in result.get("idle", []):
         note = r.get("error") or f"whole run {_fmt(r.get('seconds'))} s, {r.get('snapshots')} snapshots"
         lines.append(
             f"| idle:{r['setting']} | | | | | | | | {_fmt(r.get('snapshots_per_s'), 1)} "
-            f"(10 s window {_fmt(r.get('window_snapshots_per_s'), 1)}) | {note} |"
+            f"(first {window:g} s {_fmt(r.get('window_snapshots_per_s'), 1)}) | {note} |"
         )
     return "\n".join(lines)
 
