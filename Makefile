@@ -26,6 +26,7 @@ bench: install
 	$(BIN)/python -m compileall -q starforge_backfill
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.census
+	$(BIN)/python -m bench.impact
 
 demo: install
 	$(BIN)/starforge-backfill demo

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -157,8 +158,13 @@ def _load_corpus(srv: Server, name: str, snapshots: int) -> dict[str, Any]:
     return {"snapshots": stats.snapshots, "json_mb": round(stats.bytes / 1e6, 1), "load_s": round(stats.seconds, 1)}
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # cleanup (runs, pgbench, the throwaway server) happens in `finally`
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     started_at = datetime.now(UTC)
     stamp, pid = started_at.strftime("%Y%m%dT%H%M%SZ"), os.getpid()
     workdir = DATA_DIR / f"impact-{stamp}-{pid}"
@@ -206,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(n):
                 w = phases.quiet_window(srv, pgb_dsn, load_spec, plan, workdir, f"{phase}-{i}")
                 result["phases"].setdefault(phase, []).append(w)
-                _log(f"{phase} {i + 1}: p50 {w['p50']} p90 {w['p90']} p99 {w['p99']} ms ({w['transactions']} tx)")
+                pcts = f"p50 {w['p50']} p90 {w['p90']} p99 {w['p99']} ms"
+                _log(f"{phase} {i + 1}: {pcts} ({w['transactions']} tx; settle {w['settle']})")
 
         def loaded(phase: str, setting: backfill.Setting, n: int) -> None:
             for i in range(n):

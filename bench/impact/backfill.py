@@ -68,23 +68,9 @@ def done(dsn: str) -> int:
     return int(row[0])
 
 
-def rate(dsn: str, start: float, end: float) -> float | None:
-    """Snapshots per second in [start, end] (epoch seconds) from the job's committed batches: a batch's
-    snapshots are spread over its span (`finished_at` is its transaction's start, `duration_ms` its length)
-    and counted by the share of it inside the window. Counting finished snapshots at the two ends instead
-    would be off by up to a whole batch (hundreds of snapshots with the adaptive sizer). Call it after the
-    run stopped (a stopping run commits the batch in hand)."""
-    if end <= start:
-        return None
-    with psycopg.connect(dsn, application_name=APP) as conn:
-        rows = conn.execute(
-            "SELECT extract(epoch FROM finished_at)::float8, duration_ms, snapshots FROM backfill_batches"
-        ).fetchall()
-    return round(overlap(rows, start, end) / (end - start), 1)
-
-
 def overlap(batches: list[tuple[float, int, int]], start: float, end: float) -> float:
-    """Snapshots of (begin epoch s, duration ms, snapshots) batches attributed to [start, end]."""
+    """Snapshots of (begin epoch s, duration ms, snapshots) batches attributed to [start, end]: a batch's
+    snapshots spread evenly over its span, counted by the share of the span inside the window."""
     total = 0.0
     for begin, duration_ms, snapshots in batches:
         span = max(duration_ms / 1000.0, 1e-3)
@@ -92,13 +78,6 @@ def overlap(batches: list[tuple[float, int, int]], start: float, end: float) -> 
         if inside > 0:
             total += snapshots * inside / span
     return total
-
-
-def first_batch(dsn: str) -> float | None:
-    """When the job's first batch began (epoch seconds)."""
-    with psycopg.connect(dsn, application_name=APP) as conn:
-        row = conn.execute("SELECT extract(epoch FROM min(finished_at))::float8 FROM backfill_batches").fetchone()
-    return None if row is None or row[0] is None else float(row[0])
 
 
 def guard(dsn: str) -> dict[str, Any] | None:
@@ -126,48 +105,89 @@ def events(dsn: str) -> dict[str, int]:
 
 @dataclass
 class Run:
-    """One `run` in progress."""
+    """One `run` in progress, and its committed batches as the bench saw them appear.
+
+    Throughput in a window comes from the batches, not from counting finished snapshots at the window's
+    two ends (that is off by up to a whole batch, hundreds of snapshots with the adaptive sizer): each
+    batch spans [seen - duration, seen], `seen` being the first poll (every `POLL_S`) that found its
+    `backfill_batches` row (its `finished_at` is its transaction's start, which can be earlier than the
+    batch), and counts by the share of that span inside the window (`overlap`)."""
 
     proc: subprocess.Popen[bytes]
     dsn: str
     started: float  # time.time()
     logdir: Path
+    batches: list[tuple[float, int, int]] = field(default_factory=list)  # (begin, duration ms, snapshots)
+    _last_id: int = 0
+    _conn: psycopg.Connection[Any] | None = None
+
+    POLL_S = 0.25
 
     def exited(self) -> bool:
         return self.proc.poll() is not None
 
-    def wait_progress(self, timeout: float = 120.0, poll: float = 0.2) -> tuple[float, int] | None:
-        """(time, done) at the first poll that sees a finished snapshot; None if the run exited or timed out."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            n = done(self.dsn)
-            if n > 0:
-                return time.time(), n
-            if self.exited():
-                return None
-            time.sleep(poll)
-        return None
+    def poll(self) -> int:
+        """Read the batches committed since the last poll; returns how many were new. Before the job's
+        tables exist (the run is starting), nothing."""
+        if self._conn is None:
+            self._conn = psycopg.connect(self.dsn, autocommit=True, application_name=APP)
+        seen = time.time()
+        try:
+            rows = self._conn.execute(
+                "SELECT id, duration_ms, snapshots FROM backfill_batches WHERE id > %s ORDER BY id", (self._last_id,)
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return 0
+        for batch_id, duration_ms, snapshots in rows:
+            self.batches.append((seen - duration_ms / 1000.0, int(duration_ms), int(snapshots)))
+            self._last_id = max(self._last_id, int(batch_id))
+        return len(rows)
+
+    def wait_first(self, max_wait: float) -> float:
+        """Poll until the first batch is committed, the run exits, or `max_wait` after the run started
+        (a guard that holds from the start gives a window with no progress, not no window). Returns when."""
+        while not self.batches and not self.exited() and time.time() < self.started + max_wait:
+            self.poll()
+            time.sleep(self.POLL_S)
+        return time.time()
 
     def sleep_until(self, end: float) -> float:
-        """Sleep until `end` or until the run exits, whichever first; returns the time it stopped waiting."""
+        """Poll until `end` or until the run exits; returns the time it stopped waiting."""
         while time.time() < end and not self.exited():
-            time.sleep(min(0.1, max(0.0, end - time.time())))
+            self.poll()
+            time.sleep(min(self.POLL_S, max(0.0, end - time.time())))
         return min(time.time(), end)
 
+    def rate(self, start: float, end: float) -> float | None:
+        """Snapshots per second in [start, end]; call it after `stop()` (a stopping run commits its batch)."""
+        return round(overlap(self.batches, start, end) / (end - start), 1) if end > start else None
+
     def stop(self, timeout: float = 60.0) -> int:
-        """Graceful stop (SIGINT: the workers finish their batch, exit 130); kill after `timeout`."""
+        """Graceful stop (SIGINT: the workers finish their batch, exit 130), polling the batches meanwhile;
+        kill after `timeout`."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            deadline = time.time() + timeout
+            while self.proc.poll() is None and time.time() < deadline:
+                self.poll()
+                time.sleep(self.POLL_S)
+            if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+        if self._conn is not None:
+            self.poll()
+            self._conn.close()
+            self._conn = None
         return self.proc.returncode
 
     def stderr_tail(self) -> str:
         text = (self.logdir / "run.stderr").read_text(errors="replace").strip()
         return text.splitlines()[-1][:300] if text else ""
+
+
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default (a shell's background job inherits it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start(dsn: str, setting: Setting, workdir: Path, concurrency: int = CONCURRENCY) -> Run:
@@ -178,5 +198,5 @@ def start(dsn: str, setting: Setting, workdir: Path, concurrency: int = CONCURRE
     cmd = runcmd.command(dsn, workdir / "artifacts", concurrency, config)
     with (workdir / "run.stdout").open("wb") as out, (workdir / "run.stderr").open("wb") as err:
         started = time.time()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, preexec_fn=_default_sigint)
     return Run(proc, dsn, started, workdir)

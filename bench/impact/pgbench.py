@@ -78,10 +78,11 @@ class Running:
     stderr: Path = field(default_factory=Path)
 
     def stop(self) -> int:
-        """SIGINT, then wait. pgbench does not flush its logs on a signal: what it lost is the last few
-        hundred milliseconds (one stdio buffer per thread), so stop it a second after the last window."""
+        """SIGTERM (not SIGINT: a shell's background job has SIGINT ignored), then wait. pgbench does not
+        flush its logs on a signal: what it loses is the last few hundred milliseconds (one stdio buffer per
+        thread), so stop it a second after the window."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -25,6 +25,7 @@ class Plan:
     lead_s: float = 2.0  # pgbench runs this long before a quiet window (connections, caches)
     tail_s: float = 1.0  # and this long after the window (its logs' last buffer is lost on SIGINT)
     settle_s: float = 1.0  # pause after the sync
+    first_batch_max_s: float = 8.0  # a run window opens at the first committed batch, or this long after start
 
 
 def copy_db(srv: Server, template: str, name: str) -> str:
@@ -46,16 +47,20 @@ def copy_db(srv: Server, template: str, name: str) -> str:
     return srv.db_dsn(name)
 
 
-def settle(srv: Server, dsns: list[str], pause_s: float) -> float:
-    """VACUUM ANALYZE each database, CHECKPOINT, sync(2), a short pause; returns the seconds it took."""
-    started = time.perf_counter()
+def settle(srv: Server, dsns: list[str], pause_s: float) -> dict[str, float]:
+    """VACUUM ANALYZE each database, CHECKPOINT, sync(2), a short pause; returns the seconds of each step."""
+    took: dict[str, float] = {}
+    t = time.perf_counter()
     for dsn in dsns:
         with psycopg.connect(dsn, autocommit=True, application_name=backfill.APP) as conn:
             conn.execute("VACUUM ANALYZE")
+    took["vacuum_s"], t = round(time.perf_counter() - t, 2), time.perf_counter()
     srv.checkpoint()
+    took["checkpoint_s"], t = round(time.perf_counter() - t, 2), time.perf_counter()
     os.sync()
+    took["sync_s"] = round(time.perf_counter() - t, 2)
     time.sleep(pause_s)
-    return time.perf_counter() - started
+    return took
 
 
 def _window(bench: pgbench.Running, start: float, end: float) -> dict[str, Any]:
@@ -73,7 +78,7 @@ def quiet_window(
         time.sleep(max(0.0, start + plan.window_s + plan.tail_s - time.time()))
     finally:
         code = bench.stop()
-    return {"settle_s": round(settled, 2), "pgbench_exit": code, **_window(bench, start, start + plan.window_s)}
+    return {"settle": settled, "pgbench_exit": code, **_window(bench, start, start + plan.window_s)}
 
 
 def run_window(
@@ -86,25 +91,26 @@ def run_window(
     workdir: Path,
     name: str,
 ) -> dict[str, Any]:
-    """A fresh copy, settle, pgbench (if `load`) for plan.lead_s, then `run`: the window starts at the run's
-    first finished snapshot (the guard's baseline is taken while the read load is already on, as it would be
-    in production) and lasts plan.window_s, or until the run ends. Backfill throughput = snapshots finished
-    in the window / its length."""
+    """A fresh copy, settle, pgbench (if `load`) for plan.lead_s, then `run`: the window opens at the run's
+    first committed batch (the guard's baseline is taken while the read load is already on, as it would be
+    in production; at most plan.first_batch_max_s after the run started) and lasts plan.window_s, or until the
+    run ends. Backfill throughput: the snapshots of the batches inside the window / its length (`Run`)."""
     dsn = copy_db(srv, template, name)
     result: dict[str, Any] = {"setting": setting.name}
     bench = None
     run = None
     try:
-        result["settle_s"] = round(settle(srv, [pgbench_dsn], plan.settle_s), 2)
+        result["settle"] = settle(srv, [pgbench_dsn], plan.settle_s)
         if load is not None:
             bench = pgbench.start(pgbench_dsn, load, workdir, name)
             time.sleep(plan.lead_s)
         run = backfill.start(dsn, setting, workdir / name)
-        first = run.wait_progress()
-        if first is None:
-            result["error"] = f"`run` made no progress (exit {run.proc.poll()}): {run.stderr_tail()}"
+        start = run.wait_first(plan.first_batch_max_s)
+        if not run.batches and run.exited():
+            result["error"] = f"`run` exited {run.proc.poll()} before its first batch: {run.stderr_tail()}"
             return result
-        start, _ = first
+        if not run.batches:
+            result["note"] = f"no batch within {plan.first_batch_max_s:g} s of the start: window opened anyway"
         end = run.sleep_until(start + plan.window_s)
         result["startup_s"] = round(start - run.started, 2)
         if end < start + plan.window_s - 0.05:
@@ -114,7 +120,7 @@ def run_window(
             bench.stop()
             result.update(_window(bench, start, end))
         result["run_exit"] = run.stop()
-        result["snapshots_per_s"] = backfill.rate(dsn, start, end)
+        result["snapshots_per_s"] = run.rate(start, end)
         result["events"] = backfill.events(dsn)
         result["guard"] = backfill.guard(dsn)
         return result
@@ -131,23 +137,26 @@ def idle_run(
     srv: Server, template: str, setting: backfill.Setting, plan: Plan, workdir: Path, name: str
 ) -> dict[str, Any]:
     """A whole run on an idle server (no pgbench) over a fresh copy: snapshots / wall seconds of the process,
-    and, from progress polled every 0.5 s, the snapshots finished in plan.window_s after the first one (the
-    same measure as a loaded window, from the job's batches)."""
+    and the rate over plan.window_s from its first batch (the loaded windows' measure; batches polled every
+    0.5 s here, to keep the idle server idle)."""
     dsn = copy_db(srv, template, name)
     try:
-        result: dict[str, Any] = {"setting": setting.name, "settle_s": round(settle(srv, [], plan.settle_s), 2)}
+        result: dict[str, Any] = {"setting": setting.name, "settle": settle(srv, [], plan.settle_s)}
         run = backfill.start(dsn, setting, workdir / name)
-        run.proc.wait()
+        while not run.exited():
+            run.poll()
+            time.sleep(0.5)
         wall = time.time() - run.started
-        total = backfill.done(dsn)
         code = run.stop()
+        total = backfill.done(dsn)
         result.update(run_exit=code, seconds=round(wall, 2), snapshots=total)
         if code != 0:
             result["error"] = f"`run` exited {code}: {run.stderr_tail()}"
             return result
         result["snapshots_per_s"] = round(total / wall, 1)
-        if (begin := backfill.first_batch(dsn)) is not None:
-            result["window_snapshots_per_s"] = backfill.rate(dsn, begin, begin + plan.window_s)
+        if run.batches:
+            begin = min(b[0] for b in run.batches)
+            result["window_snapshots_per_s"] = run.rate(begin, begin + plan.window_s)
         result["events"] = backfill.events(dsn)
         result["guard"] = backfill.guard(dsn)
         return result
