@@ -82,9 +82,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="windows before and after (default 4; quick 1); half as many in the middle",
     )
     p.add_argument("--run-windows", type=int, help="windows per run phase (default 4; quick 2)")
-    p.add_argument("--idle-pairs", type=int, help="idle runs guard on/off, alternated (default 3; quick 1)")
+    p.add_argument(
+        "--idle-pairs",
+        type=int,
+        help="idle runs guard on / off / on with the batch pinned, alternated (default 3 each; quick 1)",
+    )
     p.add_argument("--tradeoff-windows", type=int, help="windows per extra trade-off setting (default 2; quick 1)")
     p.add_argument("--snapshots", type=int, help="corpus size (default 6000; quick 1500)")
+    p.add_argument(
+        "--idle-snapshots", type=int, default=2500, help="idle runs take the newest N snapshots (default 2500)"
+    )
     p.add_argument("--scale", type=int, default=5, help="pgbench scale (default 5)")
     p.add_argument("--script", default="select-only", choices=("select-only", "tpcb-like"), help="pgbench script")
     p.add_argument("--rate", type=int, default=1000, help="pgbench -R, transactions/s in all (default 1000)")
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = phases.Plan(window_s=a.window, lead_s=1.0 if a.quick else 2.0)
     load_spec = pgbench.Load(a.script, a.rate, a.clients, min(2, a.clients))
     extra = list(a.setting if a.setting is not None else TRADEOFF)
-    settings = [backfill.DEFAULT, backfill.OFF]
+    settings = [backfill.DEFAULT, backfill.OFF, backfill.PINNED]
     skipped = {}
     for s in extra:
         if (why := backfill.accepted(s)) is None:
@@ -179,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             skipped[s.name] = why
             _log(f"trade-off setting {s.name} skipped: {why}")
-    for s in settings[:2]:
+    for s in settings[:3]:
         if why := backfill.accepted(s):
             print(f"error: the {s.name} setting is not valid here: {why}", file=sys.stderr)
             return 2
@@ -205,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"pgbench -i -s {a.scale}: {pgbench.initialize(pgb_dsn, a.scale):.1f} s")
         template = f"impact_data_{pid}"
         result["corpus"] = _load_corpus(srv, template, a.snapshots)
+        idle_since = backfill.newest_since(srv.db_dsn(template), a.idle_snapshots)
+        result["corpus"]["idle_from"] = idle_since
         _log(f"corpus: {result['corpus']}")
         counter = iter(range(1, 10**6))
 
@@ -234,13 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         loaded("guard-off", backfill.OFF, a.run_windows)
         quiet("quiet-after", a.quiet_windows)
         for i in range(a.idle_pairs):
-            for s in (backfill.DEFAULT, backfill.OFF):
-                r = phases.idle_run(srv, template, s, plan, workdir, f"impact_idle_{pid}_{next(counter)}")
+            for s in (backfill.DEFAULT, backfill.OFF, backfill.PINNED):
+                name = f"impact_idle_{pid}_{next(counter)}"
+                r = phases.idle_run(srv, template, s, plan, workdir, name, since=idle_since)
                 result["idle"].append(r)
                 _log(
                     f"idle {s.name} {i + 1}: " + (r.get("error") or f"{r['snapshots_per_s']} snap/s, {r['seconds']} s")
                 )
-        for s in settings[2:]:
+        for s in settings[3:]:
             loaded(s.name, s, a.tradeoff_windows)
     result["conditions"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     result["conditions"]["bench_seconds"] = round(time.perf_counter() - t0)

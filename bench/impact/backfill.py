@@ -41,6 +41,10 @@ class Setting:
 
 DEFAULT = Setting("default")
 OFF = Setting("guard-off", {"enabled": False})
+# `throttle.enabled: false` switches off the guard *and* the adaptive batch sizer (a guard-off run's batches
+# are `etl.batch_size`, 250): this one keeps the guard on with the batch pinned at 250, so the idle pairs
+# tell the guard's own cost from the sizer's
+PINNED = Setting("guard-on-batch-250", {"min_batch_size": 250, "max_batch_size": 250})
 
 
 def accepted(setting: Setting) -> str | None:
@@ -87,13 +91,41 @@ def guard(dsn: str) -> dict[str, Any] | None:
     with psycopg.connect(dsn, application_name=APP) as conn:
         if conn.execute("SELECT to_regclass('guard_readings')").fetchone() == (None,):
             return None
-        states = dict(conn.execute("SELECT state, count(*) FROM guard_readings GROUP BY 1 ORDER BY 1").fetchall())
+        states: dict[str, int] = dict(
+            conn.execute("SELECT state, count(*) FROM guard_readings GROUP BY 1 ORDER BY 1").fetchall()
+        )
         row = conn.execute(
             "SELECT max(probe_ms), max(baseline_ms), min(allowed_workers), min(batch_size) FROM guard_readings"
         ).fetchone()
+        reasons = conn.execute(
+            "SELECT reason, count(*) FROM guard_readings WHERE state <> 'healthy' GROUP BY 1"
+        ).fetchall()
     assert row is not None
     names = ("probe_ms_max", "baseline_ms", "allowed_workers_min", "batch_size_min")
-    return {"states": {k: int(v) for k, v in states.items()}, **dict(zip(names, row, strict=True))}
+    why: dict[str, int] = {}
+    for text, n in reasons:
+        for signal_name in signals(text or ""):
+            why[signal_name] = why.get(signal_name, 0) + int(n)
+    out = {"states": {k: int(v) for k, v in states.items()}, "reasons": why}
+    return out | dict(zip(names, row, strict=True))
+
+
+# the guard's reason texts (guard.judge) -> the signal that gave them
+SIGNALS = (
+    ("probe p90", "probe"),
+    ("autovacuum", "autovacuum"),
+    ("waited on a backfill", "blocking"),
+    ("active session", "active-sessions"),
+    ("waiting (", "waiting-sessions"),
+    ("dead tuples", "dead-tuples"),
+    ("WAL ", "wal-rate"),
+    ("replica lag", "replica-lag"),
+)
+
+
+def signals(reason: str) -> list[str]:
+    """The signals named in one reading's reason (several when several fired)."""
+    return [name for needle, name in SIGNALS if needle in reason] or ([reason[:40]] if reason else [])
 
 
 def events(dsn: str) -> dict[str, int]:
@@ -158,6 +190,10 @@ class Run:
             time.sleep(min(self.POLL_S, max(0.0, end - time.time())))
         return min(time.time(), end)
 
+    def last_end(self) -> float | None:
+        """When the last seen batch was seen (its end)."""
+        return max((b + d / 1000.0 for b, d, _ in self.batches), default=None)
+
     def rate(self, start: float, end: float) -> float | None:
         """Snapshots per second in [start, end]; call it after `stop()` (a stopping run commits its batch)."""
         return round(overlap(self.batches, start, end) / (end - start), 1) if end > start else None
@@ -190,12 +226,26 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start(dsn: str, setting: Setting, workdir: Path, concurrency: int = CONCURRENCY) -> Run:
-    """Start `starforge-backfill run` over the whole corpus with the setting's config."""
+def newest_since(dsn: str, n: int) -> str | None:
+    """The created_at (ISO) from which the corpus holds its newest n snapshots (None: n covers it all)."""
+    with psycopg.connect(dsn, application_name=APP) as conn:
+        row = conn.execute(
+            "SELECT created_at FROM hero_snapshots ORDER BY created_at DESC, id DESC OFFSET %s LIMIT 1", (n - 1,)
+        ).fetchone()
+        total = conn.execute("SELECT count(*) FROM hero_snapshots").fetchone()
+    if row is None or total is None or total[0] <= n:
+        return None
+    return str(row[0].isoformat())
+
+
+def start(dsn: str, setting: Setting, workdir: Path, concurrency: int = CONCURRENCY, since: str | None = None) -> Run:
+    """Start `starforge-backfill run` with the setting's config over the whole corpus, or from `since`."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "config.yaml"
     config.write_text(setting.config_text(concurrency))
     cmd = runcmd.command(dsn, workdir / "artifacts", concurrency, config)
+    if since is not None:
+        cmd[cmd.index("--from") + 1] = since
     with (workdir / "run.stdout").open("wb") as out, (workdir / "run.stderr").open("wb") as err:
         started = time.time()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, preexec_fn=_default_sigint)

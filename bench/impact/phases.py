@@ -134,15 +134,22 @@ def run_window(
 
 
 def idle_run(
-    srv: Server, template: str, setting: backfill.Setting, plan: Plan, workdir: Path, name: str
+    srv: Server,
+    template: str,
+    setting: backfill.Setting,
+    plan: Plan,
+    workdir: Path,
+    name: str,
+    since: str | None = None,
 ) -> dict[str, Any]:
-    """A whole run on an idle server (no pgbench) over a fresh copy: snapshots / wall seconds of the process,
+    """A whole run on an idle server (no pgbench) over a fresh copy (the snapshots from `since`, the newest
+    ones, which a job takes first: the same ones a loaded window sees): snapshots / wall seconds of the process,
     and the rate over plan.window_s from its first batch (the loaded windows' measure; batches polled every
     0.5 s here, to keep the idle server idle)."""
     dsn = copy_db(srv, template, name)
     try:
         result: dict[str, Any] = {"setting": setting.name, "settle": settle(srv, [], plan.settle_s)}
-        run = backfill.start(dsn, setting, workdir / name)
+        run = backfill.start(dsn, setting, workdir / name, since=since)
         while not run.exited():
             run.poll()
             time.sleep(0.5)
@@ -154,9 +161,9 @@ def idle_run(
             result["error"] = f"`run` exited {code}: {run.stderr_tail()}"
             return result
         result["snapshots_per_s"] = round(total / wall, 1)
-        if run.batches:
+        if run.batches:  # from its first batch, over a window (or to its last batch, if sooner)
             begin = min(b[0] for b in run.batches)
-            result["window_snapshots_per_s"] = run.rate(begin, begin + plan.window_s)
+            result["window_snapshots_per_s"] = run.rate(begin, min(begin + plan.window_s, run.last_end() or begin))
         result["events"] = backfill.events(dsn)
         result["guard"] = backfill.guard(dsn)
         return result

@@ -63,17 +63,26 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _idle(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Idle-server throughput, guard on and off, alternated: medians, and the median of the adjacent
-    (on, off) pairs' throughput ratios."""
-    on = [r for r in runs if r["setting"] == "default"]
-    off = [r for r in runs if r["setting"] == "guard-off"]
-    pairs = [
+def _pairs(a_runs: list[dict[str, Any]], b_runs: list[dict[str, Any]]) -> list[float]:
+    return [
         round(a["snapshots_per_s"] / b["snapshots_per_s"], 3)
-        for a, b in zip(on, off, strict=False)
+        for a, b in zip(a_runs, b_runs, strict=False)
         if "error" not in a and "error" not in b and a.get("snapshots_per_s") and b.get("snapshots_per_s")
     ]
+
+
+def _idle(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Idle-server throughput, guard on and off (and on with the batch pinned), alternated: medians, and the
+    median of the adjacent (on, off) pairs' throughput ratios."""
+    on = [r for r in runs if r["setting"] == "default"]
+    off = [r for r in runs if r["setting"] == "guard-off"]
+    pinned = [r for r in runs if r["setting"] == "guard-on-batch-250"]
+    pairs = _pairs(on, off)
+    pinned_pairs = _pairs(pinned, off)
     return {
+        "pinned_snapshots_per_s": _median([r.get("snapshots_per_s") for r in pinned if "error" not in r]),
+        "pinned_over_off_pairs": pinned_pairs,
+        "pinned_over_off": round(statistics.median(pinned_pairs), 3) if pinned_pairs else None,
         "on_snapshots_per_s": _median([r.get("snapshots_per_s") for r in on if "error" not in r]),
         "off_snapshots_per_s": _median([r.get("snapshots_per_s") for r in off if "error" not in r]),
         "on_window_snapshots_per_s": _median([r.get("window_snapshots_per_s") for r in on if "error" not in r]),
@@ -136,6 +145,16 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
+def guard_note(g: dict[str, Any] | None) -> str:
+    """`guard: healthy 2, hold 3 (probe 3)` from a window's guard summary."""
+    if not g or not g.get("states"):
+        return ""
+    states = ", ".join(f"{k} {n}" for k, n in g["states"].items())
+    if g.get("reasons"):
+        states += " (" + ", ".join(f"{k} {n}" for k, n in g["reasons"].items()) + ")"
+    return f"guard: {states}"
+
+
 def windows_table(result: dict[str, Any]) -> str:
     """Every window, in the order measured: the noise is the point."""
     lines = [
@@ -147,8 +166,7 @@ def windows_table(result: dict[str, Any]) -> str:
             note = w.get("error") or w.get("note") or ""
             if w.get("guard") and w["guard"]["states"]:
                 g = w["guard"]
-                states = ", ".join(f"{k} {n}" for k, n in g["states"].items())
-                note = f"{note} guard: {states}"
+                note = f"{note} {guard_note(g)}"
                 if g["allowed_workers_min"] is not None or g["batch_size_min"] is not None:
                     note += (
                         f"; fewest workers {g['allowed_workers_min'] or 'all'}, batch cap {g['batch_size_min'] or '-'}"
@@ -166,6 +184,8 @@ def windows_table(result: dict[str, Any]) -> str:
     window = result["plan"]["window_s"]
     for r in result.get("idle", []):
         note = r.get("error") or f"whole run {_fmt(r.get('seconds'))} s, {r.get('snapshots')} snapshots"
+        if r.get("guard") and r["guard"]["states"]:
+            note += "; " + guard_note(r["guard"])
         lines.append(
             f"| idle:{r['setting']} | | | | | | | | {_fmt(r.get('snapshots_per_s'), 1)} "
             f"(first {window:g} s {_fmt(r.get('window_snapshots_per_s'), 1)}) | {note} |"
@@ -203,6 +223,9 @@ def summary_block(result: dict[str, Any], s: dict[str, Any]) -> str:
         f"{_fmt(i['off_snapshots_per_s'], 1)} snap/s; on/off pairs {i['on_over_off_pairs']} -> median "
         f"{_fmt(i['on_over_off'], 3)}; guard on, first {result['plan']['window_s']:g} s: "
         f"{_fmt(i['on_window_snapshots_per_s'], 1)} snap/s",
+        f"guard on with the batch pinned at 250 (as guard-off's): {_fmt(i.get('pinned_snapshots_per_s'), 1)} snap/s; "
+        f"pinned/off pairs {i.get('pinned_over_off_pairs')} -> median {_fmt(i.get('pinned_over_off'), 3)} "
+        "(the guard's own cost, without the adaptive sizer's)",
         "",
         "| target | value | verdict |",
         "|---|---|---|",

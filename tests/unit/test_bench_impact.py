@@ -101,3 +101,10 @@ def test_summary_takes_the_best_window_of_each_phase_against_the_best_quiet_one(
     assert s["verdicts"][2]["value"] == round(45.0 / 110.0, 3) and verdicts[2] == "MET"
     assert verdicts[3] == "MET (too few windows/pairs for the target's method)"
     assert [p["setting"] for p in s["tradeoff"]] == ["default"]
+
+
+def test_guard_reasons_map_to_the_signals_that_gave_them() -> None:
+    both = "probe p90 9.1 ms = 28.7x baseline 0.32 ms (>= 10x); autovacuum is running on a target table"
+    assert backfill.signals(both) == ["probe", "autovacuum"]
+    assert backfill.signals("WAL 300.0 MB/s > 256 MB/s") == ["wal-rate"]
+    assert backfill.signals("") == []
