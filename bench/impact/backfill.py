@@ -120,6 +120,7 @@ SIGNALS = (
     ("dead tuples", "dead-tuples"),
     ("WAL ", "wal-rate"),
     ("replica lag", "replica-lag"),
+    ("recovering", "recovering"),  # a hold's hysteresis: clear, but not for long enough yet
 )
 
 
