@@ -109,7 +109,7 @@ class ThrottleConfig:
     # the production guard (guard.py; docs/DESIGN.md "The production guard"); 0 switches a signal off
     probe_sql: str = field(default="SELECT 1", metadata=_m("str"))
     baseline_samples: int = field(default=5, metadata=_m("int", lo=1, hi=1000))
-    probe_window: int = field(default=5, metadata=_m("int", lo=1, hi=1000))
+    probe_window: int = field(default=10, metadata=_m("int", lo=1, hi=1000))
     probe_floor_ms: float = field(default=5.0, metadata=_m("float", lo=0))
     probe_latency_ratio_max: float = field(default=3.0, metadata=_m("float", lo=0))
     probe_latency_ratio_critical: float = field(default=10.0, metadata=_m("float", lo=0))

@@ -130,6 +130,7 @@ class ChunkWorker:
         self.outcome: str = RunOutcome.PENDING
         self._last_beat = time.monotonic()  # when this worker last proved it is alive (claim, commit, beat)
         self.error: BaseException | None = None
+        self._fixed_size: int | None = None  # a fixed batch size to restore once a yielded batch went through
 
     def _ctx(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "worker": self.name}
@@ -319,8 +320,10 @@ class ChunkWorker:
                 stop_on=self._yield_pending,
             )
         except psycopg.Error as exc:
-            if self._took_yield(exc):
-                self.sizer.size = max(1, self.sizer.size // 2)  # it blocked someone: retry it smaller
+            if self._took_yield(exc):  # it blocked someone: retry it smaller
+                if self.sizer.target_s <= 0 and self._fixed_size is None:
+                    self._fixed_size = self.sizer.size  # a fixed size (--batch-size N) comes back after the retry
+                self.sizer.size = max(1, self.sizer.size // 2)
                 log.info("worker %s yielded: batch of %d rolled back", self.name, len(batch.items), extra=self._ctx())
                 return _YIELDED
             if not is_transient(exc):
@@ -343,6 +346,8 @@ class ChunkWorker:
         )
         listeners.announce("batch", fields)
         self.sizer.update(len(batch.items), duration)
+        if self._fixed_size is not None:
+            self.sizer.size, self._fixed_size = self._fixed_size, None
         if self.options.throttle is not None:
             self.options.throttle.after_batch(result, duration)
         if self.on_batch is not None:

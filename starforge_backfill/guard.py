@@ -33,6 +33,7 @@ import psycopg
 
 from starforge_backfill import jobs, templates
 from starforge_backfill.engine import ThrottleDecision
+from starforge_backfill.errors import DatabaseUnavailable
 from starforge_backfill.guard_watch import BlockingWatcher
 from starforge_backfill.throttle import HealthThrottle, ThrottleSettings
 
@@ -40,6 +41,7 @@ log = logging.getLogger("starforge_backfill.guard")
 
 HEALTHY, SLOW, HOLD = "healthy", "slow", "hold"
 # the tables the ETL writes: their dead tuples and autovacuum are production's concern
+OTHER_MIN_CALLS = 20  # pg_stat_statements: a window with fewer calls of other roles says nothing
 TARGET_TABLES = ("users", "user_troops", "user_pets", "user_artifacts", "user_profile_summary")
 
 
@@ -50,7 +52,7 @@ class GuardSettings(ThrottleSettings):
 
     probe_sql: str = "SELECT 1"
     baseline_samples: int = 5
-    probe_window: int = 5  # the probe's p90 is taken over this many latest samples
+    probe_window: int = 10  # the probe's p90 (slow) and median (hold) over this many latest samples
     probe_floor_ms: float = 5.0  # a ratio counts only when the p90 is this much above the baseline, too
     probe_latency_ratio_max: float = 3.0  # slow
     probe_latency_ratio_critical: float = 10.0  # hold
@@ -110,16 +112,37 @@ def judge(r: dict[str, Any], s: GuardSettings) -> Verdict:
     """Decide from one reading (with `probe_p90_ms`, `baseline_ms`, `wal_bytes_per_s` filled in)."""
     holds: list[tuple[str, str]] = []
     slows: list[tuple[str, str]] = []
-    p90, base = r.get("probe_p90_ms"), r.get("baseline_ms")
-    if p90 is not None and base is not None and p90 - base > s.probe_floor_ms:
-        ratio = p90 / base if base > 0 else float("inf")
-        said = f"probe p90 {p90:.1f} ms = {ratio:.1f}x baseline {base:.2f} ms"
-        if s.probe_latency_ratio_critical and ratio >= s.probe_latency_ratio_critical:
-            holds.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_critical:g}x)"))
-        elif s.probe_latency_ratio_max and ratio >= s.probe_latency_ratio_max:
-            slows.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_max:g}x)"))
-    if s.autovacuum_hold and r.get("autovacuum_running"):
-        holds.append(("autovacuum", "autovacuum is running on a target table"))
+    p90, median, base = r.get("probe_p90_ms"), r.get("probe_median_ms"), r.get("baseline_ms")
+
+    def over(value: float | None, ratio_max: float) -> float | None:
+        """value's ratio to the baseline when it counts: at or above `ratio_max` and `probe_floor_ms` above."""
+        if not ratio_max or value is None or base is None or value - base <= s.probe_floor_ms:
+            return None
+        ratio = value / base if base > 0 else float("inf")
+        return ratio if ratio >= ratio_max else None
+
+    # hold on the median (sustained: most probes are that slow), slow on the p90 (the tail production feels)
+    critical = over(median, s.probe_latency_ratio_critical)
+    slow = over(p90, s.probe_latency_ratio_max)
+    if critical is not None:
+        said = f"probe median {median:.1f} ms = {critical:.1f}x baseline {base:.2f} ms"
+        holds.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_critical:g}x)"))
+    elif slow is not None:
+        said = f"probe p90 {p90:.1f} ms = {slow:.1f}x baseline {base:.2f} ms"
+        slows.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_max:g}x)"))
+    other, other_base = r.get("other_mean_ms"), r.get("other_baseline_ms")
+    if other is not None and other_base is not None:  # the application's own statements (pg_stat_statements)
+        ratio = other / other_base if other_base > 0 else float("inf")
+        if s.probe_latency_ratio_max and ratio >= s.probe_latency_ratio_max and other - other_base > s.probe_floor_ms:
+            slows.append(
+                (
+                    "other-statements",
+                    f"other roles' statements {other:.1f} ms on average = {ratio:.1f}x their {other_base:.2f} ms "
+                    f"before the job (pg_stat_statements, >= {s.probe_latency_ratio_max:g}x)",
+                )
+            )
+    if s.autovacuum_hold and r.get("autovacuum_running") and r.get("autovacuum_before", True):
+        holds.append(("autovacuum", "a vacuum is running on a target table"))
     if r.get("blocked_by_backfill"):
         slows.append(("blocking", f"{r['blocked_by_backfill']} session(s) waited on a backfill batch"))
     active = int(r.get("active_sessions") or 0)
@@ -177,6 +200,8 @@ class ProductionGuard(HealthThrottle):
         self._wal: tuple[float, float] | None = None  # (bytes, monotonic time) of the previous reading
         self._pgss: tuple[float, float] | None = None  # (calls, total ms) of the previous reading
         self._has_pgss: bool | None = None
+        self._vacuum = False  # the previous reading saw a vacuum on a target table
+        self.other_baseline_ms: float | None = None  # pg_stat_statements: other roles' mean before the job
         self.last: dict[str, Any] = {}
         self.workers: list[str] = []
         self.allowed: int | None = None  # workers that may claim work (None: all)
@@ -226,6 +251,13 @@ class ProductionGuard(HealthThrottle):
         """Consume the watcher's cancel of this worker's statement; True when there was one."""
         return self.watcher is not None and self.watcher.take(worker)
 
+    def reconfigure(self, settings: GuardSettings) -> None:
+        """New base thresholds (a config reload); the job's `guard set` overrides apply on top at the next check."""
+        with self._glock:
+            self.base = settings
+            self.settings = settings
+            self._checked = 0.0
+
     def close(self) -> None:
         """Stop the watcher and close the guard's connections."""
         if self.watcher is not None:
@@ -256,7 +288,7 @@ class ProductionGuard(HealthThrottle):
                 return
             try:
                 self._check(now)
-            except psycopg.Error as exc:
+            except (psycopg.Error, DatabaseUnavailable) as exc:
                 log.debug("guard reading failed: %s", exc)
                 if self._conn is not None:
                     self._conn.close()
@@ -271,8 +303,10 @@ class ProductionGuard(HealthThrottle):
         r = self._read(conn, now)
         self.settings = apply_overrides(self.base, r.pop("overrides", None))
         if self.watcher is not None:
-            self.watcher.interval_s = self.settings.block_check_s or self.base.block_check_s
+            self.watcher.interval_s = self.settings.block_check_s  # 0 (guard set block_check=0s): no sweeps
         self._samples = deque(self._samples, maxlen=max(1, self.settings.probe_window))
+        # a vacuum holds once two readings in a row see it: a 10 ms autovacuum of a small table is no stop signal
+        r["autovacuum_before"], self._vacuum = self._vacuum, bool(r.get("autovacuum_running"))
         if self.watcher is not None:  # a batch cut short since the last reading counts as blocking
             r["blocked_by_backfill"] = max(int(r.get("blocked_by_backfill") or 0), self.watcher.yields_since_check())
         verdict = judge(r, self.settings)
@@ -304,15 +338,19 @@ class ProductionGuard(HealthThrottle):
         return row | {
             "probe_ms": round(samples[-1], 3),
             "probe_p90_ms": probe_p90(samples),
+            "probe_median_ms": statistics.median(samples),
             "baseline_ms": round(self.baseline_ms or 0.0, 3),
             "wal_bytes_per_s": None if rate is None else round(rate, 1),
             "replica_lag_s": float(row["replica_lag_s"]) if row.get("replicas") else None,
             "other_mean_ms": self._other_mean(conn),
+            "other_baseline_ms": self.other_baseline_ms,
         }
 
     def _other_mean(self, conn: psycopg.Connection[Any]) -> float | None:
         """Other roles' mean statement time since the previous reading, from pg_stat_statements when it is
-        there (recorded beside the probe; not a decision signal: its mix changes with the application's)."""
+        installed and loaded (None without it, or with fewer than OTHER_MIN_CALLS calls in the window). The
+        first reading also takes their baseline: the mean of everything pg_stat_statements holds from before
+        the job (the application's usual statement time)."""
         if self._has_pgss is None:
             self._has_pgss = bool((templates.fetch_one(conn, "guard/has_pgss.sql") or {}).get("available"))
         if not self._has_pgss:
@@ -320,7 +358,10 @@ class ProductionGuard(HealthThrottle):
         row = templates.fetch_one(conn, "guard/other_statements.sql") or {}
         calls, total = float(row.get("calls") or 0), float(row.get("total_ms") or 0)
         prev, self._pgss = self._pgss, (calls, total)
-        if prev is None or calls - prev[0] < 1:
+        if prev is None:
+            self.other_baseline_ms = round(total / calls, 3) if calls >= OTHER_MIN_CALLS else None
+            return None
+        if calls - prev[0] < OTHER_MIN_CALLS:
             return None
         return round((total - prev[1]) / (calls - prev[0]), 3)
 
@@ -382,6 +423,7 @@ class ProductionGuard(HealthThrottle):
             "wal_bytes_per_s",
             "replica_lag_s",
             "other_mean_ms",
+            "other_baseline_ms",
         )
         params = {c: r.get(c) for c in cols} | {
             "job_id": self.job_id,

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import psycopg
 
 from starforge_backfill import jobs, templates
+from starforge_backfill.errors import DatabaseUnavailable
 
 log = logging.getLogger("starforge_backfill.guard")
 YIELD_TTL_S = 10.0  # a QueryCanceled within this long after our cancel is our yield
@@ -85,12 +86,14 @@ class BlockingWatcher:
     def _run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
         try:
-            while not self._stop.wait(max(0.05, self.interval_s)):
+            while not self._stop.wait(max(0.05, self.interval_s) if self.interval_s > 0 else 0.5):
+                if self.interval_s <= 0:
+                    continue
                 try:
                     if conn is None or conn.closed:
                         conn = self._connect()
                     self.sweep(conn)
-                except psycopg.Error as exc:  # the database is away: look again next time
+                except (psycopg.Error, DatabaseUnavailable) as exc:  # the database is away: look again next time
                     log.debug("blocking watcher: %s", exc)
                     if conn is not None:
                         conn.close()

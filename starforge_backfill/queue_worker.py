@@ -200,7 +200,12 @@ class QueueWorker:
             self.stop,
             on_batch,
         )
-        outcome = worker.run()
+        try:
+            outcome = worker.run()
+        finally:
+            close = getattr(options.throttle, "close", None)  # the production guard's thread and connections
+            if close is not None:
+                close()
         self.stats.jobs_worked.append(job_id)
         self.notify(f"job {job_id}: {outcome}")
         return True

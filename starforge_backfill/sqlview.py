@@ -121,6 +121,15 @@ def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
     ]
     if cfg.throttle.enabled:
         steps.append(("jobs/health.sql", {}, "each worker, before a batch (at most every second): health gates"))
+        guard = "the production guard, own connection"
+        steps += [
+            ("guard/signals.sql", {}, f"{guard} (at most every check_every): other sessions, vacuum, WAL, lag"),
+            ("guard/has_pgss.sql", {}, f"{guard}, once: is pg_stat_statements there?"),
+            ("guard/other_statements.sql", {}, f"{guard}, with pg_stat_statements: other roles' statement times"),
+            ("guard/record_reading.sql", {}, f"{guard}: a reading, every sample_every and on a change"),
+            ("guard/blockers.sql", {}, f"{guard}'s watcher (every block_check): our batches blocking production"),
+            ("guard/cancel.sql", {}, f"{guard}'s watcher: cut a blocking batch short (it is retried smaller)"),
+        ]
     steps.append(("jobs/next_batch.sql", {}, "each worker: the next batch of snapshot ids after the checkpoint"))
     batch = "each batch, in one transaction"
     steps.append(("etl/stage_tables.sql", {}, f"{batch}: per-connection staging tables"))

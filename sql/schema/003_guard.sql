@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS guard_readings (
     wal_bytes_per_s     double precision,
     replica_lag_s       double precision,
     other_mean_ms       double precision,
+    other_baseline_ms   double precision,
     state               text NOT NULL,
     reason              text,
     allowed_workers     integer,

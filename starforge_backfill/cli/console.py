@@ -135,8 +135,16 @@ def status_cells(r: dict[str, Any]) -> list[str]:
         "" if r.get("rate_per_s") is None else f"{r['rate_per_s']:.1f}",
         "" if r.get("eta_s") is None else f"{r['eta_s']}s",
         str(r.get("live_workers", 0)),
-        r.get("status_reason") or r.get("throttle_state") or "",
+        r.get("status_reason") or r.get("throttle_state") or _guard_note(r.get("guard")),
     ]
+
+
+def _guard_note(guard: dict[str, Any] | None) -> str:
+    """The production guard's state when it acts (slow, hold); nothing when healthy or off (see --json)."""
+    if not guard:
+        return ""
+    last = guard.get("last_reading") or {}
+    return f"guard {last.get('reason')}" if guard.get("state") in ("slow", "hold") else ""
 
 
 def render_status(rows: list[dict[str, Any]]) -> None:

@@ -272,6 +272,7 @@ class _Stop:
 
         self.event = threading.Event()
         self.signum: int | None = None
+        self.reload = threading.Event()  # SIGHUP: re-read the config's throttle section (the guard's thresholds)
 
 
 @contextlib.contextmanager
@@ -295,7 +296,12 @@ def graceful_stop(obj: Ctx) -> Iterator[_Stop]:
             obj.say(f"{name}: finishing the current batch and saving the checkpoint (Ctrl-C again to stop at once)")
         stop.event.set()
 
+    def hangup(_signum: int, _frame: Any) -> None:
+        stop.reload.set()
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
     try:
         yield stop
     finally:

@@ -104,7 +104,7 @@ def _run_in_foreground(obj: Ctx, metrics_port: str | None, **run_kw: Any) -> Non
     update, close = progress_printer(obj, metrics)
     try:
         with graceful_stop(obj) as stop:
-            res = run(cfg, progress=update, notify=obj.say, stop=stop.event, **run_kw)
+            res = run(cfg, progress=update, notify=obj.say, stop=stop.event, reload=stop.reload, **run_kw)
     finally:
         close()
     if metrics is not None:

@@ -9,6 +9,7 @@ as the config file's would be, and a bad key or value is refused (exit 2) with n
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -16,11 +17,12 @@ import yaml
 from psycopg.types.json import Jsonb
 
 from starforge_backfill import jobs, templates
+from starforge_backfill import settings as config_settings
 from starforge_backfill.artifacts import jsonable
-from starforge_backfill.config import Config, ThrottleConfig
+from starforge_backfill.config import Config, ThrottleConfig, load_config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ConfigError, UsageError
-from starforge_backfill.guard import TUNABLE
+from starforge_backfill.guard import TUNABLE, ProductionGuard
 
 
 def _yaml_key(f: dataclasses.Field[Any]) -> str:
@@ -81,6 +83,34 @@ def set_thresholds(cfg: Config, *, job_id: str, assignments: list[str], by: str 
             said = " ".join(f"{k}={v!r}" for k, v in changes.items())
             jobs.record_event(conn, job_id, "guard_set", f"guard set {said}", {"overrides": changes}, by=by)
     return GuardSetResult(job_id, changes, dict((row or {}).get("guard_overrides") or {}))
+
+
+def reload(cfg: Config, job_id: str, throttle: Any, notify: Callable[[str], None]) -> dict[str, Any] | None:
+    """SIGHUP: re-read the config file's `throttle` section into this process's guard (its base thresholds;
+    `guard set` overrides still win). A `guard_reload` event lists what changed; a config that does not load
+    is refused with one line, and the guard keeps its thresholds. `throttle.enabled` is not changed live."""
+    if not isinstance(throttle, ProductionGuard):
+        notify("SIGHUP: the production guard is off for this run: nothing to reload")
+        return None
+    try:
+        fresh = load_config(cfg.source_path, overrides={"database.dsn": cfg.database.dsn})
+    except ConfigError as exc:
+        notify(f"error: SIGHUP: the config was not reloaded: {str(exc).splitlines()[0]}")
+        return None
+    new = dataclasses.replace(config_settings.guard(fresh), app_prefix=throttle.base.app_prefix)
+    changes = {
+        f.name: getattr(new, f.name)
+        for f in dataclasses.fields(new)
+        if getattr(new, f.name) != getattr(throttle.base, f.name)
+    }
+    throttle.reconfigure(new)
+    with connect_cfg(cfg, autocommit=True) as conn, translate_errors(cfg.database.dsn):
+        said = " ".join(f"{k}={v!r}" for k, v in changes.items()) or "nothing changed"
+        jobs.record_event(
+            conn, job_id, "guard_reload", f"guard thresholds reloaded (SIGHUP): {said}", {"changes": changes}
+        )
+    notify(f"SIGHUP: guard thresholds reloaded: {said}")
+    return changes
 
 
 def status_of(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import ExitCode, UsageError
 from starforge_backfill.redact import redact_dsn
-from starforge_backfill.runbook import report_render
+from starforge_backfill.runbook import report_guard, report_render
 from starforge_backfill.schema import check_schema
 
 FORMATS = ("md", "html", "json")
@@ -280,6 +280,7 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
         }
         for g in gates
     ]
+    throughput = _throughput(conn, job_id)
     data = {
         "job": jobs.public_row(row) | {"created_at": row.get("created_at"), "selector": row.get("selector")},
         "database": redact_dsn(cfg.database.dsn or ""),
@@ -316,7 +317,8 @@ def collect(cfg: Config, conn: psycopg.Connection[Any], job_id: str) -> dict[str
         "error_messages": messages,
         "quarantine": _quarantine(folder),
         "placeholders": _placeholders(events),
-        "throughput": _throughput(conn, job_id),
+        "throughput": throughput,
+        "guard": report_guard.collect(conn, job_id, throughput["start"], events),
         "artifacts": _files(folder, {MANIFEST, *REPORT_FILES.values()}) if folder.is_dir() else [],
     }
     return jsonable(data)

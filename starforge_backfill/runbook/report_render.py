@@ -12,6 +12,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from starforge_backfill.runbook import report_guard
+
 _CSS = """
 body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;color:#1f2328;margin:2rem auto;max-width:1000px;
 padding:0 1rem}
@@ -225,6 +227,8 @@ def markdown(job_id: str, data: dict[str, Any], meta: dict[str, Any]) -> str:
             *[f"| +{_duration(p['t_s'])} | {p['rate_per_s']} | {p['failed']} |" for p in series],
             "",
         ]
+    if data.get("guard") is not None:
+        lines += report_guard.markdown(data["guard"])
     return "\n".join(lines)
 
 
@@ -335,6 +339,7 @@ def html(job_id: str, data: dict[str, Any], meta: dict[str, Any]) -> str:
         f"(report schema_version {e(str(meta['schema_version']))}).</p>",
         "<h2>Throughput and errors over time</h2>",
         f'<div class="chart">{svg_chart(tp["series"], tp.get("bucket_s"))}</div>',
+        *(report_guard.html(data["guard"], tp) if data.get("guard") is not None else []),
     ]
     for title, header, rows, note in _sections(data):
         body.append(f"<h2>{e(title)}</h2>")

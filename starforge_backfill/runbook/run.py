@@ -27,6 +27,7 @@ from starforge_backfill.errors import DatabaseUnavailable, ExitCode, GateFailed,
 from starforge_backfill.etl.pipeline import BatchResult
 from starforge_backfill.jobs import JobStatus, RunOutcome
 from starforge_backfill.runbook import gates, step_files
+from starforge_backfill.runbook import guard as guard_control
 from starforge_backfill.schema import check_schema
 
 Notify = Callable[[str], None]
@@ -158,8 +159,10 @@ def run(
     progress: Callable[[RunProgress], None] | None = None,
     notify: Notify = _quiet,
     stop: threading.Event | None = None,
+    reload: threading.Event | None = None,
 ) -> RunResult:
-    """Backfill `selector`'s snapshots resumably (resuming the unfinished job of the same range), or job `job_id`."""
+    """Backfill `selector`'s snapshots resumably (resuming the unfinished job of the same range), or job `job_id`.
+    `reload` (set by SIGHUP): re-read the config file's throttle section into the running guard."""
     opts = options or RunOptions()
     opts.validate()
     if job_id is None and selector is None:
@@ -186,7 +189,9 @@ def run(
     if not cfg.throttle.enabled:
         _record_guard_disabled(cfg, job_id, notify)
     try:
-        outcome = _run_workers(cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp)
+        outcome = _run_workers(
+            cfg, job_id, concurrency, engine, state, progress, stop, notify, ramp=ramp, reload=reload
+        )
     finally:
         close = getattr(engine.throttle, "close", None)
         if close is not None:
@@ -484,6 +489,7 @@ def _run_workers(
     notify: Notify,
     *,
     ramp: bool = False,
+    reload: threading.Event | None = None,
 ) -> RunOutcome:
     """Run C workers (threads, one connection each) on a job until it is done, paused or interrupted.
 
@@ -508,6 +514,9 @@ def _run_workers(
     try:
         while not pool.all_done():
             pool.wait(0.2)
+            if reload is not None and reload.is_set():
+                reload.clear()
+                guard_control.reload(cfg, job_id, options.throttle, notify)
             if step + 1 < len(schedule) and time.monotonic() >= next_step_at and not stop.is_set():
                 next_step_at = time.monotonic() + cfg.gates.ramp_step_s
                 if _ramp_allowed_now(cfg, job_id, options, len(pool.workers), schedule[step + 1]):

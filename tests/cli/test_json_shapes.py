@@ -38,7 +38,8 @@ JOB_ROW = {
     "batch_fixed",
     "operator",
 }
-STATUS_EXTRA = {"state", "progress", "rate_per_s", "eta_s", "live_workers", "chunks_done", "chunks_total"}
+STATUS_EXTRA = {"state", "progress", "rate_per_s", "eta_s", "live_workers", "chunks_done", "chunks_total", "guard"}
+GUARD_STATUS = {"enabled", "state", "last_reading"}
 RUN_SUMMARY = {
     "outcome",
     "resumed",
@@ -127,6 +128,8 @@ def test_shapes_match_the_doc(pg_dsn: str, tmp_path: Path, docs: dict[str, set[s
 
     status = check("status", "status")
     assert all(set(j) == JOB_ROW | STATUS_EXTRA for j in status["jobs"])
+    assert all(set(j["guard"]) == GUARD_STATUS for j in status["jobs"])
+    check("guard set", "guard", "set", "hold_recover=5s", "--job-id", job_id)
     check("verify", "verify", "--job-id", job_id, code=(0, 1))
     check("report", "report", "--job-id", job_id)
     check("report --verify-manifest", "report", "--job-id", job_id, "--verify-manifest")

@@ -25,6 +25,7 @@ from starforge_backfill.config import Config
 from starforge_backfill.errors import UsageError
 from starforge_backfill.runbook import control
 from starforge_backfill.runbook import guard as guard_runbook
+from starforge_backfill.runbook import report as report_module
 
 FROM, TO = "2024-01-01T00:00:00Z", "2024-07-01T00:00:00Z"
 QUIET = {  # every guard signal out of the way but the one a test drives (the server is shared)
@@ -93,7 +94,7 @@ def test_a_batch_that_blocks_a_production_session_yields(pg_dsn: str, tmp_path: 
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         admin.execute(SLOW_USERS_TRIGGER)  # the first batch holds its lock on users for 6 s
     cfg = guarded_cfg(pg_dsn, tmp_path)
-    run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1))
+    run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=1, batch_size=10))
     job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
     sleeping = (
         "SELECT count(*) FROM pg_stat_activity"
@@ -117,6 +118,12 @@ def test_a_batch_that_blocks_a_production_session_yields(pg_dsn: str, tmp_path: 
     assert table_state(pg_dsn) == clean_state
     blocked = scalar(pg_dsn, "SELECT max(blocked_by_backfill) FROM guard_readings WHERE job_id = %s", [job_id])
     assert blocked >= 1  # the reading after the cut counts it
+    with psycopg.connect(pg_dsn) as c:
+        sizes = [
+            r[0] for r in c.execute("SELECT snapshots FROM backfill_batches WHERE job_id = %s ORDER BY id", [job_id])
+        ]
+    # the cut batch was retried at half the size (not one snapshot at a time), then --batch-size 10 again
+    assert sizes[0] == 5 and sizes[1] == 10 and min(sizes) >= 5, sizes
 
 
 # ---- each signal drives a decision ------------------------------------------------------------------------
@@ -168,6 +175,34 @@ def test_active_sessions_slow_down_one_step_at_a_time_and_events_only_on_change(
     g.close()
 
 
+def test_a_slow_guard_lowers_the_workers_that_claim_work_and_the_job_still_ends_exact(
+    pg_dsn: str, tmp_path: Path, clean_state: dict
+) -> None:
+    load_corpus(pg_dsn)
+    cfg = guarded_cfg(pg_dsn, tmp_path, **{"throttle.active_sessions_max": 3, "etl.batch_size": 5})
+    threads = _sleepers(pg_dsn, 6, 6.0)  # production is busy for the first 6 s
+    q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'production-app' AND state = 'active'"
+    wait_for(lambda: scalar(pg_dsn, q) >= 6, what="six sleeping sessions")
+    run = Background(lambda: run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=3))
+    job_id = wait_for(lambda: newest_job(pg_dsn), what="the job")
+    allowed = "SELECT allowed_workers FROM guard_readings WHERE job_id = %s ORDER BY id DESC LIMIT 1"
+    wait_for(lambda: scalar(pg_dsn, allowed, [job_id]) == 1, what="the guard down to one worker")
+    time.sleep(0.5)  # the workers over the count finish their batch and release their chunk
+    claimed = "SELECT count(*) FROM backfill_chunks WHERE job_id = %s AND status = 'running'"
+    seen = set()
+    for _ in range(20):
+        seen.add(scalar(pg_dsn, claimed, [job_id]))
+        time.sleep(0.1)
+    assert max(seen) <= 1, seen  # one worker claims work; the other two wait without a chunk
+    for t in threads:
+        t.join()
+    res = run.result(timeout=120)
+    assert res.outcome == "done"
+    assert_exact(pg_dsn, job_id)
+    assert table_state(pg_dsn) == clean_state
+    assert guard_events(pg_dsn, job_id)[0] == "guard slow: 6 other active session(s) > 3"
+
+
 def test_dead_tuples_on_a_target_table_slow_down(pg_dsn: str, tmp_path: Path) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as c:
         c.execute("ALTER TABLE users SET (autovacuum_enabled = false)")
@@ -199,6 +234,8 @@ def test_a_vacuum_on_a_target_table_holds_until_it_ends_and_then_some(pg_dsn: st
     t.start()
     wait_for(lambda: scalar(pg_dsn, "SELECT count(*) FROM pg_stat_progress_vacuum"), what="the vacuum")
     g = a_guard(guarded_cfg(pg_dsn, tmp_path, **{"throttle.autovacuum_hold": True}))
+    check_now(g)
+    assert g.level == "healthy" and g.last["autovacuum_running"]  # once may be a 10 ms autovacuum
     check_now(g)
     assert g.level == "hold" and g.verdict.key == "hold:autovacuum"
     decision = g.before_batch(psycopg.connect(pg_dsn, autocommit=True), "guard-test")
@@ -280,10 +317,21 @@ def test_guard_set_a_slow_probe_holds_a_running_job_and_is_recorded(
     assert table_state(pg_dsn) == clean_state
     kinds = [(k, m) for k, m in events(pg_dsn, job_id) if k in ("guard", "guard_set")]
     assert kinds[0] == ("guard_set", "guard set probe_sql='SELECT pg_sleep(0.08)'")
-    assert kinds[1][0] == "guard" and kinds[1][1].startswith("guard hold: probe p90 ")
-    assert ("guard", "guard healthy: production unhurt") in kinds
-    assert sum(1 for k, _ in kinds if k == "guard") == 2  # one hold, one recovery: events on change only
+    said = [m for k, m in kinds if k == "guard"]
+    assert said[0].startswith("guard slow: probe p90 ")  # the tail first (p90), then most probes (median)
+    assert any(m.startswith("guard hold: probe median ") for m in said), said
+    assert said[-1] == "guard healthy: production unhurt"
+    assert len(said) <= 4, said  # slow, hold, (slow while the p90 drains,) healthy: events on change only
     assert scalar(pg_dsn, "SELECT count(*) FROM guard_readings WHERE job_id = %s AND state = 'hold'", [job_id]) >= 1
+    # the report answers "did we hurt production?" on one page: the chart with the hold shaded
+    rep = report_module.report(cfg, job_id=job_id)
+    page = rep.files["html"].read_text()
+    section = page.split("<h2>Did we hurt production?</h2>", 1)[1]
+    assert "hold(s) totalling" in section and "batch blocked a production session" in section
+    assert 'fill="#d29922" fill-opacity="0.18"><title>hold +' in section  # the hold period, shaded
+    assert "probe_ms" in section and "active_sessions" in section and "rate_per_s" in section
+    md = rep.files["md"].read_text()
+    assert "## Did we hurt production?" in md and "| hold from | to | why |" in md
 
 
 def test_guard_set_refuses_a_bad_key_or_value(pg_dsn: str, tmp_path: Path) -> None:
