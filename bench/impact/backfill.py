@@ -112,7 +112,7 @@ def guard(dsn: str) -> dict[str, Any] | None:
 
 # the guard's reason texts (guard.judge) -> the signal that gave them
 SIGNALS = (
-    ("probe p90", "probe"),
+    ("probe ", "probe"),  # "probe p90 ..." (slow), "probe median ..." (hold)
     ("autovacuum", "autovacuum"),
     ("waited on a backfill", "blocking"),
     ("active session", "active-sessions"),

@@ -104,7 +104,7 @@ def test_summary_takes_the_best_window_of_each_phase_against_the_best_quiet_one(
 
 
 def test_guard_reasons_map_to_the_signals_that_gave_them() -> None:
-    both = "probe p90 9.1 ms = 28.7x baseline 0.32 ms (>= 10x); autovacuum is running on a target table"
+    both = "probe median 9.1 ms = 28.7x baseline 0.32 ms (>= 10x); autovacuum is running on a target table"
     assert backfill.signals(both) == ["probe", "autovacuum"]
     assert backfill.signals("WAL 300.0 MB/s > 256 MB/s") == ["wal-rate"]
     assert backfill.signals("") == []
