@@ -27,6 +27,7 @@ bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.census
 	$(BIN)/python -m bench.verify_full
+	$(BIN)/python -m bench.impact
 
 demo: install
 	$(BIN)/starforge-backfill demo
