@@ -71,13 +71,16 @@ def _load() -> float:
 class Throwaway:
     """An embedded server with SETTINGS applied (ALTER SYSTEM, then a restart)."""
 
-    def __init__(self) -> None:
-        from starforge_backfill.embedded import EmbeddedPostgres
+    def __init__(self, overrides: dict[str, str]) -> None:
+        from starforge_backfill import embedded
 
-        self.pg = EmbeddedPostgres()
+        # durability as PostgreSQL ships it (the embedded server turns fsync, full_page_writes and
+        # synchronous_commit off for tests): checkpoints and full-page images are part of a backfill's cost
+        embedded._SERVER_OPTIONS = "-c max_connections=200"
+        self.pg = embedded.EmbeddedPostgres()
         dsn = self.pg.start()
         with psycopg.connect(dsn, autocommit=True) as conn:
-            for name, value in SETTINGS.items():
+            for name, value in (SETTINGS | overrides).items():
                 conn.execute(f"ALTER SYSTEM SET {name} = '{value}'".encode())
         self.pg.restart()
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -90,7 +93,7 @@ class Throwaway:
 
 
 def _settings(srv: Server) -> dict[str, str]:
-    names = ["server_version", "fsync", "synchronous_commit", "full_page_writes", *SETTINGS]
+    names = ["server_version", "fsync", "synchronous_commit", "full_page_writes", "random_page_cost", *SETTINGS]
     with srv.admin() as conn:
         rows = conn.execute(
             "SELECT name, setting || coalesce(' ' || unit, '') FROM pg_settings WHERE name = ANY(%s)", (names,)
@@ -109,7 +112,12 @@ def generate(srv: Server, n: int, name: str) -> dict[str, Any]:
         conn.execute(gen.bind(gen.insert_sql()), {"n": n, "users": users})
         conn.execute("VACUUM (FREEZE, ANALYZE) hero_snapshots")
         mb = conn.execute("SELECT pg_total_relation_size('hero_snapshots') / 1e6").fetchone()
-    return {"users": users, "seconds": round(time.perf_counter() - started, 1), "table_mb": round(mb[0]), "load": _load()}
+    return {
+        "users": users,
+        "seconds": round(time.perf_counter() - started, 1),
+        "table_mb": round(mb[0]),
+        "load": _load(),
+    }
 
 
 def floor_files(dsn: str, n: int, workdir: Path) -> floor_mod.Prepared:
@@ -179,10 +187,38 @@ def _statements(srv: Server, db: str, limit: int = 12) -> list[dict[str, Any]]:
         except psycopg.Error:
             return []
     return [
-        {"query": q[:160], "calls": c, "total_ms": round(t), "mean_ms": round(t / max(c, 1), 2), "rows": r,
-         "hit": h, "read": rd, "temp_written": tw, "wal_mb": round(float(w) / 1e6, 1)}
+        {
+            "query": q[:160],
+            "calls": c,
+            "total_ms": round(t),
+            "mean_ms": round(t / max(c, 1), 2),
+            "rows": r,
+            "hit": h,
+            "read": rd,
+            "temp_written": tw,
+            "wal_mb": round(float(w) / 1e6, 1),
+        }
         for q, c, t, r, h, rd, tw, w in rows
     ]
+
+
+def _server_counters(srv: Server) -> dict[str, float]:
+    """Checkpoints (timed, requested) and WAL bytes so far: their deltas over a run."""
+    with srv.admin() as conn:
+        timed, req, written = conn.execute(
+            "SELECT checkpoints_timed, checkpoints_req, buffers_checkpoint FROM pg_stat_bgwriter"
+        ).fetchone()
+        wal = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0]
+    return {
+        "checkpoints_timed": timed,
+        "checkpoints_req": req,
+        "buffers_checkpoint": written,
+        "wal_mb": float(wal) / 1e6,
+    }
+
+
+def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before[k], 1) for k in before}
 
 
 def _reset_statements(srv: Server) -> None:
@@ -210,8 +246,11 @@ def _cli(dsn: str, artifacts: Path, *argv: str) -> dict[str, Any]:
     cmd = [str(script), "--dsn", dsn, "--artifacts-dir", str(artifacts), "--json", *argv]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    result: dict[str, Any] = {"wall_s": round(time.perf_counter() - started, 2), "exit": proc.returncode,
-                              "load": _load()}
+    result: dict[str, Any] = {
+        "wall_s": round(time.perf_counter() - started, 2),
+        "exit": proc.returncode,
+        "load": _load(),
+    }
     if proc.returncode not in (0, 1):
         result["stderr"] = proc.stderr.strip()[-300:]
     return result
@@ -270,13 +309,20 @@ def measure_size(srv: Server, log: Path | None, n: int, args: argparse.Namespace
         srv.checkpoint()
         _reset_statements(srv)
         offset = log.stat().st_size if log and log.exists() else 0
-        load_before = _load()
+        load_before, counters = _load(), _server_counters(srv)
         r = runcmd.measure(dsn, work / f"artifacts{c}", c, work / f"run{c}")
+        counters = _delta(counters, _server_counters(srv))
         report = r.get("report") or {}
         run = {
-            "seconds": round(r["seconds"], 2), "exit": r["exit_code"], "peak_rss_mb": r["peak_rss_mb"],
-            "load_before": load_before, "load_after": _load(), "progress": tables.progress(dsn),
-            "statements": _statements(srv, db), "plans": _plans(log, offset, work / f"plans-c{c}.log"),
+            "seconds": round(r["seconds"], 2),
+            "exit": r["exit_code"],
+            "peak_rss_mb": r["peak_rss_mb"],
+            "load_before": load_before,
+            "load_after": _load(),
+            "progress": tables.progress(dsn),
+            "server": counters,
+            "statements": _statements(srv, db),
+            "plans": _plans(log, offset, work / f"plans-c{c}.log"),
         }
         if r.get("stderr_tail"):
             run["stderr_tail"] = r["stderr_tail"][-500:]
@@ -309,16 +355,26 @@ def _print(results: list[dict[str, Any]]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for res in results:
         for c, r in res.get("runs", {}).items():
-            print(f"| {res['snapshots']:,} | {c} | {r['seconds']} | {r['snap_per_s']:,} | {res['floor']['seconds']} | "
-                  f"{r['floor_over_run']} | {r['per_worker_ratio']} | {r['peak_rss_mb']} MB | "
-                  f"{r['load_before']}-{r['load_after']} |")
+            print(
+                f"| {res['snapshots']:,} | {c} | {r['seconds']} | {r['snap_per_s']:,} | {res['floor']['seconds']} | "
+                f"{r['floor_over_run']} | {r['per_worker_ratio']} | {r['peak_rss_mb']} MB | "
+                f"{r['load_before']}-{r['load_after']} |"
+            )
     for res in results:
         o = res.get("ops", {})
-        print(f"N={res['snapshots']:,} ops: " + ", ".join(
-            f"{k} {v['wall_s']} s" + (f" (exit {v['exit']})" if v.get("exit") else "")
-            for k, v in o.items() if "wall_s" in v))
+        print(
+            f"N={res['snapshots']:,} ops: "
+            + ", ".join(
+                f"{k} {v['wall_s']} s" + (f" (exit {v['exit']})" if v.get("exit") else "")
+                for k, v in o.items()
+                if "wall_s" in v
+            )
+        )
         if "floor_indexed" in res:
-            print(f"N={res['snapshots']:,} indexed floor: {res['floor_indexed']['seconds']} s {res['floor_indexed']['rows']}")
+            print(
+                f"N={res['snapshots']:,} indexed floor: {res['floor_indexed']['seconds']} s "
+                f"{res['floor_indexed']['rows']}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,9 +384,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", default=None, help="admin DSN of a server to use as it is (default: a throwaway one)")
     parser.add_argument("--census-exact-max", type=int, default=100_000, help="exact census only up to this N")
     parser.add_argument("--keep", action="store_true", help="keep the databases and COPY files")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting for the throwaway server (repeatable), e.g. shared_buffers=1GB",
+    )
     args = parser.parse_args(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    throwaway = None if args.dsn else Throwaway()
+    overrides = dict(item.split("=", 1) for item in args.set)
+    throwaway = None if args.dsn else Throwaway(overrides)
     srv = Server(args.dsn, "--dsn") if args.dsn else throwaway.server  # type: ignore[union-attr]
     log = throwaway.log if throwaway else None
     doc: dict[str, Any] = {"generated_at": stamp, "settings": _settings(srv), "results": []}
@@ -340,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in (int(s) for s in args.sizes.split(",")):
             try:
                 doc["results"].append(measure_size(srv, log, n, args, stamp))
-            except Exception:  # noqa: BLE001 - report and go on with the next size
+            except Exception:
                 traceback.print_exc()
                 doc["results"].append({"snapshots": n, "error": traceback.format_exc()[-1000:]})
                 status = 1

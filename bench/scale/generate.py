@@ -33,8 +33,15 @@ def _troop(j: int) -> tuple[str, str, str, str, str, str, str]:
     """SQL expressions (id, amount, level, rarity, fusion, traits, elite) of the j-th troop of (u, k)."""
     tid = f"(6000 + (u * 37 + k * 5 + {j}) % {TROOP_IDS})"
     level = f"least(20, 1 + (u + {j}) % 8 + k / 2)"
-    return (tid, f"(1 + u % 5 + 2 * k + {j})", level, f"({tid} % 5)", "(k % 4)", f"least(3, {level} / 6)",
-            f"((u + {j}) % 3)")
+    return (
+        tid,
+        f"(1 + u % 5 + 2 * k + {j})",
+        level,
+        f"({tid} % 5)",
+        "(k % 4)",
+        f"least(3, {level} / 6)",
+        f"((u + {j}) % 3)",
+    )
 
 
 def _pet(j: int) -> tuple[str, str, str, str, str, str]:
@@ -46,8 +53,14 @@ def _pet(j: int) -> tuple[str, str, str, str, str, str]:
 
 def _troop_obj(j: int, with_id: bool) -> str:
     tid, amount, level, rarity, fusion, traits, elite = _troop(j)
-    fields = [("Amount", amount), ("Level", level), ("Rarity", rarity), ("FusionCards", fusion),
-              ("TraitsOwned", traits), ("EliteLevel", elite)]
+    fields = [
+        ("Amount", amount),
+        ("Level", level),
+        ("Rarity", rarity),
+        ("FusionCards", fusion),
+        ("TraitsOwned", traits),
+        ("EliteLevel", elite),
+    ]
     if with_id:
         fields.insert(0, ("TroopId", tid))
     return "jsonb_build_object(" + ", ".join(f"'{k}', {v}" for k, v in fields) + ")"
@@ -55,8 +68,14 @@ def _troop_obj(j: int, with_id: bool) -> str:
 
 def _pet_obj(j: int, with_id: bool) -> str:
     pid, amount, level, xp, orb, asc = _pet(j)
-    fields = [("Amount", amount), ("Level", level), ("XP", xp), ("OrbFusionCards", orb),
-              ("OrbsUsed", "'[]'::jsonb"), ("AscensionLevel", asc)]
+    fields = [
+        ("Amount", amount),
+        ("Level", level),
+        ("XP", xp),
+        ("OrbFusionCards", orb),
+        ("OrbsUsed", "'[]'::jsonb"),
+        ("AscensionLevel", asc),
+    ]
     if with_id:
         fields.insert(0, ("PetId", pid))
     return "jsonb_build_object(" + ", ".join(f"'{k}', {v}" for k, v in fields) + ")"
@@ -131,23 +150,35 @@ def floor_select(table: str) -> str:
         parts = []
         for j in range(TROOPS):
             tid, amount, level, rarity, fusion, traits, elite = _troop(j)
-            parts.append(f"SELECT g, {_user_id()}, {tid}, {amount}, {level}, {rarity}, {fusion}, {traits}, "
-                         f"jsonb_build_object('EliteLevel', {elite}), ts, sid {valid}")
-        return "SELECT user_id, tid, amount, level, rarity, fusion, traits, extra, ts, sid FROM (" + \
-            " UNION ALL ".join(parts) + ") AS t(g, user_id, tid, amount, level, rarity, fusion, traits, extra, " \
+            parts.append(
+                f"SELECT g, {_user_id()}, {tid}, {amount}, {level}, {rarity}, {fusion}, {traits}, "
+                f"jsonb_build_object('EliteLevel', {elite}), ts, sid {valid}"
+            )
+        return (
+            "SELECT user_id, tid, amount, level, rarity, fusion, traits, extra, ts, sid FROM ("
+            + " UNION ALL ".join(parts)
+            + ") AS t(g, user_id, tid, amount, level, rarity, fusion, traits, extra, "
             "ts, sid)"
+        )
     if table == "floor_user_pets":
         parts = []
         for j in range(PETS):
             pid, amount, level, xp, orb, asc = _pet(j)
-            parts.append(f"SELECT g, {_user_id()}, {pid}, {amount}, {level}, {xp}, {orb}, '[]'::jsonb, {asc}, "
-                         f"'{{}}'::jsonb, ts, sid {valid}")
-        return "SELECT user_id, pid, amount, level, xp, orb, orbs, asc_, extra, ts, sid FROM (" + \
-            " UNION ALL ".join(parts) + ") AS t(g, user_id, pid, amount, level, xp, orb, orbs, asc_, extra, " \
+            parts.append(
+                f"SELECT g, {_user_id()}, {pid}, {amount}, {level}, {xp}, {orb}, '[]'::jsonb, {asc}, "
+                f"'{{}}'::jsonb, ts, sid {valid}"
+            )
+        return (
+            "SELECT user_id, pid, amount, level, xp, orb, orbs, asc_, extra, ts, sid FROM ("
+            + " UNION ALL ".join(parts)
+            + ") AS t(g, user_id, pid, amount, level, xp, orb, orbs, asc_, extra, "
             "ts, sid)"
+        )
     if table == "floor_user_artifacts":
         return "SELECT NULL::uuid, 0, 0, 0::bigint, '{}'::jsonb, now(), NULL::uuid WHERE false"
     if table == "floor_user_profile_summary":
-        return (f"SELECT {_user_id()}, namecode, 'login-' || u, 1 + u % 400 + k, '[]'::jsonb, NULL::jsonb, "
-                f"NULL::integer, ts, '{{}}'::jsonb, sid {valid}")
+        return (
+            f"SELECT {_user_id()}, namecode, 'login-' || u, 1 + u % 400 + k, '[]'::jsonb, NULL::jsonb, "
+            f"NULL::integer, ts, '{{}}'::jsonb, sid {valid}"
+        )
     raise KeyError(table)
