@@ -40,6 +40,7 @@ from bench import floor as floor_mod
 from bench import runcmd, tables
 from bench.scale import generate as gen
 from bench.server import Server, init_schema
+from starforge_backfill import templates
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 # the server's settings for the measured runs: PostgreSQL's defaults for the three the issue names
@@ -324,6 +325,10 @@ def measure_size(srv: Server, log: Path | None, n: int, args: argparse.Namespace
             "statements": _statements(srv, db),
             "plans": _plans(log, offset, work / f"plans-c{c}.log"),
         }
+        with psycopg.connect(dsn) as conn:
+            run["tables_mb"] = round(
+                float(templates.fetch_one(conn, "runbook/server_settings.sql")["tables_bytes"]) / 1e6, 1
+            )
         if r.get("stderr_tail"):
             run["stderr_tail"] = r["stderr_tail"][-500:]
         run["snap_per_s"] = round(n / r["seconds"], 1)
