@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint bench demo clean
+.PHONY: install test lint bench bench-scale demo clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ bench: install
 	$(BIN)/python -m bench.census
 	$(BIN)/python -m bench.verify_full
 	$(BIN)/python -m bench.impact
+
+# Not part of `make test` or `make bench`: minutes of both cores, 10k to 1M snapshots on a throwaway server.
+bench-scale: install
+	$(BIN)/python -m compileall -q starforge_backfill
+	$(BIN)/python -m bench.scale --sizes $(or $(SIZES),10000,100000,1000000)
 
 demo: install
 	$(BIN)/starforge-backfill demo

@@ -80,7 +80,8 @@ WITH RECURSIVE src AS MATERIALIZED (
                        FROM users AS u
                        JOIN user_profile_summary AS ps ON ps.user_id = u.id
                        WHERE u.namecode = nc.namecode
-                         AND (ps.last_seen, ps.source_snapshot_id) > (h.created_at, h.id)) AS cu ON true
+                         AND (ps.last_seen, ps.source_snapshot_id) > (h.created_at, h.id)
+                       OFFSET 0) AS cu ON true  -- probed per snapshot, not a hash of every user's summary
 {% endif %}
     WHERE h.id = ANY(%(ids)s::uuid[])
 ),
@@ -190,12 +191,24 @@ cand_user AS MATERIALIZED (
 -- The rows of those users, newer than each user's newest such snapshot in the batch, whose catalog id exists
 -- (ids as text, as an element gives them): an element of one of those snapshots that finds its row here
 -- would lose the merge's comparison, and its id passed the catalog check when that row was written.
+-- Per user, a probe of the primary key (user_id leads it) in an `OFFSET 0` subquery, which is not flattened:
+-- joined plainly, the planner hashed the whole table once per batch (a scan that grows with the table: at
+-- 100,000 snapshots it was most of the stage's time; bench/README.md, "Scale").
+-- The catalog is joined once to all of them (the outer `OFFSET 0`), not once per user.
 {{ e.name }}_known AS MATERIALIZED (
-    SELECT t.user_id, t.{{ ident(e.id_col) }}::text AS k
-    FROM cand_user AS cu
-    JOIN {{ ident(e.table) }} AS t
-      ON t.user_id = cu.user_id AND (t.last_seen, t.source_snapshot_id) > (cu.obs, cu.sid)
-    JOIN {{ ident(e.catalog) }} AS cat ON cat.id = t.{{ ident(e.id_col) }}
+    SELECT r.user_id, r.k
+    FROM (
+        SELECT t.user_id, t.id, t.k
+        FROM cand_user AS cu
+        CROSS JOIN LATERAL (
+            SELECT t.user_id, t.{{ ident(e.id_col) }} AS id, t.{{ ident(e.id_col) }}::text AS k
+            FROM {{ ident(e.table) }} AS t
+            WHERE t.user_id = cu.user_id AND (t.last_seen, t.source_snapshot_id) > (cu.obs, cu.sid)
+            OFFSET 0
+        ) AS t
+        OFFSET 0
+    ) AS r
+    JOIN {{ ident(e.catalog) }} AS cat ON cat.id = r.id
 ),
 {% endif %}
 {% set elem = "coalesce(el.elem, el.sec -> (el.ord - 1)::integer)" %}

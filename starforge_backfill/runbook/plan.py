@@ -20,7 +20,7 @@ from starforge_backfill import capacity, jobs, templates
 from starforge_backfill.config import Config
 from starforge_backfill.db import connect_cfg, the_row, translate_errors
 from starforge_backfill.errors import UsageError
-from starforge_backfill.runbook import gates, step_files
+from starforge_backfill.runbook import gates, server_settings, step_files
 from starforge_backfill.timerange import parse_range
 
 CANDIDATES = (1, 2, 4, 8)
@@ -187,6 +187,7 @@ def plan(
         n, total, avg, p95, biggest = the_row(templates.execute(conn, "runbook/wanted_stats.sql", selector.params()))
         cap = capacity.read(conn, cfg.database.max_connections_share)
         cores = server_cores(conn.info.host)
+        srv = server_settings.read(conn)
         db = gates.database_identity(conn)
         if t_avg_s is not None:
             source = "--t-avg"
@@ -230,6 +231,8 @@ def plan(
             f" {cfg.throttle.max_connections_ratio:.0%} of max_connections"
         )
     notes.append("t_avg comes from snapshots applied one per transaction: batched runs are usually faster")
+    _, slow = server_settings.assess(srv, int(n), rec_c / t_avg_s)
+    notes.extend(f"server setting: {w}" for w in slow)
     sizes = {
         "total_bytes": int(total) if total is not None else 0,
         "avg_bytes": round(float(avg)) if avg is not None else None,

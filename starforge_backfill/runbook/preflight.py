@@ -32,7 +32,7 @@ from starforge_backfill.db import connect_cfg, translate_errors
 from starforge_backfill.errors import EtlError, ExitCode, UsageError
 from starforge_backfill.etl.pipeline import ConnectionHolder
 from starforge_backfill.redact import redact_dsn, scrub_text
-from starforge_backfill.runbook import gates, step_files
+from starforge_backfill.runbook import gates, server_settings, step_files
 from starforge_backfill.runbook.census import judge_shapes
 from starforge_backfill.runbook.common import ATTESTED, FAIL, PASS, Check, RssSampler, mb
 from starforge_backfill.runbook.dry_run import trial_apply
@@ -47,6 +47,7 @@ CHECKS = (
     "payload-shapes",
     "catalog-coverage",
     "capacity",
+    "server-settings",
     "monitoring",
     "communication",
     "schema",
@@ -154,6 +155,7 @@ def preflight(
         say("preflight: catalog coverage")
         checks.append(_db_check("catalog-coverage", schema_ok, lambda: _catalog(cfg, conn, f, t, catalog_scan_limit)))
         checks.append(_guard("capacity", lambda: _capacity(cfg, conn, concurrency)))
+        checks.append(_db_check("server-settings", schema_ok, lambda: _server_settings(conn, f, t, concurrency)))
         checks.append(_guard("monitoring", lambda: _monitoring(cfg)))
         checks.append(
             Check("communication", ATTESTED, "support and stakeholders informed (attested by the operator)")
@@ -399,6 +401,21 @@ def _capacity(cfg: Config, conn: psycopg.Connection[Any], concurrency: int) -> C
     if planned > cap.free:
         return Check("capacity", FAIL, f"{head}: only {cap.free} connection(s) free right now", data)
     return Check("capacity", PASS, f"{head} within the budget {cap.budget} ({share}); CPU/IO not checked", data)
+
+
+def _server_settings(conn: psycopg.Connection[Any], f: dt.datetime, t: dt.datetime, concurrency: int) -> Check:
+    """shared_buffers, max_wal_size, checkpoint_timeout against a backfill of the range: a warning, not a failure."""
+    counts = templates.fetch_one(conn, "census/range_count.sql", {"from_ts": f, "to_ts": t}) or {}
+    n = int(counts.get("in_range") or 0)
+    rate = server_settings.BENCH_SNAPSHOTS_PER_S_PER_WORKER * concurrency
+    data, warnings = server_settings.assess(server_settings.read(conn), n, rate)
+    head = (
+        f"shared_buffers {data['shared_buffers_mb']} MB, max_wal_size {data['max_wal_size_mb']} MB, "
+        f"checkpoint_timeout {data['checkpoint_timeout_s']} s for {n:,} snapshot(s)"
+    )
+    if not warnings:
+        return Check("server-settings", PASS, f"{head}: none should slow the backfill", data)
+    return Check("server-settings", PASS, f"{head}: {len(warnings)} warning(s)", data, warning="; ".join(warnings))
 
 
 def _monitoring(cfg: Config) -> Check:

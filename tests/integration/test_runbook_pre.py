@@ -276,6 +276,7 @@ def test_preflight_passes_when_everything_is_present(
         "payload-shapes": "pass",
         "catalog-coverage": "pass",
         "capacity": "pass",
+        "server-settings": "pass",
         "monitoring": "pass",
         "communication": "attested",
         "schema": "pass",
@@ -294,7 +295,7 @@ def test_preflight_passes_when_everything_is_present(
     assert gate is not None and gate["passed"] and gate["details"]["backup"]["backup_id"] == "snap-2024-01-11"
     (newest,) = (tmp_path / "art" / "runbook").glob(f"*/{cfg.fingerprint()[:12]}/preflight.json")
     body = artifacts.read_json(newest, "preflight")
-    assert body["passed"] and len(body["checks"]) == 10
+    assert body["passed"] and len(body["checks"]) == 11
     shapes = res.check("payload-shapes")
     failing = sum(1 for kind in corpus.values() if kind.split(":")[-1] in SHAPE_FAILING_KINDS)
     assert shapes.data["exact"] and shapes.data["snapshots"] == len(corpus) and shapes.data["failing"] == failing > 0
