@@ -91,6 +91,7 @@ class ThrottleConfig:
     guard_step_s: float = field(default=5.0, metadata=_m("duration"))
     sample_every_s: float = field(default=5.0, metadata=_m("duration", lo=0, lo_open=True))
     block_check_s: float = field(default=0.25, metadata=_m("duration"))
+    nice_ratio_max: float = field(default=3.0, metadata=_m("float", lo=0, hi=100))
 
 
 @dataclass(frozen=True)

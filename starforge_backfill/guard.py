@@ -11,6 +11,9 @@ autovacuum on the target tables, the WAL rate, replica lag, and the job's `guard
 
 - healthy: every `guard_step_s`, one more worker may claim work and the batch cap doubles, until none is left;
 - slow: every `guard_step_s`, one worker fewer (never below one) and the batch cap halves (never below the minimum);
+- slow at one worker: every `guard_step_s`, each batch is followed by a pause of `nice` times its duration,
+  `nice` growing by 0.5 up to `nice_ratio_max` (gh-ost's nice-ratio: at 3 the backfill uses a quarter of the
+  time it would), and shrinking by 0.5 per step once healthy, before any worker comes back;
 - hold: no batch at all until every hold signal has been clear for `hold_recover_s` (hysteresis).
 
 An event (`guard`) is written when the level or its reason changes, never per reading; a reading is kept in
@@ -34,6 +37,7 @@ import psycopg
 from starforge_backfill import jobs, templates
 from starforge_backfill.engine import ThrottleDecision
 from starforge_backfill.errors import DatabaseUnavailable
+from starforge_backfill.etl.pipeline import BatchResult
 from starforge_backfill.guard_watch import BlockingWatcher
 from starforge_backfill.throttle import HealthThrottle, ThrottleSettings
 
@@ -65,6 +69,7 @@ class GuardSettings(ThrottleSettings):
     guard_step_s: float = 5.0  # workers and batch cap change one step at most this often
     sample_every_s: float = 5.0
     block_check_s: float = 0.25  # the blocking watcher's interval (0: no watcher)
+    nice_ratio_max: float = 3.0  # slow at one worker: idle up to this many times each batch's duration
     min_batch_size: int = 10
 
 
@@ -208,6 +213,8 @@ class ProductionGuard(HealthThrottle):
         self.cap: int | None = None  # the batch size cap (None: the sizer's own)
         self.wanted = max_batch_size  # the largest size a worker asked for
         self.watcher = BlockingWatcher(self, connect) if settings.block_check_s > 0 else None
+        self.nice = 0.0  # slow at one worker: each batch is followed by nice x its duration of idling
+        self._owed = threading.local()  # per worker thread: the idle time its last batch owes
 
     # ---- what the engine asks -----------------------------------------------------------------------------
 
@@ -219,7 +226,16 @@ class ProductionGuard(HealthThrottle):
         self.check()
         if self.level == HOLD:
             return dataclasses.replace(decision, sleep_s=max(decision.sleep_s, self.settings.sleep_s or 0.5))
+        owed, self._owed.s = getattr(self._owed, "s", 0.0), 0.0
+        if owed > 0 and self.nice > 0:  # once per batch: the next call finds nothing owed and goes on
+            state = f"slow: nice {self.nice:g} (idle {owed:.2f}s after the batch)"
+            return dataclasses.replace(decision, sleep_s=max(decision.sleep_s, owed), state=decision.state or state)
         return decision
+
+    def after_batch(self, result: BatchResult, duration_s: float) -> None:
+        """Slow at one worker: the batch owes `nice` times its duration of idling before the next one."""
+        super().after_batch(result, duration_s)
+        self._owed.s = self.nice * max(0.0, duration_s)
 
     def healthy(self) -> bool:
         """The ramp steps up only when the throttle and the guard are both content."""
@@ -381,9 +397,16 @@ class ProductionGuard(HealthThrottle):
         self.level, self.verdict = v.level, v
         n = max(1, len(self.workers))
         if self.level in (SLOW, HOLD) and (entering or now - self._stepped >= s.guard_step_s):
+            at_one = (self.allowed or n) <= 1
+            if self.level == SLOW and at_one and s.nice_ratio_max > 0:
+                self.nice = min(s.nice_ratio_max, self.nice + 0.5)
             self.allowed = 1 if self.level == HOLD else max(1, min(self.allowed or n, n) - 1)
             self.cap = max(self.base.min_batch_size, (self.cap or self.wanted) // 2)
             self._stepped = now
+        elif self.level == HEALTHY and self.nice > 0:
+            if now - self._stepped >= s.guard_step_s:  # the idling goes first, then workers and the cap come back
+                self.nice = max(0.0, self.nice - 0.5)
+                self._stepped = now
         elif self.level == HEALTHY and (self.allowed is not None or self.cap is not None):
             if now - self._stepped >= s.guard_step_s:
                 self.allowed = None if self.allowed is None or self.allowed + 1 >= n else self.allowed + 1
@@ -396,7 +419,7 @@ class ProductionGuard(HealthThrottle):
 
     def state_text(self) -> str:
         """The guard's state in words (status, readings)."""
-        return self.verdict.message
+        return self.verdict.message + (f" (nice {self.nice:g}: idling {self.nice:g}x each batch)" if self.nice else "")
 
     def _event(self, conn: psycopg.Connection[Any]) -> None:
         details = {

@@ -175,6 +175,48 @@ def test_active_sessions_slow_down_one_step_at_a_time_and_events_only_on_change(
     g.close()
 
 
+def test_slow_at_one_worker_idles_after_each_batch_and_the_idling_goes_first_on_recovery(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """gh-ost's nice-ratio: once one worker is left, each batch is followed by nice x its duration of idling,
+    nice growing by 0.5 per step up to nice_ratio_max; when healthy again it shrinks before a worker returns."""
+    from starforge_backfill.etl.pipeline import BatchResult
+
+    cfg = guarded_cfg(pg_dsn, tmp_path, **{"throttle.active_sessions_max": 3, "throttle.nice_ratio_max": 1.5})
+    g = a_guard(cfg)
+    for w in ("w1", "w2"):
+        assert g.may_work(w)
+    threads = _sleepers(pg_dsn, 6, 3.0)
+    q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'production-app' AND state = 'active'"
+    wait_for(lambda: scalar(pg_dsn, q) >= 6, what="six sleeping sessions")
+    niceness = []
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        check_now(g)
+        niceness.append((g.allowed, g.nice))
+        time.sleep(0.05)
+    assert niceness[0] == (1, 0.0)  # first one worker fewer, no idling yet
+    assert [n for _, n in niceness if n][:1] == [0.5] and niceness[-1] == (1, 1.5)  # then 0.5 a step, up to the max
+    with psycopg.connect(pg_dsn) as conn:
+        g.after_batch(BatchResult(snapshots=10), 0.2)
+        first = g.before_batch(conn, "guard-test")
+        second = g.before_batch(conn, "guard-test")
+    assert first.sleep_s == pytest.approx(0.3) and "nice 1.5" in (first.state or "")  # 1.5 x the 0.2 s batch
+    assert second.sleep_s == 0  # owed once per batch
+    for t in threads:
+        t.join()
+    recovery = []
+    deadline = time.monotonic() + 3.0
+    while (g.allowed, g.cap, g.nice) != (None, None, 0.0) and time.monotonic() < deadline:
+        check_now(g)
+        recovery.append((g.allowed, g.nice))
+        time.sleep(0.05)
+    assert g.level == "healthy" and g.nice == 0.0 and g.allowed is None
+    back = next(i for i, (allowed, _) in enumerate(recovery) if allowed != 1)
+    assert all(n == 0.0 for _, n in recovery[back:])  # no worker came back while the backfill still idled
+    g.close()
+
+
 def test_a_slow_guard_lowers_the_workers_that_claim_work_and_the_job_still_ends_exact(
     pg_dsn: str, tmp_path: Path, clean_state: dict
 ) -> None:
