@@ -87,6 +87,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="idle runs guard on / off / on with the batch pinned, alternated (default 3 each; quick 1)",
     )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="a run window opens this many seconds after the first batch (the guard's steady state; default 0)",
+    )
     p.add_argument("--tradeoff-windows", type=int, help="windows per extra trade-off setting (default 2; quick 1)")
     p.add_argument("--snapshots", type=int, help="corpus size (default 6000; quick 1500)")
     p.add_argument(
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     started_at = datetime.now(UTC)
     stamp, pid = started_at.strftime("%Y%m%dT%H%M%SZ"), os.getpid()
     workdir = DATA_DIR / f"impact-{stamp}-{pid}"
-    plan = phases.Plan(window_s=a.window, lead_s=1.0 if a.quick else 2.0)
+    plan = phases.Plan(window_s=a.window, lead_s=1.0 if a.quick else 2.0, warmup_s=a.warmup)
     load_spec = pgbench.Load(a.script, a.rate, a.clients, min(2, a.clients))
     extra = list(a.setting if a.setting is not None else TRADEOFF)
     settings = [backfill.DEFAULT, backfill.OFF, backfill.PINNED]

@@ -26,6 +26,7 @@ class Plan:
     tail_s: float = 1.0  # and this long after the window (its logs' last buffer is lost on SIGINT)
     settle_s: float = 1.0  # pause after the sync
     first_batch_max_s: float = 8.0  # a run window opens at the first committed batch, or this long after start
+    warmup_s: float = 0.0  # ... plus this long: the guard's steady state rather than its first reaction
 
 
 def copy_db(srv: Server, template: str, name: str) -> str:
@@ -111,8 +112,12 @@ def run_window(
             return result
         if not run.batches:
             result["note"] = f"no batch within {plan.first_batch_max_s:g} s of the start: window opened anyway"
-        end = run.sleep_until(start + plan.window_s)
         result["startup_s"] = round(start - run.started, 2)
+        if plan.warmup_s > 0:
+            run.sleep_until(start + plan.warmup_s)
+            start += plan.warmup_s
+            result["warmup_s"] = plan.warmup_s
+        end = run.sleep_until(start + plan.window_s)
         if end < start + plan.window_s - 0.05:
             result["note"] = f"the run ended {start + plan.window_s - end:.1f} s before the window's end"
         if bench is not None:
