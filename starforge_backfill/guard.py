@@ -57,8 +57,8 @@ class GuardSettings(ThrottleSettings):
     probe_sql: str = "SELECT 1"
     baseline_samples: int = 5
     probe_window: int = 10  # the probe's p90 (slow) and median (hold) over this many latest samples
-    probe_floor_ms: float = 5.0  # a ratio counts only when the p90 is this much above the baseline, too
-    probe_latency_ratio_max: float = 3.0  # slow
+    probe_floor_ms: float = 0.5  # a ratio counts only when the p90 is this much above the baseline, too
+    probe_latency_ratio_max: float = 1.5  # slow
     probe_latency_ratio_critical: float = 10.0  # hold
     active_sessions_max: int = 64  # other active sessions: slow
     waiting_sessions_max: int = 8  # other sessions waiting on Lock, LWLock or IO: slow
