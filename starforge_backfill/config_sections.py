@@ -78,7 +78,8 @@ class ThrottleConfig:
     # the production guard (guard.py; docs/DESIGN.md "The production guard"); 0 switches a signal off
     probe_sql: str = field(default="SELECT 1", metadata=_m("str"))
     baseline_samples: int = field(default=5, metadata=_m("int", lo=1, hi=1000))
-    probe_window: int = field(default=10, metadata=_m("int", lo=1, hi=1000))
+    probe_samples: int = field(default=3, metadata=_m("int", lo=1, hi=20))
+    probe_window: int = field(default=30, metadata=_m("int", lo=1, hi=1000))
     probe_floor_ms: float = field(default=0.5, metadata=_m("float", lo=0))
     probe_latency_ratio_max: float = field(default=1.5, metadata=_m("float", lo=0))
     probe_latency_ratio_critical: float = field(default=10.0, metadata=_m("float", lo=0))
@@ -89,9 +90,11 @@ class ThrottleConfig:
     wal_bytes_per_s_max: float = field(default=256e6, metadata=_m("float", lo=0))
     hold_recover_s: float = field(default=10.0, metadata=_m("duration"))
     guard_step_s: float = field(default=5.0, metadata=_m("duration"))
+    slow_recover_s: float = field(default=15.0, metadata=_m("duration"))
     sample_every_s: float = field(default=5.0, metadata=_m("duration", lo=0, lo_open=True))
     block_check_s: float = field(default=0.25, metadata=_m("duration"))
     nice_ratio_max: float = field(default=3.0, metadata=_m("float", lo=0, hi=100))
+    nice_step: float = field(default=1.0, metadata=_m("float", lo=0, lo_open=True, hi=100))
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,17 @@ a latency SLO, a hold on a stop signal), pt-online-schema-change (`--max-load` s
 stops) and gh-ost (`--max-lag-millis` on its own heartbeat, hysteresis, thresholds changed while it runs).
 
 One guard per job process, shared by its workers, with its own connection (application_name of the backfill,
-so it never counts itself). It reads at most every `check_every_s`: a probe it times itself against a baseline
-taken before the first batch, the other sessions (active, waiting by class, blocked by us), dead tuples and
-autovacuum on the target tables, the WAL rate, replica lag, and the job's `guard_overrides`. Three levels:
+so it never counts itself). It reads at most every `check_every_s`: a probe (`probe_samples` of them) it times
+itself against a baseline taken before the first batch, the other sessions (active, waiting by class, blocked
+by us), dead tuples and autovacuum on the target tables, the WAL rate, replica lag, and the job's
+`guard_overrides`. Three levels:
 
-- healthy: every `guard_step_s`, one more worker may claim work and the batch cap doubles, until none is left;
+- healthy: once every reading has been healthy for `slow_recover_s` (hysteresis: down fast, up slowly), every
+  `guard_step_s` one more worker may claim work and the batch cap doubles, until none is left;
 - slow: every `guard_step_s`, one worker fewer (never below one) and the batch cap halves (never below the minimum);
 - slow at one worker: every `guard_step_s`, each batch is followed by a pause of `nice` times its duration,
-  `nice` growing by 0.5 up to `nice_ratio_max` (gh-ost's nice-ratio: at 3 the backfill uses a quarter of the
-  time it would), and shrinking by 0.5 per step once healthy, before any worker comes back;
+  `nice` growing by `nice_step` up to `nice_ratio_max` (gh-ost's nice-ratio: at 3 the backfill uses a quarter
+  of the time it would), and shrinking by `nice_step` per step once healthy, before any worker comes back;
 - hold: no batch at all until every hold signal has been clear for `hold_recover_s` (hysteresis).
 
 An event (`guard`) is written when the level or its reason changes, never per reading; a reading is kept in
@@ -46,6 +48,7 @@ log = logging.getLogger("starforge_backfill.guard")
 HEALTHY, SLOW, HOLD = "healthy", "slow", "hold"
 # the tables the ETL writes: their dead tuples and autovacuum are production's concern
 OTHER_MIN_CALLS = 20  # pg_stat_statements: a window with fewer calls of other roles says nothing
+PROBE_GAP_S = 0.005  # between a check's probe samples
 TARGET_TABLES = ("users", "user_troops", "user_pets", "user_artifacts", "user_profile_summary")
 
 
@@ -56,7 +59,8 @@ class GuardSettings(ThrottleSettings):
 
     probe_sql: str = "SELECT 1"
     baseline_samples: int = 5
-    probe_window: int = 10  # the probe's p90 (slow) and median (hold) over this many latest samples
+    probe_samples: int = 3  # probes per check, a few ms apart: one a second misses most of a short stall
+    probe_window: int = 30  # the probe's p90 (slow) and median (hold) over this many latest samples
     probe_floor_ms: float = 0.5  # a ratio counts only when the p90 is this much above the baseline, too
     probe_latency_ratio_max: float = 1.5  # slow
     probe_latency_ratio_critical: float = 10.0  # hold
@@ -67,9 +71,11 @@ class GuardSettings(ThrottleSettings):
     wal_bytes_per_s_max: float = 256e6  # slow
     hold_recover_s: float = 10.0  # a hold lasts until every signal has been clear this long
     guard_step_s: float = 5.0  # workers and batch cap change one step at most this often
+    slow_recover_s: float = 15.0  # a guard steps back up only after every reading has been healthy this long
     sample_every_s: float = 5.0
     block_check_s: float = 0.25  # the blocking watcher's interval (0: no watcher)
     nice_ratio_max: float = 3.0  # slow at one worker: idle up to this many times each batch's duration
+    nice_step: float = 1.0  # the idling grows (slow) and shrinks (healthy) by this much per guard_step
     min_batch_size: int = 10
 
 
@@ -200,6 +206,7 @@ class ProductionGuard(HealthThrottle):
         self.level = HEALTHY
         self._recorded: tuple[str, str | None] = (HEALTHY, None)
         self._clear_since: float | None = None
+        self._healthy_since: float | None = None  # since when every reading has been healthy (None: not now)
         self._stepped = 0.0
         self._sampled = 0.0
         self._wal: tuple[float, float] | None = None  # (bytes, monotonic time) of the previous reading
@@ -315,7 +322,10 @@ class ProductionGuard(HealthThrottle):
         conn = self._db()
         if self.baseline_ms is None:
             self._take_baseline(conn)
-        self._samples.append(self._probe(conn))
+        for i in range(max(1, self.settings.probe_samples)):
+            if i:
+                time.sleep(PROBE_GAP_S)
+            self._samples.append(self._probe(conn))
         r = self._read(conn, now)
         self.settings = apply_overrides(self.base, r.pop("overrides", None))
         if self.watcher is not None:
@@ -395,20 +405,20 @@ class ProductionGuard(HealthThrottle):
                 self._clear_since = None
         entering = v.level != self.level
         self.level, self.verdict = v.level, v
+        self._healthy_since = (self._healthy_since or now) if v.level == HEALTHY else None
         n = max(1, len(self.workers))
         if self.level in (SLOW, HOLD) and (entering or now - self._stepped >= s.guard_step_s):
             at_one = (self.allowed or n) <= 1
             if self.level == SLOW and at_one and s.nice_ratio_max > 0:
-                self.nice = min(s.nice_ratio_max, self.nice + 0.5)
+                self.nice = min(s.nice_ratio_max, self.nice + max(0.1, s.nice_step))
             self.allowed = 1 if self.level == HOLD else max(1, min(self.allowed or n, n) - 1)
             self.cap = max(self.base.min_batch_size, (self.cap or self.wanted) // 2)
             self._stepped = now
-        elif self.level == HEALTHY and self.nice > 0:
-            if now - self._stepped >= s.guard_step_s:  # the idling goes first, then workers and the cap come back
-                self.nice = max(0.0, self.nice - 0.5)
+        elif self.level == HEALTHY and self._step_up_due(now):
+            if self.nice > 0:  # the idling goes first, then workers and the cap come back
+                self.nice = max(0.0, self.nice - max(0.1, s.nice_step))
                 self._stepped = now
-        elif self.level == HEALTHY and (self.allowed is not None or self.cap is not None):
-            if now - self._stepped >= s.guard_step_s:
+            elif self.allowed is not None or self.cap is not None:
                 self.allowed = None if self.allowed is None or self.allowed + 1 >= n else self.allowed + 1
                 self.cap = None if self.cap is None or self.cap * 2 >= self.wanted else self.cap * 2
                 self._stepped = now
@@ -416,6 +426,11 @@ class ProductionGuard(HealthThrottle):
         changed = key != self._recorded
         self._recorded = key
         return changed
+
+    def _step_up_due(self, now: float) -> bool:
+        """Healthy for `slow_recover_s` (the first step up) and `guard_step_s` since the last step."""
+        healthy_for = now - (self._healthy_since or now)
+        return healthy_for >= self.settings.slow_recover_s and now - self._stepped >= self.settings.guard_step_s
 
     def state_text(self) -> str:
         """The guard's state in words (status, readings)."""

@@ -42,6 +42,7 @@ QUIET = {  # every guard signal out of the way but the one a test drives (the se
     "throttle.check_every": "0.1s",
     "throttle.sleep": "0.1s",
     "throttle.guard_step": "0.2s",
+    "throttle.slow_recover": "0.2s",
     "throttle.hold_recover": "1s",
     "throttle.sample_every": "0.5s",
     "throttle.block_check": "0.1s",
@@ -179,10 +180,11 @@ def test_slow_at_one_worker_idles_after_each_batch_and_the_idling_goes_first_on_
     pg_dsn: str, tmp_path: Path
 ) -> None:
     """gh-ost's nice-ratio: once one worker is left, each batch is followed by nice x its duration of idling,
-    nice growing by 0.5 per step up to nice_ratio_max; when healthy again it shrinks before a worker returns."""
+    nice growing by nice_step per step up to nice_ratio_max; when healthy again it shrinks before a worker returns."""
     from starforge_backfill.etl.pipeline import BatchResult
 
-    cfg = guarded_cfg(pg_dsn, tmp_path, **{"throttle.active_sessions_max": 3, "throttle.nice_ratio_max": 1.5})
+    knobs = {"throttle.active_sessions_max": 3, "throttle.nice_ratio_max": 1.5, "throttle.nice_step": 0.5}
+    cfg = guarded_cfg(pg_dsn, tmp_path, **knobs)
     g = a_guard(cfg)
     for w in ("w1", "w2"):
         assert g.may_work(w)
@@ -214,6 +216,73 @@ def test_slow_at_one_worker_idles_after_each_batch_and_the_idling_goes_first_on_
     assert g.level == "healthy" and g.nice == 0.0 and g.allowed is None
     back = next(i for i, (allowed, _) in enumerate(recovery) if allowed != 1)
     assert all(n == 0.0 for _, n in recovery[back:])  # no worker came back while the backfill still idled
+    g.close()
+
+
+def test_each_check_times_probe_samples_probes_and_judges_their_window(pg_dsn: str, tmp_path: Path) -> None:
+    """One probe a second misses most of a short stall: each check runs `probe_samples` probes (counted here
+    by a probe that writes a row), and the p90 is over the last `probe_window` of them."""
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS probe_hits; CREATE TABLE probe_hits (at timestamptz DEFAULT clock_timestamp())")
+    knobs = {
+        "throttle.probe_sql": "INSERT INTO probe_hits DEFAULT VALUES",
+        "throttle.probe_samples": 4,
+        "throttle.baseline_samples": 5,
+        "throttle.probe_window": 6,
+    }
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **knobs))
+    check_now(g)
+    assert scalar(pg_dsn, "SELECT count(*) FROM probe_hits") == 5 + 4  # the baseline, then one check's probes
+    check_now(g)
+    assert scalar(pg_dsn, "SELECT count(*) FROM probe_hits") == 5 + 4 + 4
+    assert len(g._samples) == 6  # the window keeps the newest probe_window
+    gaps = scalar(pg_dsn, "SELECT min(d) FROM (SELECT at - lag(at) OVER (ORDER BY at) AS d FROM probe_hits) x")
+    assert gaps.total_seconds() >= 0.004  # spaced a few ms apart, not back to back
+    g.close()
+
+
+def test_a_guard_steps_back_up_only_after_slow_recover_of_healthy_readings(pg_dsn: str, tmp_path: Path) -> None:
+    """Down fast, up slowly: once the slow signal clears, the workers, the cap and the idling stay where they
+    are until every reading has been healthy for slow_recover; then they come back one step per guard_step.
+    A slow reading in between starts the wait again."""
+    knobs = {"throttle.active_sessions_max": 3, "throttle.slow_recover": "1.5s", "throttle.nice_step": 1.0}
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **knobs))
+    for w in ("w1", "w2"):
+        assert g.may_work(w)
+    q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'production-app' AND state = 'active'"
+
+    def slow_for(seconds: float) -> tuple[int | None, float]:
+        threads = _sleepers(pg_dsn, 6, seconds)
+        wait_for(lambda: scalar(pg_dsn, q) >= 6, what="six sleeping sessions")
+        while any(t.is_alive() for t in threads):
+            check_now(g)
+            time.sleep(0.05)
+        wait_for(lambda: scalar(pg_dsn, q) == 0, what="the sleepers gone")
+        check_now(g)
+        return g.allowed, g.nice
+
+    def watch(seconds: float) -> list[tuple[float, str, int | None, float]]:
+        seen, t0 = [], time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            check_now(g)
+            seen.append((time.monotonic() - t0, g.level, g.allowed, g.nice))
+            time.sleep(0.05)
+        return seen
+
+    held = slow_for(1.0)
+    assert held[0] == 1 and held[1] >= 2.0 and held[1] == int(held[1])  # one worker, then 1 more idling a step
+    early = watch(1.0)
+    assert {lvl for _, lvl, _, _ in early} == {"healthy"}
+    assert {(a, n) for _, _, a, n in early} == {held}  # healthy, but not yet for slow_recover: no step up
+    held = slow_for(0.5)  # slow again before slow_recover: the wait starts over
+    assert g.level == "healthy" and held[0] == 1  # that reading was the first healthy one
+    late = watch(1.5 + 4 * 0.2 + 1.5)
+    steps = [(a, n) for _, _, a, n in late]
+    assert steps[-1] == (None, 0.0)  # all the way back, after slow_recover: the idling first, then the worker
+    first_change = next(t for t, _, a, n in late if (a, n) != held)
+    assert first_change >= 1.4  # not before slow_recover (1.5 s) of healthy readings
+    back = next(i for i, (a, _) in enumerate(steps) if a != 1)
+    assert all(n == 0.0 for _, n in steps[back:])
     g.close()
 
 
