@@ -13,7 +13,8 @@ in time:
   peak RSS; pg_stat_statements per statement (time, calls, buffers read, temp blocks written: a spill),
   and auto_explain's EXPLAIN (ANALYZE, BUFFERS) of a sample of the run's statements (server log);
 - **ops** on the last run's database: status, census --sample 5 (and exact up to --census-exact-max),
-  verify (sample), verify --full when the command has it, plan, report: wall time of each subprocess.
+  verify (sample), verify --full of the last run's job (--job-id) when the command has it, plan, report:
+  wall time of each subprocess, and each verify's verdict (passed, failed checks, the full check's findings).
 
 Every figure is recorded with the load average of the moment; ratios to the floor measured minutes apart
 are what to compare. Writes bench/results/scale-<stamp>.json and prints a table per size.
@@ -242,7 +243,34 @@ def _plans(log: Path | None, offset: int, out: Path) -> int:
     return len(plans)
 
 
-def _cli(dsn: str, artifacts: Path, *argv: str) -> dict[str, Any]:
+def verdict(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a `verify --json` document concluded: passed, the failed checks, the mode and scope, and the
+    `full` check's counts (users, snapshots, its own seconds, findings by kind and table, the first few)."""
+    out: dict[str, Any] = {
+        "passed": doc.get("passed"),
+        "failed": doc.get("failed"),
+        "mode": doc.get("mode"),
+        "mode_detail": doc.get("mode_detail"),
+        "scope": doc.get("scope"),
+        "artifact": doc.get("artifact"),
+    }
+    for check in doc.get("checks") or []:
+        if check.get("name") != "full":
+            continue
+        data = check.get("data") or {}
+        out["full"] = {k: data.get(k) for k in ("users", "snapshots", "chunks", "seconds", "snapshots_per_s", "rows")}
+        out["full"] |= {
+            "finding_count": data.get("finding_count"),
+            "by_kind": data.get("by_kind"),
+            "by_table": data.get("by_table"),
+            "findings_first": (data.get("findings") or [])[:5],
+            "detail": check.get("detail", "")[:500],
+        }
+    return out
+
+
+def _cli(dsn: str, artifacts: Path, *argv: str, parse: bool = False) -> dict[str, Any]:
+    """Run one command as a subprocess: wall time, exit code, load; with `parse`, its --json document too."""
     script = Path(sys.executable).parent / "starforge-backfill"
     cmd = [str(script), "--dsn", dsn, "--artifacts-dir", str(artifacts), "--json", *argv]
     started = time.perf_counter()
@@ -251,9 +279,23 @@ def _cli(dsn: str, artifacts: Path, *argv: str) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - started, 2),
         "exit": proc.returncode,
         "load": _load(),
+        "argv": list(argv),
     }
     if proc.returncode not in (0, 1):
         result["stderr"] = proc.stderr.strip()[-300:]
+    if parse:
+        try:
+            result["doc"] = json.loads(proc.stdout)
+        except ValueError:
+            result["stdout_head"] = proc.stdout[:300]
+    return result
+
+
+def _verify(dsn: str, artifacts: Path, *argv: str) -> dict[str, Any]:
+    """`verify` timed, with its verdict (not only its exit code) recorded."""
+    result = _cli(dsn, artifacts, "verify", *argv, parse=True)
+    if "doc" in result:
+        result["verdict"] = verdict(result.pop("doc"))
     return result
 
 
@@ -270,9 +312,12 @@ def ops(dsn: str, artifacts: Path, job_id: str | None, n: int, census_exact_max:
     out["census_sample5"] = _cli(dsn, artifacts, "census", *window, "--sample", "5")
     if n <= census_exact_max:
         out["census_exact"] = _cli(dsn, artifacts, "census", *window)
-    out["verify_sample"] = _cli(dsn, artifacts, "verify", *window)
+    out["verify_sample"] = _verify(dsn, artifacts, *window)
     if _has_option("verify", "--full"):
-        out["verify_full"] = _cli(dsn, artifacts, "verify", *window, "--full")
+        # the run's job as a whole (its range and selector, and its counters checked against the tables);
+        # without a job id, the generated window (every snapshot: the same rows, not the job's checks)
+        scope = ("--job-id", job_id) if job_id else window
+        out["verify_full"] = _verify(dsn, artifacts, *scope, "--full")
     else:
         out["verify_full"] = {"skipped": "verify has no --full in this checkout"}
     out["plan"] = _cli(dsn, artifacts, "plan", *window, "--t-avg", "0.0005", "--concurrency", "2")
@@ -355,6 +400,16 @@ def measure_size(srv: Server, log: Path | None, n: int, args: argparse.Namespace
     return result
 
 
+def _verdict_text(op: dict[str, Any]) -> str:
+    v = op.get("verdict")
+    if not v:
+        return ""
+    text = " passed" if v.get("passed") else f" FAILED {v.get('failed')}"
+    if "full" in v:
+        text += f", {v['full']['finding_count']} finding(s) over {v['full']['snapshots']} snapshots"
+    return f" [{text.strip()}]"
+
+
 def _print(results: list[dict[str, Any]]) -> None:
     print("| N | C | run s | snap/s | floor s | floor/run | per worker | peak RSS | load |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -370,7 +425,7 @@ def _print(results: list[dict[str, Any]]) -> None:
         print(
             f"N={res['snapshots']:,} ops: "
             + ", ".join(
-                f"{k} {v['wall_s']} s" + (f" (exit {v['exit']})" if v.get("exit") else "")
+                f"{k} {v['wall_s']} s" + (f" (exit {v['exit']})" if v.get("exit") else "") + _verdict_text(v)
                 for k, v in o.items()
                 if "wall_s" in v
             )
