@@ -60,9 +60,20 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="measure floor and run this many times each, alternately (default 3): each is reported by its "
         "median, and floor/run by the median of the adjacent pairs' ratios",
     )
+    parser.add_argument(
+        "--throttle",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add `KEY: VALUE` to the run methods' throttle section (e.g. probe_latency_ratio_max=0 to measure "
+        "without the guard's probe signal); the default config is left as it is",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the databases and bench/data/ afterwards")
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if bad := [t for t in args.throttle if "=" not in t]:
+        parser.error(f"--throttle takes KEY=VALUE, not {bad[0]!r}")
+    args.throttle = dict(t.split("=", 1) for t in args.throttle)
     if unknown := set(args.methods) - set(METHODS):
         parser.error(f"unknown method(s): {', '.join(sorted(unknown))}")
     if args.snapshots < 1 or args.concurrency < 1 or args.repeat < 1:
@@ -113,9 +124,17 @@ def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _measure_run(
-    dsn: str, workdir: Path, concurrency: int, states: dict[str, Any], key: str = "run", extra_config: str = ""
+    dsn: str,
+    workdir: Path,
+    concurrency: int,
+    states: dict[str, Any],
+    key: str = "run",
+    extra_config: str = "",
+    throttle: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    result = runcmd.measure(dsn, workdir / f"{key}-artifacts", concurrency, workdir / f"{key}-logs", extra_config)
+    result = runcmd.measure(
+        dsn, workdir / f"{key}-artifacts", concurrency, workdir / f"{key}-logs", extra_config, throttle
+    )
     state, done = tables.snapshot_state(dsn), tables.progress(dsn)
     states[key] = state
     result.update(rows_in_tables={t: v["rows"] for t, v in state.items()}, snapshots_state=done)
@@ -206,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                         srv,
                         template,
                         pid,
-                        lambda d, k=key, x=extra: _measure_run(d, workdir, args.concurrency, states, k, x),
+                        lambda d, k=key, x=extra: _measure_run(
+                            d, workdir, args.concurrency, states, k, x, args.throttle
+                        ),
                         tag,
                         args.keep,
                     )
@@ -218,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                         srv,
                         template_v2,
                         pid,
-                        lambda d: _measure_run(d, workdir, args.concurrency, states, "run_v2"),
+                        lambda d: _measure_run(d, workdir, args.concurrency, states, "run_v2", throttle=args.throttle),
                         tag,
                         args.keep,
                     )
@@ -258,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             "snapshots_by_kind": dict(stats_v2.by_kind),
         },
         "concurrency": args.concurrency,
+        "throttle": args.throttle,
         "server": server_info,
         "methods": methods,
     }

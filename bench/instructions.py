@@ -41,6 +41,21 @@ VARIANTS = {
         ("etl/screen.sql", {}),
     ],
 }
+# `--whole`: a batch's every statement but the events and the reference path (the flagged snapshots are
+# only left out, not unstaged), in the order apply_in_transaction runs them
+WHOLE = [
+    ("etl/stage.sql", {"source": "table", "elements": "recordset", "catalog_policy": "placeholder"}),
+    ("etl/screen.sql", {}),
+    ("etl/flag.sql", {}),
+    ("etl/users.sql", {}),
+    ("etl/usernames.sql", {}),
+    ("etl/placeholders.sql", {"catalog_policy": "placeholder"}),
+    ("etl/merge_entity.sql", {"entity": "troop"}),
+    ("etl/merge_entity.sql", {"entity": "pet"}),
+    ("etl/merge_entity.sql", {"entity": "artifact"}),
+    ("etl/merge.sql", {"upsert_entities": False}),
+    ("etl/sync_usernames.sql", {}),
+]
 
 
 def _bindir() -> Path:
@@ -120,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "that already hold newer observations, as a newest-first job's later batches do",
     )
     parser.add_argument("--port", type=int, default=5499, help="port of the scratch cluster while loading")
+    parser.add_argument("--whole", action="store_true", help="also count a whole batch (stage to merge.sql)")
+    parser.add_argument("--only-sql", action="store_true", help="count only the --sql files (and --whole)")
     parser.add_argument("--mix", choices=("v1", "v2"), default="v1", help="synthetic mix of shapes (default v1)")
     args = parser.parse_args(argv)
     if not shutil.which("valgrind"):
@@ -134,7 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         ids = _cluster(workdir, bindir, owner, args.snapshots, args.port, args.applied, args.mix)
         batches = [ids[i : i + args.batch] for i in range(0, len(ids), args.batch)][: args.batches]
         setup = ["SET work_mem = '64MB'", templates.render("etl/stage_tables.sql")]
-        variants = {name: [templates.render(t, **ctx) for t, ctx in steps] for name, steps in VARIANTS.items()}
+        steps_by = {} if args.only_sql else dict(VARIANTS)
+        if args.whole:
+            steps_by["whole batch (no events, no reference path)"] = WHOLE
+        variants = {
+            name: [templates.render(t, **{"catalog_policy": "placeholder", **ctx}) for t, ctx in steps]
+            for name, steps in steps_by.items()
+        }
         variants.update({Path(f).name: [Path(f).read_text()] for f in args.sql})
         base = _count(workdir, bindir, owner, setup)
         print(

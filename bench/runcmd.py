@@ -25,7 +25,7 @@ class RunUnavailable(RuntimeError):
 CONFIG = """# written by the bench
 throttle:
   failure_rate_max: 1.0
-gates:
+{throttle}gates:
   ramp: [{concurrency}]
 """
 
@@ -74,12 +74,26 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def measure(dsn: str, artifacts_dir: Path, concurrency: int, logdir: Path, extra_config: str = "") -> dict[str, Any]:
+def config_text(concurrency: int, extra_config: str = "", throttle: dict[str, str] | None = None) -> str:
+    """The bench's config: `throttle` adds `key: value` lines to its throttle section (`--throttle`)."""
+    lines = "".join(f"  {k}: {v}\n" for k, v in (throttle or {}).items())
+    return CONFIG.format(concurrency=concurrency, throttle=lines) + extra_config
+
+
+def measure(
+    dsn: str,
+    artifacts_dir: Path,
+    concurrency: int,
+    logdir: Path,
+    extra_config: str = "",
+    throttle: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run the command; return wall seconds, peak tree RSS, ru_maxrss, exit code and its JSON report.
-    `extra_config`: YAML sections appended to the bench's config (run_noevents: `events: {enabled: false}`)."""
+    `extra_config`: YAML sections appended to the bench's config (run_noevents: `events: {enabled: false}`);
+    `throttle`: keys added to its throttle section."""
     logdir.mkdir(parents=True, exist_ok=True)
     config = logdir / "bench-config.yaml"
-    config.write_text(CONFIG.format(concurrency=concurrency) + extra_config)
+    config.write_text(config_text(concurrency, extra_config, throttle))
     cmd = command(dsn, artifacts_dir, concurrency, config)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = logdir / "run.stdout", logdir / "run.stderr"

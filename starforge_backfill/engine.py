@@ -74,6 +74,38 @@ class BatchSizer:
         return self.size
 
 
+class Wake:
+    """Where the idle workers of one process wait for a chunk to come free or the job to end: a worker that
+    finds no chunk while others still hold some waits up to `poll_s` for one of them to finish or release
+    its chunk (it then looks again at once), instead of always sleeping `poll_s` (at a job's end that sleep
+    was up to half a second of the run's wall time). Workers on other hosts still poll."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    def generation(self) -> int:
+        """Taken before a worker looks for a chunk: `wait` returns at once if anything changed since."""
+        with self._cond:
+            return self._generation
+
+    def notify(self) -> None:
+        """A chunk was finished or released, or the job ended."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, stop: threading.Event, timeout: float) -> None:
+        """Until the generation moves past `seen`, `stop` is set (checked every 50 ms) or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._generation == seen and not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(min(left, 0.05))
+
+
 @dataclasses.dataclass
 class EngineOptions:
     """Everything a worker needs, as plain values."""
@@ -90,6 +122,7 @@ class EngineOptions:
     target_batch_s: float = 0.0
     throttle: Throttle | None = None
     outages: Outages = dataclasses.field(default_factory=Outages)  # shared by the workers of one process
+    wake: Wake = dataclasses.field(default_factory=Wake)  # likewise
 
 
 OnBatch = Callable[[str, BatchResult, float], None]
@@ -208,21 +241,25 @@ class ChunkWorker:
             if not _may_work(self.options.throttle, self.name):  # the guard lowered the concurrency: wait
                 self.stop.wait(max(self.options.poll_s, 0.5))
                 continue
+            seen = self.options.wake.generation()
             chunk = self._db(jobs.claim_chunk, self.job_id, self.name, self.options.claim_ttl_s)
             self._last_beat = time.monotonic()
             if chunk is None:
                 if self._db(jobs.finish_job, self.job_id) is not None:
+                    self.options.wake.notify()
                     return RunOutcome.DONE
                 open_chunks, _held = self._db(jobs.chunk_progress, self.job_id, self.options.claim_ttl_s)
                 if open_chunks == 0:
                     status, _ = self._db(jobs.job_status, self.job_id)
                     return status
-                self.stop.wait(self.options.poll_s)
+                self.options.wake.wait(seen, self.stop, self.options.poll_s)
                 continue
             try:
                 ended = self._work_chunk(chunk, selector)
             except LostChunk:
                 continue
+            finally:
+                self.options.wake.notify()  # the chunk is finished or released (or lost): idle workers look again
             if ended == _STAND_DOWN:
                 continue
             if ended != ChunkOutcome.DONE:

@@ -256,6 +256,15 @@ def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dic
     worker inserted one of the same rows meanwhile (MERGE has no ON CONFLICT): the savepoint is rolled back
     and merge.sql writes them as upserts instead."""
     written: dict[str, int] = {}
+    # The MERGEs plan with random_page_cost at most 1.1 (the server's own value when lower), set locally and
+    # put back right after: at the default 4 the planner hashed the batch and scanned the whole target table
+    # per batch once it held ~100k to ~1.1M rows, where a batch's index probes are 5x faster; for a batch that
+    # touches much of a small table it still hashes (bench/README.md, "Issue 18 part 3").
+    row = conn.execute(
+        "SELECT current_setting('random_page_cost'),"
+        " set_config('random_page_cost', least(current_setting('random_page_cost')::float8, 1.1)::text, true)"
+    ).fetchone()
+    restore = "SELECT set_config('random_page_cost', %s, true)"
     try:
         with conn.transaction():
             for entity, table in ENTITY_TABLES:
@@ -265,7 +274,9 @@ def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dic
                 written[table] = max(cur.rowcount, 0)
     except psycopg.errors.UniqueViolation:
         log.debug("MERGE met a row inserted concurrently: upserting this batch instead")
+        conn.execute(restore, [row[0] if row else "4"])
         return None
+    conn.execute(restore, [row[0] if row else "4"])
     return written
 
 
