@@ -36,14 +36,16 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 # lasts through a window
 SIZE_MIX = ((0.85, 30_000), (0.15, 300_000))
 DURABLE = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
-# extra points for the trade-off plot; each is kept only if this checkout's config accepts its keys
-# (the guard's probe: `probe_floor_ms` is how far above its baseline the probe's p90 must be before a ratio
-# counts at all)
+# extra points for the trade-off plot; each is kept only if this checkout's config accepts its keys. The
+# `pinned-*` points hold the guard at one fixed duty cycle (a probe ratio of 0.001 is always "slow": one
+# worker, and `nice_ratio_max` idling reached in one step), mapping what each level of backing off buys;
+# `floor5-3x` is the first defaults (a probe floor of 5 ms, slow at 3x)
+ALWAYS_SLOW = {"probe_floor_ms": 0.0, "probe_latency_ratio_max": 0.001}
 TRADEOFF = (
-    backfill.Setting("probe-2x", {"probe_floor_ms": 1.0, "probe_latency_ratio_max": 2.0}),
-    backfill.Setting(
-        "probe-1.5x", {"probe_floor_ms": 0.5, "probe_latency_ratio_max": 1.5, "probe_latency_ratio_critical": 4.0}
-    ),
+    backfill.Setting("pinned-1w", ALWAYS_SLOW | {"nice_ratio_max": 0.0}),
+    backfill.Setting("pinned-1w-nice1", ALWAYS_SLOW | {"nice_ratio_max": 1.0, "nice_step": 1.0}),
+    backfill.Setting("pinned-1w-nice3", ALWAYS_SLOW | {"nice_ratio_max": 3.0, "nice_step": 3.0}),
+    backfill.Setting("floor5-3x", {"probe_floor_ms": 5.0, "probe_latency_ratio_max": 3.0}),
 )
 
 
