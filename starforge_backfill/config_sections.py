@@ -80,9 +80,10 @@ class ThrottleConfig:
     baseline_samples: int = field(default=5, metadata=_m("int", lo=1, hi=1000))
     probe_samples: int = field(default=3, metadata=_m("int", lo=1, hi=20))
     probe_window: int = field(default=30, metadata=_m("int", lo=1, hi=1000))
-    probe_floor_ms: float = field(default=0.5, metadata=_m("float", lo=0))
+    probe_floor_ms: float = field(default=0.25, metadata=_m("float", lo=0))
     probe_latency_ratio_max: float = field(default=1.5, metadata=_m("float", lo=0))
     probe_latency_ratio_critical: float = field(default=10.0, metadata=_m("float", lo=0))
+    probe_min_tps: float = field(default=100.0, metadata=_m("float", lo=0))
     active_sessions_max: int = field(default=64, metadata=_m("int", lo=0))
     waiting_sessions_max: int = field(default=8, metadata=_m("int", lo=0))
     dead_tuples_max: int = field(default=10_000_000, metadata=_m("int", lo=0))
@@ -93,7 +94,7 @@ class ThrottleConfig:
     slow_recover_s: float = field(default=15.0, metadata=_m("duration"))
     sample_every_s: float = field(default=5.0, metadata=_m("duration", lo=0, lo_open=True))
     block_check_s: float = field(default=0.25, metadata=_m("duration"))
-    nice_ratio_max: float = field(default=3.0, metadata=_m("float", lo=0, hi=100))
+    nice_ratio_max: float = field(default=1.5, metadata=_m("float", lo=0, hi=100))
     nice_step: float = field(default=1.0, metadata=_m("float", lo=0, lo_open=True, hi=100))
 
 

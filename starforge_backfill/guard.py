@@ -12,7 +12,9 @@ by us), dead tuples and autovacuum on the target tables, the WAL rate, replica l
 
 - healthy: once every reading has been healthy for `slow_recover_s` (hysteresis: down fast, up slowly), every
   `guard_step_s` one more worker may claim work and the batch cap doubles, until none is left;
-- slow: every `guard_step_s`, one worker fewer (never below one) and the batch cap halves (never below the minimum);
+- slow: every `guard_step_s`, one worker fewer (never below one) and the batch cap halves (never below the minimum),
+  until one worker is left (then the idling below takes over: batches of 10 cost their fixed statements
+  25 times as often as 250 for the same CPU per snapshot);
 - slow at one worker: every `guard_step_s`, each batch is followed by a pause of `nice` times its duration,
   `nice` growing by `nice_step` up to `nice_ratio_max` (gh-ost's nice-ratio: at 3 the backfill uses a quarter
   of the time it would), and shrinking by `nice_step` per step once healthy, before any worker comes back;
@@ -61,9 +63,10 @@ class GuardSettings(ThrottleSettings):
     baseline_samples: int = 5
     probe_samples: int = 3  # probes per check, a few ms apart: one a second misses most of a short stall
     probe_window: int = 30  # the probe's p90 (slow) and median (hold) over this many latest samples
-    probe_floor_ms: float = 0.5  # a ratio counts only when the p90 is this much above the baseline, too
+    probe_floor_ms: float = 0.25  # a ratio counts only when the p90 is this much above the baseline, too
     probe_latency_ratio_max: float = 1.5  # slow
     probe_latency_ratio_critical: float = 10.0  # hold
+    probe_min_tps: float = 100.0  # the probe counts only while the server runs this many transactions/s
     active_sessions_max: int = 64  # other active sessions: slow
     waiting_sessions_max: int = 8  # other sessions waiting on Lock, LWLock or IO: slow
     dead_tuples_max: int = 10_000_000  # on one target table: slow
@@ -74,7 +77,7 @@ class GuardSettings(ThrottleSettings):
     slow_recover_s: float = 15.0  # a guard steps back up only after every reading has been healthy this long
     sample_every_s: float = 5.0
     block_check_s: float = 0.25  # the blocking watcher's interval (0: no watcher)
-    nice_ratio_max: float = 3.0  # slow at one worker: idle up to this many times each batch's duration
+    nice_ratio_max: float = 1.5  # slow at one worker: idle up to this many times each batch's duration
     nice_step: float = 1.0  # the idling grows (slow) and shrinks (healthy) by this much per guard_step
     min_batch_size: int = 10
 
@@ -132,9 +135,12 @@ def judge(r: dict[str, Any], s: GuardSettings) -> Verdict:
         ratio = value / base if base > 0 else float("inf")
         return ratio if ratio >= ratio_max else None
 
-    # hold on the median (sustained: most probes are that slow), slow on the p90 (the tail production feels)
-    critical = over(median, s.probe_latency_ratio_critical)
-    slow = over(p90, s.probe_latency_ratio_max)
+    # hold on the median (sustained: most probes are that slow), slow on the p90 (the tail production feels);
+    # on a server with next to no traffic but ours, a slow probe is our own load and hurts nobody
+    xacts = r.get("xacts_per_s")
+    idle = bool(s.probe_min_tps) and xacts is not None and xacts < s.probe_min_tps
+    critical = None if idle else over(median, s.probe_latency_ratio_critical)
+    slow = None if idle else over(p90, s.probe_latency_ratio_max)
     if critical is not None:
         said = f"probe median {median:.1f} ms = {critical:.1f}x baseline {base:.2f} ms"
         holds.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_critical:g}x)"))
@@ -210,6 +216,7 @@ class ProductionGuard(HealthThrottle):
         self._stepped = 0.0
         self._sampled = 0.0
         self._wal: tuple[float, float] | None = None  # (bytes, monotonic time) of the previous reading
+        self._xacts: tuple[float, float] | None = None  # (transactions, monotonic time) of the previous reading
         self._pgss: tuple[float, float] | None = None  # (calls, total ms) of the previous reading
         self._has_pgss: bool | None = None
         self._vacuum = False  # the previous reading saw a vacuum on a target table
@@ -360,6 +367,10 @@ class ProductionGuard(HealthThrottle):
         if self._wal is not None and now > self._wal[1]:
             rate = max(0.0, wal - self._wal[0]) / (now - self._wal[1])
         self._wal = (wal, now)
+        xacts, xact_rate = float(row.pop("xacts")), None
+        if self._xacts is not None and now > self._xacts[1]:
+            xact_rate = max(0.0, xacts - self._xacts[0]) / (now - self._xacts[1])
+        self._xacts = (xacts, now)
         samples = list(self._samples)
         return row | {
             "probe_ms": round(samples[-1], 3),
@@ -367,6 +378,7 @@ class ProductionGuard(HealthThrottle):
             "probe_median_ms": statistics.median(samples),
             "baseline_ms": round(self.baseline_ms or 0.0, 3),
             "wal_bytes_per_s": None if rate is None else round(rate, 1),
+            "xacts_per_s": None if xact_rate is None else round(xact_rate, 1),
             "replica_lag_s": float(row["replica_lag_s"]) if row.get("replicas") else None,
             "other_mean_ms": self._other_mean(conn),
             "other_baseline_ms": self.other_baseline_ms,
@@ -412,7 +424,8 @@ class ProductionGuard(HealthThrottle):
             if self.level == SLOW and at_one and s.nice_ratio_max > 0:
                 self.nice = min(s.nice_ratio_max, self.nice + max(0.1, s.nice_step))
             self.allowed = 1 if self.level == HOLD else max(1, min(self.allowed or n, n) - 1)
-            self.cap = max(self.base.min_batch_size, (self.cap or self.wanted) // 2)
+            if not (self.level == SLOW and at_one and s.nice_ratio_max > 0):  # at one worker, idling does it:
+                self.cap = max(self.base.min_batch_size, (self.cap or self.wanted) // 2)  # tiny batches cost more
             self._stepped = now
         elif self.level == HEALTHY and self._step_up_due(now):
             if self.nice > 0:  # the idling goes first, then workers and the cap come back
@@ -462,6 +475,7 @@ class ProductionGuard(HealthThrottle):
             "replica_lag_s",
             "other_mean_ms",
             "other_baseline_ms",
+            "xacts_per_s",
         )
         params = {c: r.get(c) for c in cols} | {
             "job_id": self.job_id,

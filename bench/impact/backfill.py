@@ -86,7 +86,8 @@ def overlap(batches: list[tuple[float, int, int]], start: float, end: float) -> 
 
 def guard(dsn: str) -> dict[str, Any] | None:
     """What the guard read and decided over the run (`guard_readings`, sampled): readings per state, the
-    highest probe latency against its baseline, the fewest workers and the smallest batch cap it allowed.
+    highest probe latency against its baseline, the fewest workers and the smallest batch cap it allowed, the
+    server's transaction rate (lowest and highest reading; None in a checkout without it).
     None where the table does not exist (a checkout without the guard)."""
     with psycopg.connect(dsn, application_name=APP) as conn:
         if conn.execute("SELECT to_regclass('guard_readings')").fetchone() == (None,):
@@ -94,14 +95,27 @@ def guard(dsn: str) -> dict[str, Any] | None:
         states: dict[str, int] = dict(
             conn.execute("SELECT state, count(*) FROM guard_readings GROUP BY 1 ORDER BY 1").fetchall()
         )
+        has_xacts = conn.execute(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = 'guard_readings'::regclass AND attname = 'xacts_per_s'"
+        ).fetchone()
+        xacts = "min(xacts_per_s), max(xacts_per_s)" if has_xacts else "NULL::float8, NULL::float8"
         row = conn.execute(
-            "SELECT max(probe_ms), max(baseline_ms), min(allowed_workers), min(batch_size) FROM guard_readings"
+            "SELECT max(probe_ms), max(baseline_ms), min(allowed_workers), min(batch_size), "
+            + xacts
+            + " FROM guard_readings"
         ).fetchone()
         reasons = conn.execute(
             "SELECT reason, count(*) FROM guard_readings WHERE state <> 'healthy' GROUP BY 1"
         ).fetchall()
     assert row is not None
-    names = ("probe_ms_max", "baseline_ms", "allowed_workers_min", "batch_size_min")
+    names = (
+        "probe_ms_max",
+        "baseline_ms",
+        "allowed_workers_min",
+        "batch_size_min",
+        "xacts_per_s_min",
+        "xacts_per_s_max",
+    )
     why: dict[str, int] = {}
     for text, n in reasons:
         for signal_name in signals(text or ""):

@@ -152,6 +152,8 @@ def guard_note(g: dict[str, Any] | None) -> str:
     states = ", ".join(f"{k} {n}" for k, n in g["states"].items())
     if g.get("reasons"):
         states += " (" + ", ".join(f"{k} {n}" for k, n in g["reasons"].items()) + ")"
+    if g.get("xacts_per_s_max") is not None:
+        states += f"; server {_fmt(g.get('xacts_per_s_min'), 0)}-{_fmt(g['xacts_per_s_max'], 0)} xact/s"
     return f"guard: {states}"
 
 

@@ -2,8 +2,8 @@
 -- Other sessions: client backends of this database that are not the backfill's (application_name prefix),
 -- active ones, and those waiting by wait-event class; how many of them a backfill session blocks
 -- (pg_blocking_pids); dead tuples (the largest count among the target tables) and whether autovacuum is
--- running on one of them; the WAL position (the rate is the difference between two readings); the job's
--- guard overrides. Binds: job_id, app_prefix (our sessions' application_name prefix, ending in a percent sign), tables.
+-- running on one of them; the WAL position and the server's transactions so far (all databases; each rate is
+-- the difference between two readings); the job's guard overrides. Binds: job_id, app_prefix (our sessions' application_name prefix, ending in a percent sign), tables.
 WITH others AS (
     SELECT pid, state, wait_event_type
       FROM pg_stat_activity
@@ -28,6 +28,7 @@ SELECT
     EXISTS (SELECT 1 FROM pg_stat_progress_vacuum v JOIN pg_class c ON c.oid = v.relid
              WHERE v.datname = current_database() AND c.relname = ANY(%(tables)s)) AS autovacuum_running,
     (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 AS wal_bytes,
+    (SELECT coalesce(sum(xact_commit + xact_rollback), 0) FROM pg_stat_database)::float8 AS xacts,
     (SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication) AS replica_lag_s,
     (SELECT count(*) FROM pg_stat_replication)::integer AS replicas,
     (SELECT guard_overrides FROM backfill_jobs WHERE job_id = %(job_id)s) AS overrides

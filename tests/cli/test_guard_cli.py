@@ -80,6 +80,7 @@ throttle:
   probe_floor_ms: 30
   probe_latency_ratio_max: 0
   probe_latency_ratio_critical: 10
+  probe_min_tps: 0
   check_every: 100ms
   sleep: 100ms
   hold_recover: 500ms

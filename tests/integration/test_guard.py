@@ -34,6 +34,7 @@ QUIET = {  # every guard signal out of the way but the one a test drives (the se
     "throttle.failure_min_sample": 1_000_000,
     "throttle.probe_latency_ratio_max": 0,
     "throttle.probe_latency_ratio_critical": 0,
+    "throttle.probe_min_tps": 0,
     "throttle.active_sessions_max": 0,
     "throttle.waiting_sessions_max": 0,
     "throttle.dead_tuples_max": 0,
@@ -191,13 +192,15 @@ def test_slow_at_one_worker_idles_after_each_batch_and_the_idling_goes_first_on_
     threads = _sleepers(pg_dsn, 6, 3.0)
     q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'production-app' AND state = 'active'"
     wait_for(lambda: scalar(pg_dsn, q) >= 6, what="six sleeping sessions")
-    niceness = []
+    niceness, caps = [], []
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:
         check_now(g)
         niceness.append((g.allowed, g.nice))
+        caps.append(g.cap)
         time.sleep(0.05)
     assert niceness[0] == (1, 0.0)  # first one worker fewer, no idling yet
+    assert len(set(caps)) == 1  # at one worker the idling grows, the batch cap no longer halves
     assert [n for _, n in niceness if n][:1] == [0.5] and niceness[-1] == (1, 1.5)  # then 0.5 a step, up to the max
     with psycopg.connect(pg_dsn) as conn:
         g.after_batch(BatchResult(snapshots=10), 0.2)
@@ -216,6 +219,49 @@ def test_slow_at_one_worker_idles_after_each_batch_and_the_idling_goes_first_on_
     assert g.level == "healthy" and g.nice == 0.0 and g.allowed is None
     back = next(i for i, (allowed, _) in enumerate(recovery) if allowed != 1)
     assert all(n == 0.0 for _, n in recovery[back:])  # no worker came back while the backfill still idled
+    g.close()
+
+
+def test_a_slow_probe_counts_only_while_the_server_has_traffic_to_hurt(pg_dsn: str, tmp_path: Path) -> None:
+    """On a server with next to no transactions but ours, a slow probe is our own load: the guard stays
+    healthy (the idle-server cost). Once production runs transactions (a session committing SELECT 1 in a
+    loop), the same slow probe slows the job. The rate is kept in guard_readings."""
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS probe_slow; CREATE TABLE probe_slow (x int)")
+    knobs = {
+        "throttle.probe_sql": "SELECT pg_sleep(CASE WHEN EXISTS (SELECT 1 FROM probe_slow) THEN 0.03 ELSE 0 END)",
+        "throttle.probe_latency_ratio_max": 1.5,
+        "throttle.probe_floor_ms": 5,
+        "throttle.probe_min_tps": 100,
+        "throttle.sample_every": "0.1s",
+    }
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **knobs))
+    check_now(g)  # the baseline, fast
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("INSERT INTO probe_slow VALUES (1)")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.5:
+        check_now(g)
+        time.sleep(0.2)
+    assert g.level == "healthy" and g.last["probe_p90_ms"] > 25  # slow probes, but no one to hurt
+    busy = threading.Event()
+
+    def traffic() -> None:
+        with psycopg.connect(pg_dsn, autocommit=True, application_name="production-app") as c:
+            while not busy.is_set():
+                c.execute("SELECT 1")
+
+    t = threading.Thread(target=traffic, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: (check_now(g), g.level)[1] == "slow", what="a slow guard under traffic", timeout=15)
+    finally:
+        busy.set()
+        t.join()
+    rows = psycopg.connect(pg_dsn).execute("SELECT state, xacts_per_s FROM guard_readings ORDER BY id").fetchall()
+    quiet = [x for state, x in rows if state == "healthy" and x is not None]
+    assert quiet and min(quiet) < 100
+    assert rows[-1][0] == "slow" and rows[-1][1] >= 100
     g.close()
 
 
@@ -245,7 +291,12 @@ def test_a_guard_steps_back_up_only_after_slow_recover_of_healthy_readings(pg_ds
     """Down fast, up slowly: once the slow signal clears, the workers, the cap and the idling stay where they
     are until every reading has been healthy for slow_recover; then they come back one step per guard_step.
     A slow reading in between starts the wait again."""
-    knobs = {"throttle.active_sessions_max": 3, "throttle.slow_recover": "1.5s", "throttle.nice_step": 1.0}
+    knobs = {
+        "throttle.active_sessions_max": 3,
+        "throttle.slow_recover": "1.5s",
+        "throttle.nice_step": 1.0,
+        "throttle.nice_ratio_max": 3,
+    }
     g = a_guard(guarded_cfg(pg_dsn, tmp_path, **knobs))
     for w in ("w1", "w2"):
         assert g.may_work(w)
