@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 
 from bench import runcmd
-from bench.server import init_schema, server
-from starforge_backfill.synthetic import SyntheticSpec, load
+from bench.server import corpus_db, server
+from starforge_backfill.synthetic import SyntheticSpec
 
 _TCK = os.sysconf("SC_CLK_TCK")
 
@@ -93,12 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             datadir = conn.execute("SHOW data_directory").fetchone()[0]
         postmaster = int(Path(datadir, "postmaster.pid").read_text().split()[0])
         template = f"bench_cpusplit_{os.getpid()}"
-        data_dsn = srv.create_db(template)
-        init_schema(data_dsn)
-        with psycopg.connect(data_dsn) as conn:
-            load(conn, spec)
-        with psycopg.connect(data_dsn, autocommit=True) as conn:
-            conn.execute("VACUUM (FREEZE, ANALYZE)")
+        corpus_db(srv, template, spec)
         for i in range(args.repeat):
             name = f"{template}_run"
             dsn = srv.create_db(name, template)

@@ -28,9 +28,9 @@ from typing import Any
 import psycopg
 
 from bench import floor
-from bench.server import init_schema, server
+from bench.server import corpus_db, server
 from bench.statements import _backend_cpu_s
-from starforge_backfill.synthetic import SyntheticSpec, load
+from starforge_backfill.synthetic import SyntheticSpec
 
 _PD = """
     FROM hero_snapshots AS h
@@ -118,12 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, list[tuple[float, float]]] = {"floor": [], **{k: [] for k in VARIANTS}}
     with server(args.dsn) as srv:
         template = "bench_inherent_data"
-        data_dsn = srv.create_db(template)
-        init_schema(data_dsn)
-        with psycopg.connect(data_dsn) as conn:
-            load(conn, spec)
-        with psycopg.connect(data_dsn, autocommit=True) as conn:
-            conn.execute("VACUUM (FREEZE, ANALYZE)")
+        data_dsn, _ = corpus_db(srv, template, spec)
         prepared = floor.prepare(spec, Path("/tmp") / "sf-inherent-floor")
         print(f"{prepared.entity_rows:,} entity rows; {prepared.copy_bytes / 1e6:.1f} MB of COPY text", flush=True)
         for i in range(args.repeat):

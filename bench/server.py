@@ -125,6 +125,20 @@ def server(dsn: str | None) -> Iterator[Server]:
             srv.stop()
 
 
+def corpus_db(srv: Server, name: str, spec: Any) -> tuple[str, Any]:
+    """A data database for the benches: the schema, `spec`'s synthetic snapshots (`synthetic.load`), then
+    VACUUM (FREEZE, ANALYZE) so no measurement meets its autovacuum. Returns its DSN and the load's stats."""
+    from starforge_backfill.synthetic import load
+
+    dsn = srv.create_db(name)
+    init_schema(dsn)
+    with psycopg.connect(dsn) as conn:
+        stats = load(conn, spec)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM (FREEZE, ANALYZE)")
+    return dsn, stats
+
+
 def init_schema(dsn: str) -> None:
     """The project's `init_db` when importable, else the schema files in order on an autocommit connection."""
     try:

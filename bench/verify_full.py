@@ -23,11 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from bench import runcmd
-from bench.server import init_schema, server
-from starforge_backfill.synthetic import SyntheticSpec, load
+from bench.server import corpus_db, server
+from starforge_backfill.synthetic import SyntheticSpec
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -72,12 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs: list[dict[str, Any]] = []
     with server(args.dsn) as srv:
         template = f"bench_vf_data_{pid}"
-        data_dsn = srv.create_db(template)
-        init_schema(data_dsn)
-        with psycopg.connect(data_dsn) as conn:
-            stats = load(conn, spec)
-        with psycopg.connect(data_dsn, autocommit=True) as conn:
-            conn.execute("VACUUM (FREEZE, ANALYZE)")
+        _, stats = corpus_db(srv, template, spec)
         _log(f"loaded {stats.snapshots} snapshots, {stats.bytes / 1e6:.1f} MB of JSON")
         for i in range(args.repeat):
             db = f"bench_vf_{i}_{pid}"

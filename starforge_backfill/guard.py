@@ -122,6 +122,13 @@ def probe_p90(samples: list[float]) -> float | None:
     return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
 
 
+def _rate(previous: tuple[float, float] | None, value: float, now: float) -> float | None:
+    """Per second since the previous (value, monotonic time) reading of a counter; None on the first."""
+    if previous is None or now <= previous[1]:
+        return None
+    return max(0.0, value - previous[0]) / (now - previous[1])
+
+
 def judge(r: dict[str, Any], s: GuardSettings) -> Verdict:
     """Decide from one reading (with `probe_p90_ms`, `baseline_ms`, `wal_bytes_per_s` filled in)."""
     holds: list[tuple[str, str]] = []
@@ -362,15 +369,9 @@ class ProductionGuard(HealthThrottle):
     def _read(self, conn: psycopg.Connection[Any], now: float) -> dict[str, Any]:
         params = {"job_id": self.job_id, "app_prefix": self.settings.app_prefix + "%", "tables": list(TARGET_TABLES)}
         row = templates.fetch_one(conn, "guard/signals.sql", params) or {}
-        wal = float(row.pop("wal_bytes"))
-        rate = None
-        if self._wal is not None and now > self._wal[1]:
-            rate = max(0.0, wal - self._wal[0]) / (now - self._wal[1])
-        self._wal = (wal, now)
-        xacts, xact_rate = float(row.pop("xacts")), None
-        if self._xacts is not None and now > self._xacts[1]:
-            xact_rate = max(0.0, xacts - self._xacts[0]) / (now - self._xacts[1])
-        self._xacts = (xacts, now)
+        wal, xacts = float(row.pop("wal_bytes")), float(row.pop("xacts"))
+        rate, xact_rate = _rate(self._wal, wal, now), _rate(self._xacts, xacts, now)
+        self._wal, self._xacts = (wal, now), (xacts, now)
         samples = list(self._samples)
         return row | {
             "probe_ms": round(samples[-1], 3),
@@ -420,16 +421,16 @@ class ProductionGuard(HealthThrottle):
         self._healthy_since = (self._healthy_since or now) if v.level == HEALTHY else None
         n = max(1, len(self.workers))
         if self.level in (SLOW, HOLD) and (entering or now - self._stepped >= s.guard_step_s):
-            at_one = (self.allowed or n) <= 1
-            if self.level == SLOW and at_one and s.nice_ratio_max > 0:
-                self.nice = min(s.nice_ratio_max, self.nice + max(0.1, s.nice_step))
+            idling = self.level == SLOW and (self.allowed or n) <= 1 and s.nice_ratio_max > 0
+            if idling:  # at one worker the idling grows; the cap stays (tiny batches cost more per snapshot)
+                self.nice = min(s.nice_ratio_max, self.nice + s.nice_step)
+            else:
+                self.cap = max(self.base.min_batch_size, (self.cap or self.wanted) // 2)
             self.allowed = 1 if self.level == HOLD else max(1, min(self.allowed or n, n) - 1)
-            if not (self.level == SLOW and at_one and s.nice_ratio_max > 0):  # at one worker, idling does it:
-                self.cap = max(self.base.min_batch_size, (self.cap or self.wanted) // 2)  # tiny batches cost more
             self._stepped = now
         elif self.level == HEALTHY and self._step_up_due(now):
             if self.nice > 0:  # the idling goes first, then workers and the cap come back
-                self.nice = max(0.0, self.nice - max(0.1, s.nice_step))
+                self.nice = max(0.0, self.nice - s.nice_step)
                 self._stepped = now
             elif self.allowed is not None or self.cap is not None:
                 self.allowed = None if self.allowed is None or self.allowed + 1 >= n else self.allowed + 1

@@ -264,7 +264,7 @@ def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dic
         "SELECT current_setting('random_page_cost'),"
         " set_config('random_page_cost', least(current_setting('random_page_cost')::float8, 1.1)::text, true)"
     ).fetchone()
-    restore = "SELECT set_config('random_page_cost', %s, true)"
+    concurrent = False
     try:
         with conn.transaction():
             for entity, table in ENTITY_TABLES:
@@ -274,10 +274,9 @@ def _merge_entities(conn: psycopg.Connection[Any], settings: EtlSettings) -> dic
                 written[table] = max(cur.rowcount, 0)
     except psycopg.errors.UniqueViolation:
         log.debug("MERGE met a row inserted concurrently: upserting this batch instead")
-        conn.execute(restore, [row[0] if row else "4"])
-        return None
-    conn.execute(restore, [row[0] if row else "4"])
-    return written
+        concurrent = True
+    conn.execute("SELECT set_config('random_page_cost', %s, true)", [row[0] if row else "4"])
+    return None if concurrent else written
 
 
 def _session_settings(conn: psycopg.Connection[Any], settings: EtlSettings) -> None:
