@@ -23,11 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from bench import floor, naive, report, runcmd, tables
-from bench.server import init_schema, server
-from starforge_backfill.synthetic import SyntheticSpec, load
+from bench.server import corpus_db, server
+from starforge_backfill.synthetic import SyntheticSpec
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 METHODS = ("floor", "run", "run_noevents", "run_v2", "naive")
@@ -174,13 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         server_info = srv.info()
         _log(f"server: {server_info}")
         template = f"bench_data_{pid}"
-        data_dsn = srv.create_db(template)
-        init_schema(data_dsn)
         t0 = time.perf_counter()
-        with psycopg.connect(data_dsn) as conn:
-            stats = load(conn, spec)
-        with psycopg.connect(data_dsn, autocommit=True) as conn:
-            conn.execute("VACUUM (FREEZE, ANALYZE)")
+        _, stats = corpus_db(srv, template, spec)
         _log(
             f"loaded {stats.snapshots} snapshots, {stats.bytes / 1e6:.1f} MB of JSON "
             f"in {time.perf_counter() - t0:.1f} s"
@@ -188,12 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = stats.by_kind.get("ok", 0)
         template_v2 = f"bench_data_v2_{pid}"
         if "run_v2" in args.methods:
-            data_v2_dsn = srv.create_db(template_v2)
-            init_schema(data_v2_dsn)
-            with psycopg.connect(data_v2_dsn) as conn:
-                stats_v2 = load(conn, spec_v2)
-            with psycopg.connect(data_v2_dsn, autocommit=True) as conn:
-                conn.execute("VACUUM (FREEZE, ANALYZE)")
+            _, stats_v2 = corpus_db(srv, template_v2, spec_v2)
             _log(f"loaded the v2 mix: {stats_v2.snapshots} snapshots, {stats_v2.bytes / 1e6:.1f} MB of JSON")
         if "floor" in args.methods:
             _log("floor: normalizing and writing COPY files (untimed)")
