@@ -92,6 +92,7 @@ class ThrottleConfig:
     hold_recover_s: float = field(default=10.0, metadata=_m("duration"))
     guard_step_s: float = field(default=5.0, metadata=_m("duration"))
     slow_recover_s: float = field(default=15.0, metadata=_m("duration"))
+    rebaseline_every_s: float = field(default=60.0, metadata=_m("duration"))
     sample_every_s: float = field(default=5.0, metadata=_m("duration", lo=0, lo_open=True))
     block_check_s: float = field(default=0.25, metadata=_m("duration"))
     nice_ratio_max: float = field(default=1.5, metadata=_m("float", lo=0, hi=100))

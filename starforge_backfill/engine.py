@@ -346,6 +346,7 @@ class ChunkWorker:
         note_pid = getattr(self.options.throttle, "note_pid", None)
         if note_pid is not None:  # the guard's blocking watcher may cancel this backend (and only ours)
             note_pid(self.name, self.holder.get().info.backend_pid)
+        batch_done = getattr(self.options.throttle, "batch_done", None)  # the guard: no batch in flight here
         try:
             result = process_batch(
                 self.holder,
@@ -367,6 +368,9 @@ class ChunkWorker:
                 raise
             self._pause_after_retries(exc)
             return RunOutcome.PAUSED
+        finally:
+            if batch_done is not None:
+                batch_done(self.name)
         duration = time.monotonic() - started
         self._recovered()
         self._last_beat = time.monotonic()  # the checkpoint refreshed the heartbeat

@@ -51,6 +51,10 @@ HEALTHY, SLOW, HOLD = "healthy", "slow", "hold"
 # the tables the ETL writes: their dead tuples and autovacuum are production's concern
 OTHER_MIN_CALLS = 20  # pg_stat_statements: a window with fewer calls of other roles says nothing
 PROBE_GAP_S = 0.005  # between a check's probe samples
+BASELINE_GAP_S = 0.02  # between a baseline's probe samples
+BASELINES_KEPT = 3  # the baseline is the median of the latest gap medians (the pre-job one first)
+GAP_POLL_S = 0.05  # a worker held for a rebaseline gap looks again this soon
+GAP_MAX_WAIT_S = 5.0  # a gap waits this long at most for the batches in flight (then: next time)
 TARGET_TABLES = ("users", "user_troops", "user_pets", "user_artifacts", "user_profile_summary")
 
 
@@ -75,6 +79,7 @@ class GuardSettings(ThrottleSettings):
     hold_recover_s: float = 10.0  # a hold lasts until every signal has been clear this long
     guard_step_s: float = 5.0  # workers and batch cap change one step at most this often
     slow_recover_s: float = 15.0  # a guard steps back up only after every reading has been healthy this long
+    rebaseline_every_s: float = 60.0  # a gap with no batch in flight this often, to probe production without us
     sample_every_s: float = 5.0
     block_check_s: float = 0.25  # the blocking watcher's interval (0: no watcher)
     nice_ratio_max: float = 1.5  # slow at one worker: idle up to this many times each batch's duration
@@ -215,6 +220,12 @@ class ProductionGuard(HealthThrottle):
         self._checked = 0.0
         self._samples: deque[float] = deque(maxlen=max(1, settings.probe_window))
         self.baseline_ms: float | None = None
+        self._baselines: deque[float] = deque(maxlen=BASELINES_KEPT)  # the latest gap medians
+        self._busy: set[str] = set()  # workers with a batch in flight (note_pid .. batch_done)
+        self._busy_lock = threading.Lock()
+        self._gap_since: float | None = None  # a rebaseline gap holds the workers since then
+        self._gap_due = 0.0  # when the next gap is due (monotonic; set with the first baseline)
+        self.rebaselines = 0  # gaps measured
         self.verdict = Verdict()
         self.level = HEALTHY
         self._recorded: tuple[str, str | None] = (HEALTHY, None)
@@ -245,6 +256,11 @@ class ProductionGuard(HealthThrottle):
         if decision.pause_reason:
             return decision
         self.check()
+        if self._gap_step():  # a rebaseline gap: no batch starts until production has been probed without us
+            said = "rebaselining: probing production with no batch in flight"
+            return dataclasses.replace(
+                decision, sleep_s=max(decision.sleep_s, GAP_POLL_S), state=decision.state or said
+            )
         if self.level == HOLD:
             return dataclasses.replace(decision, sleep_s=max(decision.sleep_s, self.settings.sleep_s or 0.5))
         owed, self._owed.s = getattr(self._owed, "s", 0.0), 0.0
@@ -276,9 +292,17 @@ class ProductionGuard(HealthThrottle):
             return wanted if self.cap is None else max(1, min(wanted, self.cap))
 
     def note_pid(self, worker: str, pid: int) -> None:
-        """The worker's backend pid, which the blocking watcher may cancel (and only such pids)."""
+        """A batch starts on `worker` (in flight until `batch_done`), on backend `pid`, which the blocking
+        watcher may cancel (and only such pids)."""
+        with self._busy_lock:
+            self._busy.add(worker)
         if self.watcher is not None:
             self.watcher.note_pid(worker, pid)
+
+    def batch_done(self, worker: str) -> None:
+        """`worker`'s batch is over (committed, rolled back or failed)."""
+        with self._busy_lock:
+            self._busy.discard(worker)
 
     def yield_pending(self, worker: str) -> bool:
         """True when the watcher cancelled this worker's statement lately (a QueryCanceled is a yield)."""
@@ -359,12 +383,52 @@ class ProductionGuard(HealthThrottle):
             self._sampled = now
 
     def _take_baseline(self, conn: psycopg.Connection[Any]) -> None:
-        """N probe samples before the first batch: their median is the baseline (kept on the first reading)."""
+        """`baseline_samples` probes with no batch in flight (before the first batch, and in each rebaseline
+        gap): the baseline is the median of the latest BASELINES_KEPT such medians."""
         samples = []
         for _ in range(max(1, self.settings.baseline_samples)):
             samples.append(self._probe(conn))
-            time.sleep(0.02)
-        self.baseline_ms = statistics.median(samples)
+            time.sleep(BASELINE_GAP_S)
+        self._baselines.append(statistics.median(samples))
+        self.baseline_ms = statistics.median(self._baselines)
+        self._gap_due = time.monotonic() + self.settings.rebaseline_every_s
+
+    def _gap_step(self) -> bool:
+        """True while a rebaseline gap holds the workers. Every `rebaseline_every_s`, while production has
+        traffic and the guard is not holding, no new batch starts until the batches in flight are over; then
+        `baseline_samples` probes measure production without the backfill, and the baseline follows it. A
+        baseline taken once before a ten-hour job says what production was like then: production's own load
+        changes over the day, and a slower probe that is not our doing is no reason to back off. At most
+        GAP_MAX_WAIT_S of waiting for a long batch (then it tries again next time)."""
+        s = self.settings
+        if not s.rebaseline_every_s or self.baseline_ms is None:
+            return False
+        with self._glock:
+            now = time.monotonic()
+            if self._gap_since is None:
+                if now < self._gap_due:
+                    return False
+                xacts = self.last.get("xacts_per_s")
+                quiet = bool(s.probe_min_tps) and (xacts is None or xacts < s.probe_min_tps)
+                if self.level == HOLD or quiet:  # a hold runs no batch; without traffic the probe does not count
+                    self._gap_due = now + s.rebaseline_every_s
+                    return False
+                self._gap_since = now
+            with self._busy_lock:
+                busy = bool(self._busy)
+            if busy and now - self._gap_since < GAP_MAX_WAIT_S:
+                return True
+            self._gap_since = None
+            if busy:
+                self._gap_due = now + s.rebaseline_every_s
+                return False
+            try:
+                self._take_baseline(self._db())
+                self.rebaselines += 1
+            except (psycopg.Error, DatabaseUnavailable) as exc:
+                log.debug("guard rebaseline failed: %s", exc)
+                self._gap_due = now + s.rebaseline_every_s
+            return False
 
     def _read(self, conn: psycopg.Connection[Any], now: float) -> dict[str, Any]:
         params = {"job_id": self.job_id, "app_prefix": self.settings.app_prefix + "%", "tables": list(TARGET_TABLES)}

@@ -287,6 +287,64 @@ def test_each_check_times_probe_samples_probes_and_judges_their_window(pg_dsn: s
     g.close()
 
 
+def test_a_gap_with_no_batch_in_flight_rebaselines_the_probe(pg_dsn: str, tmp_path: Path) -> None:
+    """Production's own latency changes over a long job: every rebaseline_every, no new batch starts until
+    the batches in flight are over; then the probe is timed without the backfill and the baseline follows
+    it (the median of the latest three). A production that got slower by itself (here: a probe that sleeps
+    20 ms once a row exists) then stops counting as our harm; with rebaseline_every 0 it slows the job."""
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS probe_slow; CREATE TABLE probe_slow (x int)")
+    knobs = {
+        "throttle.probe_sql": "SELECT pg_sleep(CASE WHEN EXISTS (SELECT 1 FROM probe_slow) THEN 0.02 ELSE 0 END)",
+        "throttle.probe_latency_ratio_max": 1.5,
+        "throttle.probe_floor_ms": 5,
+        "throttle.baseline_samples": 3,
+        "throttle.probe_window": 3,
+        "throttle.rebaseline_every": "0.3s",
+    }
+    conn = psycopg.connect(pg_dsn, autocommit=True)
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **knobs))
+    fixed = a_guard(guarded_cfg(pg_dsn, tmp_path, **(knobs | {"throttle.rebaseline_every": "0s"})), "guard-fixed")
+    for guard in (g, fixed):
+        assert guard.before_batch(conn, guard.job_id).sleep_s == 0  # the baseline, fast
+        assert guard.baseline_ms is not None and guard.baseline_ms < 5
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("INSERT INTO probe_slow VALUES (1)")  # production slower, with no batch of ours
+    g.note_pid("w1", conn.info.backend_pid)  # w1 has a batch in flight
+    time.sleep(0.35)
+    d = g.before_batch(conn, g.job_id)  # w2 asks: the gap is due, w1 is still busy
+    assert d.sleep_s >= guard_module.GAP_POLL_S and "rebaselining" in (d.state or "")
+    assert g.baseline_ms < 5 and g.rebaselines == 0  # no probe timed while a batch is in flight
+    g.batch_done("w1")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (g.rebaselines >= 2 and g.level == "healthy"):
+        g.before_batch(conn, g.job_id)
+        fixed.before_batch(conn, fixed.job_id)
+        time.sleep(0.05)
+    assert g.rebaselines >= 2 and g.baseline_ms > 15  # the baseline followed production
+    assert g.level == "healthy"
+    assert fixed.level == "slow" and fixed.baseline_ms < 5  # the pre-job baseline blames us for it
+    recorded = "SELECT max(baseline_ms) FROM guard_readings WHERE job_id = %s"
+    assert scalar(pg_dsn, recorded, [g.job_id]) > 15  # the readings carry the baseline they were judged by
+    for guard in (g, fixed):
+        guard.close()
+    conn.close()
+
+
+def test_a_run_with_rebaseline_gaps_ends_exact(pg_dsn: str, tmp_path: Path, clean_state: dict) -> None:
+    """Gaps every 0.2 s hold two workers between batches many times over; the job still ends with the
+    tables of a clean run, and the readings show the baseline being taken again."""
+    load_corpus(pg_dsn)
+    cfg = guarded_cfg(pg_dsn, tmp_path, **{"throttle.rebaseline_every": "0.2s", "etl.batch_size": 5})
+    res = run_job(cfg, from_ts=FROM, to_ts=TO, concurrency=2)
+    assert res.outcome == "done"
+    job_id = res.job["job_id"]
+    assert_exact(pg_dsn, job_id)
+    assert table_state(pg_dsn) == clean_state
+    baselines = "SELECT count(DISTINCT baseline_ms) FROM guard_readings WHERE job_id = %s"
+    assert scalar(pg_dsn, baselines, [job_id]) > 1
+
+
 def test_a_guard_steps_back_up_only_after_slow_recover_of_healthy_readings(pg_dsn: str, tmp_path: Path) -> None:
     """Down fast, up slowly: once the slow signal clears, the workers, the cap and the idling stay where they
     are until every reading has been healthy for slow_recover; then they come back one step per guard_step.
