@@ -355,6 +355,7 @@ _EXPECT = MappingProxyType(
         "url": "an http(s) URL",
         "s3url": "an s3://bucket/prefix URL",
         "path": "a path",
+        "query": "a SQL query",
         "ints": "a list of integers",
         "strs": "a list of strings",
         "listen": "HOST:PORT",
@@ -385,7 +386,7 @@ def _coerce(value: Any, meta: Mapping[str, Any]) -> Any:
         out = value if kind == "int" else float(value)
         if not math.isfinite(out):
             raise _Bad(f"must be a finite number, got {out}")
-    elif kind in ("str", "enum", "url", "path", "s3url"):
+    elif kind in ("str", "enum", "url", "path", "s3url", "query"):
         if kind == "path" and isinstance(value, os.PathLike):
             value = os.fspath(value)
         if not isinstance(value, str):
@@ -400,6 +401,11 @@ def _coerce(value: Any, meta: Mapping[str, Any]) -> Any:
             raise _Bad("must be an s3://bucket/prefix URL (a lower-case bucket name)")
         if "suffix" in meta and not value.endswith(meta["suffix"]):
             raise _Bad(f"must end in {meta['suffix']} (the node-exporter textfile collector reads only *.prom)")
+        if kind == "query":
+            from starforge_backfill.sqlview import read_only_problem
+
+            if problem := read_only_problem(value):
+                raise _Bad(problem)
         out = Path(value).expanduser() if kind == "path" else value
     elif kind == "listen":
         out = _coerce_listen(value, wrong)

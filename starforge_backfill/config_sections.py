@@ -76,7 +76,7 @@ class ThrottleConfig:
     min_batch_size: int = field(default=10, metadata=_m("int", lo=1, hi=10000))
     max_batch_size: int = field(default=500, metadata=_m("int", lo=1, hi=10000))
     # the production guard (guard.py; docs/DESIGN.md "The production guard"); 0 switches a signal off
-    probe_sql: str = field(default="SELECT 1", metadata=_m("str"))
+    probe_sql: str = field(default="SELECT 1", metadata=_m("query"))
     baseline_samples: int = field(default=5, metadata=_m("int", lo=1, hi=1000))
     probe_samples: int = field(default=3, metadata=_m("int", lo=1, hi=20))
     probe_window: int = field(default=30, metadata=_m("int", lo=1, hi=1000))

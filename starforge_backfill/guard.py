@@ -39,6 +39,7 @@ from typing import Any
 import psycopg
 
 from starforge_backfill import jobs, templates
+from starforge_backfill.db import is_connection_error
 from starforge_backfill.engine import ThrottleDecision
 from starforge_backfill.errors import DatabaseUnavailable
 from starforge_backfill.etl.pipeline import BatchResult
@@ -159,6 +160,8 @@ def judge(r: dict[str, Any], s: GuardSettings) -> Verdict:
     elif slow is not None:
         said = f"probe p90 {p90:.1f} ms = {slow:.1f}x baseline {base:.2f} ms"
         slows.append(("probe-latency", f"{said} (>= {s.probe_latency_ratio_max:g}x)"))
+    if r.get("probe_error"):  # fail safe: a guard that cannot time production slows down and says why
+        slows.append(("probe-error", f"the probe fails ({r['probe_error']}): the guard cannot see production"))
     other, other_base = r.get("other_mean_ms"), r.get("other_baseline_ms")
     if other is not None and other_base is not None:  # the application's own statements (pg_stat_statements)
         ratio = other / other_base if other_base > 0 else float("inf")
@@ -358,13 +361,20 @@ class ProductionGuard(HealthThrottle):
 
     def _check(self, now: float) -> None:
         conn = self._db()
-        if self.baseline_ms is None:
-            self._take_baseline(conn)
-        for i in range(max(1, self.settings.probe_samples)):
-            if i:
-                time.sleep(PROBE_GAP_S)
-            self._samples.append(self._probe(conn))
+        probe_error = None
+        try:
+            if self.baseline_ms is None:
+                self._take_baseline(conn)
+            for i in range(max(1, self.settings.probe_samples)):
+                if i:
+                    time.sleep(PROBE_GAP_S)
+                self._samples.append(self._probe(conn))
+        except psycopg.Error as exc:  # the probe itself fails (not the database): a blind guard says so
+            if is_connection_error(exc):
+                raise
+            probe_error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         r = self._read(conn, now)
+        r["probe_error"] = probe_error
         self.settings = apply_overrides(self.base, r.pop("overrides", None))
         if self.watcher is not None:
             self.watcher.interval_s = self.settings.block_check_s  # 0 (guard set block_check=0s): no sweeps
@@ -438,10 +448,10 @@ class ProductionGuard(HealthThrottle):
         self._wal, self._xacts = (wal, now), (xacts, now)
         samples = list(self._samples)
         return row | {
-            "probe_ms": round(samples[-1], 3),
+            "probe_ms": round(samples[-1], 3) if samples else None,
             "probe_p90_ms": probe_p90(samples),
-            "probe_median_ms": statistics.median(samples),
-            "baseline_ms": round(self.baseline_ms or 0.0, 3),
+            "probe_median_ms": statistics.median(samples) if samples else None,
+            "baseline_ms": None if self.baseline_ms is None else round(self.baseline_ms, 3),
             "wal_bytes_per_s": None if rate is None else round(rate, 1),
             "xacts_per_s": None if xact_rate is None else round(xact_rate, 1),
             "replica_lag_s": float(row["replica_lag_s"]) if row.get("replicas") else None,

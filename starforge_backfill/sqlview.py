@@ -137,6 +137,38 @@ def pretty(text: str) -> tuple[str, bool]:
     return formatted, True
 
 
+def read_only_problem(text: str) -> str | None:
+    """Why `text` is not one read-only query (the guard's `throttle.probe_sql`), or None when it is: one
+    SELECT, VALUES, TABLE or WITH ... SELECT that writes nothing (no data-modifying CTE, no SELECT INTO) and
+    locks no rows (no FOR UPDATE/SHARE). A mistake caught at config time; what makes the probe read-only at
+    run time is the READ ONLY transaction it runs in (a function it calls may still try to write: it fails)."""
+    import sqlglot
+    from sqlglot import exp
+
+    sqlglot_log = logging.getLogger("sqlglot")
+    previous = sqlglot_log.level
+    sqlglot_log.setLevel(logging.ERROR)
+    try:
+        trees = [t for t in sqlglot.parse(text, read="postgres") if t is not None]
+    except sqlglot.errors.SqlglotError as exc:
+        return f"is not a query sqlglot can read ({str(exc).splitlines()[0][:120]})"
+    finally:
+        sqlglot_log.setLevel(previous)
+    if len(trees) != 1:
+        return f"must be one statement, got {len(trees)}"
+    tree = trees[0]
+    if not isinstance(tree, exp.Query | exp.Values):
+        return "must be a query (SELECT, VALUES, TABLE or WITH ... SELECT): the guard times it every second"
+    for node, what in ((exp.Insert, "INSERT"), (exp.Update, "UPDATE"), (exp.Delete, "DELETE"), (exp.Merge, "MERGE")):
+        if tree.find(node) is not None:
+            return f"must be read-only: it runs {what} (a data-modifying WITH)"
+    if tree.find(exp.Into) is not None:
+        return "must be read-only: SELECT ... INTO creates a table"
+    if tree.find(exp.Lock) is not None:
+        return "must not lock rows (FOR UPDATE/SHARE): the probe would queue behind production"
+    return None
+
+
 def run_statements(cfg: Any, *, forced: bool = False) -> list[Statement]:
     """The templates a `run` executes, in order, rendered with this config (placeholders left unbound)."""
     from starforge_backfill import templates

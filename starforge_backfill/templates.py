@@ -252,8 +252,20 @@ _VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 def execute_operator_statement(conn: psycopg.Connection[Any], text: str) -> None:
     """Run one statement the operator wrote in the config (the guard's probe, `throttle.probe_sql`) as written,
     with no binds, and discard its rows. The only SQL that does not come from `sql/`: it is the operator's own
-    representative read, timed by the guard, never built from data."""
-    with conn.cursor() as cur:
-        cur.execute(text.encode())
-        if cur.description is not None:
-            cur.fetchall()
+    representative read, timed by the guard, never built from data. The config checked it is one read-only
+    query (sqlview.read_only_problem); it runs in a READ ONLY transaction all the same, in the same round trip
+    (one simple-protocol message: BEGIN READ ONLY; probe; COMMIT), so nothing it calls can write. `conn` is
+    in autocommit (the guard's connection); after an error its failed block is rolled back."""
+    body = text.strip().rstrip(";").strip()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"BEGIN READ ONLY; {body}; COMMIT".encode())
+            while True:
+                if cur.description is not None:
+                    cur.fetchall()
+                if not cur.nextset():
+                    break
+    except psycopg.Error:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("ROLLBACK")
+        raise

@@ -22,7 +22,7 @@ from test_engine import Background, events, make_cfg, newest_job, wait_for
 from starforge_backfill import guard as guard_module
 from starforge_backfill import settings as config_settings
 from starforge_backfill.config import Config
-from starforge_backfill.errors import UsageError
+from starforge_backfill.errors import ConfigError, UsageError
 from starforge_backfill.runbook import control
 from starforge_backfill.runbook import guard as guard_runbook
 from starforge_backfill.runbook import report as report_module
@@ -267,23 +267,60 @@ def test_a_slow_probe_counts_only_while_the_server_has_traffic_to_hurt(pg_dsn: s
 
 def test_each_check_times_probe_samples_probes_and_judges_their_window(pg_dsn: str, tmp_path: Path) -> None:
     """One probe a second misses most of a short stall: each check runs `probe_samples` probes (counted here
-    by a probe that writes a row), and the p90 is over the last `probe_window` of them."""
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        c.execute("DROP TABLE IF EXISTS probe_hits; CREATE TABLE probe_hits (at timestamptz DEFAULT clock_timestamp())")
+    by a probe that notifies a listener with its clock: pg_notify works in the probe's READ ONLY
+    transaction), and the p90 is over the last `probe_window` of them."""
     knobs = {
-        "throttle.probe_sql": "INSERT INTO probe_hits DEFAULT VALUES",
+        "throttle.probe_sql": "SELECT pg_notify('probe_hits', clock_timestamp()::text)",
         "throttle.probe_samples": 4,
         "throttle.baseline_samples": 5,
         "throttle.probe_window": 6,
     }
+    listener = psycopg.connect(pg_dsn, autocommit=True)
+    listener.execute("LISTEN probe_hits")
+    hits: list[str] = []
+
+    def heard() -> int:
+        hits.extend(n.payload for n in listener.notifies(timeout=0.5, stop_after=100))
+        return len(hits)
+
     g = a_guard(guarded_cfg(pg_dsn, tmp_path, **knobs))
     check_now(g)
-    assert scalar(pg_dsn, "SELECT count(*) FROM probe_hits") == 5 + 4  # the baseline, then one check's probes
+    assert heard() == 5 + 4  # the baseline, then one check's probes
     check_now(g)
-    assert scalar(pg_dsn, "SELECT count(*) FROM probe_hits") == 5 + 4 + 4
+    assert heard() == 5 + 4 + 4
     assert len(g._samples) == 6  # the window keeps the newest probe_window
-    gaps = scalar(pg_dsn, "SELECT min(d) FROM (SELECT at - lag(at) OVER (ORDER BY at) AS d FROM probe_hits) x")
+    gaps = scalar(
+        pg_dsn,
+        "SELECT min(d) FROM (SELECT t - lag(t) OVER (ORDER BY t) AS d FROM unnest(%s::timestamptz[]) t) x",
+        [hits],
+    )
     assert gaps.total_seconds() >= 0.004  # spaced a few ms apart, not back to back
+    g.close()
+    listener.close()
+
+
+def test_the_probe_runs_read_only_and_a_writing_probe_is_refused_at_config_time(pg_dsn: str, tmp_path: Path) -> None:
+    """The probe runs every second against production: a probe that writes is refused when the config is
+    read (one line, the reason), and what it calls runs in a READ ONLY transaction all the same: a function
+    that inserts fails, nothing is written, and the guard's connection is usable afterwards."""
+    with pytest.raises(ConfigError, match=r"throttle\.probe_sql: must be read-only: it runs INSERT"):
+        guarded_cfg(pg_dsn, tmp_path, **{"throttle.probe_sql": "WITH x AS (INSERT INTO t VALUES (1)) SELECT 1"})
+    with pytest.raises(ConfigError, match="must be one statement, got 2"):
+        guarded_cfg(pg_dsn, tmp_path, **{"throttle.probe_sql": "SELECT 1; SELECT 2"})
+    with pytest.raises(ConfigError, match="must not lock rows"):
+        guarded_cfg(pg_dsn, tmp_path, **{"throttle.probe_sql": "SELECT * FROM users FOR UPDATE"})
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS probe_writes; CREATE TABLE probe_writes (x int)")
+        c.execute(
+            "CREATE OR REPLACE FUNCTION probe_write() RETURNS int LANGUAGE sql AS "
+            "'INSERT INTO probe_writes VALUES (1) RETURNING x'"
+        )
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **{"throttle.probe_sql": "SELECT probe_write()"}))
+    conn = g._db()
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        g._probe(conn)
+    assert scalar(pg_dsn, "SELECT count(*) FROM probe_writes") == 0
+    assert conn.execute("SELECT 1").fetchone() == (1,)  # the failed block was rolled back
     g.close()
 
 
@@ -343,6 +380,19 @@ def test_a_run_with_rebaseline_gaps_ends_exact(pg_dsn: str, tmp_path: Path, clea
     assert table_state(pg_dsn) == clean_state
     baselines = "SELECT count(DISTINCT baseline_ms) FROM guard_readings WHERE job_id = %s"
     assert scalar(pg_dsn, baselines, [job_id]) > 1
+
+
+def test_a_probe_that_fails_slows_the_job_and_says_why(pg_dsn: str, tmp_path: Path) -> None:
+    """A guard that cannot time production is blind: a probe that errors (here a table that is not there)
+    slows the job, with the error in the event and the reading, instead of reading as healthy forever."""
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **{"throttle.probe_sql": "SELECT count(*) FROM no_such_table"}))
+    check_now(g)
+    assert g.level == "slow" and g.verdict.key == "slow:probe-error"
+    said = 'the probe fails (relation "no_such_table" does not exist): the guard cannot see production'
+    assert guard_events(pg_dsn, g.job_id) == [f"guard slow: {said}"]
+    row = psycopg.connect(pg_dsn).execute("SELECT state, reason, probe_ms, baseline_ms FROM guard_readings").fetchone()
+    assert row == ("slow", f"slow: {said}", None, None)
+    g.close()
 
 
 def test_a_guard_steps_back_up_only_after_slow_recover_of_healthy_readings(pg_dsn: str, tmp_path: Path) -> None:
