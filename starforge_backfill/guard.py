@@ -11,7 +11,8 @@ by us), dead tuples and autovacuum on the target tables, the WAL rate, replica l
 `guard_overrides`. Three levels:
 
 - healthy: once every reading has been healthy for `slow_recover_s` (hysteresis: down fast, up slowly), every
-  `guard_step_s` one more worker may claim work and the batch cap doubles, until none is left;
+  `guard_step_s` one more worker may claim work and the batch cap doubles, until none is left; a step up that
+  brings the harm back within `slow_recover_s` doubles that wait for the next time (up to 8x);
 - slow: every `guard_step_s`, one worker fewer (never below one) and the batch cap halves (never below the minimum),
   until one worker is left (then the idling below takes over: batches of 10 cost their fixed statements
   25 times as often as 250 for the same CPU per snapshot);
@@ -56,6 +57,7 @@ BASELINE_GAP_S = 0.02  # between a baseline's probe samples
 BASELINES_KEPT = 3  # the baseline is the median of the latest gap medians (the pre-job one first)
 GAP_POLL_S = 0.05  # a worker held for a rebaseline gap looks again this soon
 GAP_MAX_WAIT_S = 5.0  # a gap waits this long at most for the batches in flight (then: next time)
+RECOVER_BACKOFF_MAX = 8  # a step up that brings the harm back doubles the next wait, up to this x slow_recover
 TARGET_TABLES = ("users", "user_troops", "user_pets", "user_artifacts", "user_profile_summary")
 
 
@@ -235,6 +237,8 @@ class ProductionGuard(HealthThrottle):
         self._clear_since: float | None = None
         self._healthy_since: float | None = None  # since when every reading has been healthy (None: not now)
         self._stepped = 0.0
+        self._recover_s: float | None = None  # the wait before a step up, once backed off (None: slow_recover_s)
+        self._stepped_up_at: float | None = None  # the latest step up
         self._sampled = 0.0
         self._wal: tuple[float, float] | None = None  # (bytes, monotonic time) of the previous reading
         self._xacts: tuple[float, float] | None = None  # (transactions, monotonic time) of the previous reading
@@ -490,7 +494,8 @@ class ProductionGuard(HealthThrottle):
                 v = Verdict(HOLD, self.verdict.key, (f"recovering, clear for {clear:.0f}s of {s.hold_recover_s:g}s",))
             else:
                 self._clear_since = None
-        entering = v.level != self.level
+        entering, before = v.level != self.level, self.level
+        self._back_off_recovery(before, v.level, now)
         self.level, self.verdict = v.level, v
         self._healthy_since = (self._healthy_since or now) if v.level == HEALTHY else None
         n = max(1, len(self.workers))
@@ -505,24 +510,42 @@ class ProductionGuard(HealthThrottle):
         elif self.level == HEALTHY and self._step_up_due(now):
             if self.nice > 0:  # the idling goes first, then workers and the cap come back
                 self.nice = max(0.0, self.nice - s.nice_step)
-                self._stepped = now
+                self._stepped = self._stepped_up_at = now
             elif self.allowed is not None or self.cap is not None:
                 self.allowed = None if self.allowed is None or self.allowed + 1 >= n else self.allowed + 1
                 self.cap = None if self.cap is None or self.cap * 2 >= self.wanted else self.cap * 2
-                self._stepped = now
+                self._stepped = self._stepped_up_at = now
         key = (self.level, self.verdict.key)
         changed = key != self._recorded
         self._recorded = key
         return changed
 
+    def _back_off_recovery(self, before: str, level: str, now: float) -> None:
+        """TCP's answer to a guard that oscillates: a step up followed within `slow_recover_s` by slow or hold
+        brought the harm back, so the next step up waits twice as long (up to RECOVER_BACKOFF_MAX times
+        `slow_recover_s`); once the job has run with no limit left for `slow_recover_s`, the wait is back to
+        `slow_recover_s`. A guard that settles below the load production tolerates stays there, instead of
+        hurting production every `slow_recover_s` to find out again."""
+        s, up = self.settings, self._stepped_up_at
+        if before == HEALTHY and level != HEALTHY and up is not None and now - up < s.slow_recover_s:
+            self._recover_s = min(RECOVER_BACKOFF_MAX * s.slow_recover_s, 2 * (self._recover_s or s.slow_recover_s))
+        free = self.allowed is None and self.cap is None and not self.nice
+        if level == HEALTHY and free and up is not None and now - up >= s.slow_recover_s:
+            self._recover_s = self._stepped_up_at = None
+
     def _step_up_due(self, now: float) -> bool:
-        """Healthy for `slow_recover_s` (the first step up) and `guard_step_s` since the last step."""
+        """Healthy for the recovery wait (`slow_recover_s`, longer once backed off) and `guard_step_s` since the
+        last step."""
         healthy_for = now - (self._healthy_since or now)
-        return healthy_for >= self.settings.slow_recover_s and now - self._stepped >= self.settings.guard_step_s
+        wait = self._recover_s or self.settings.slow_recover_s
+        return healthy_for >= wait and now - self._stepped >= self.settings.guard_step_s
 
     def state_text(self) -> str:
         """The guard's state in words (status, readings)."""
-        return self.verdict.message + (f" (nice {self.nice:g}: idling {self.nice:g}x each batch)" if self.nice else "")
+        text = self.verdict.message + (f" (nice {self.nice:g}: idling {self.nice:g}x each batch)" if self.nice else "")
+        if self._recover_s:
+            text += f" (steps up after {self._recover_s:g}s healthy: a step up brought the harm back)"
+        return text
 
     def _event(self, conn: psycopg.Connection[Any]) -> None:
         details = {

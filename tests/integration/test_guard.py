@@ -445,6 +445,58 @@ def test_a_guard_steps_back_up_only_after_slow_recover_of_healthy_readings(pg_ds
     g.close()
 
 
+def test_a_step_up_that_brings_the_harm_back_doubles_the_next_wait(pg_dsn: str, tmp_path: Path) -> None:
+    """A guard that steps back up into the same contention oscillates, and every step up hurts production
+    again: when slow follows a step up within slow_recover, the next step up waits twice as long; once the
+    job runs with no limit left for slow_recover, the wait is back to slow_recover."""
+    knobs = {
+        "throttle.active_sessions_max": 3,
+        "throttle.slow_recover": "0.6s",
+        "throttle.nice_ratio_max": 0,
+        "throttle.max_batch_size": 40,
+    }
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **knobs))
+    for w in ("w1", "w2"):
+        assert g.may_work(w)
+    q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'production-app' AND state = 'active'"
+
+    def slow_for(seconds: float) -> None:
+        threads = _sleepers(pg_dsn, 6, seconds)
+        wait_for(lambda: scalar(pg_dsn, q) >= 6, what="six sleeping sessions")
+        while any(t.is_alive() for t in threads):
+            check_now(g)
+            time.sleep(0.05)
+        wait_for(lambda: scalar(pg_dsn, q) == 0, what="the sleepers gone")
+
+    def healthy_until_step_up() -> float:
+        """Seconds of healthy readings before the first step up."""
+        t0 = None
+        while True:
+            check_now(g)
+            if g.level == "healthy" and t0 is None:
+                t0 = time.monotonic()
+            if g.allowed is None:
+                assert t0 is not None
+                return time.monotonic() - t0
+            time.sleep(0.02)
+
+    slow_for(0.5)
+    assert g.allowed == 1
+    # (measured from the first healthy reading seen, which returns a check later than the guard's own clock)
+    assert 0.45 <= healthy_until_step_up() < 1.1  # slow_recover
+    slow_for(0.5)  # the step up brought the harm back at once
+    assert g.allowed == 1 and "steps up after 1.2s healthy" in g.state_text()
+    assert healthy_until_step_up() >= 1.05  # twice slow_recover
+    slow_for(0.5)
+    assert healthy_until_step_up() >= 2.25  # four times
+    # no limit left (the cap back too) for slow_recover: the wait is back to normal
+    wait_for(lambda: (check_now(g), g._recover_s)[1] is None, what="the recovery wait reset", timeout=10)
+    assert g.allowed is None and g.cap is None and "steps up after" not in g.state_text()
+    slow_for(0.5)
+    assert 0.45 <= healthy_until_step_up() < 1.1
+    g.close()
+
+
 def test_a_slow_guard_lowers_the_workers_that_claim_work_and_the_job_still_ends_exact(
     pg_dsn: str, tmp_path: Path, clean_state: dict
 ) -> None:
