@@ -395,28 +395,37 @@ def test_a_probe_that_fails_slows_the_job_and_says_why(pg_dsn: str, tmp_path: Pa
     g.close()
 
 
+ACTIVE = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'production-app' AND state = 'active'"
+
+
+def _two_workers(pg_dsn: str, tmp_path: Path, **knobs: Any) -> guard_module.ProductionGuard:
+    """A guard that slows on more than 3 other active sessions, with workers w1 and w2 registered."""
+    g = a_guard(
+        guarded_cfg(pg_dsn, tmp_path, **({"throttle.active_sessions_max": 3, "throttle.nice_step": 1.0} | knobs))
+    )
+    for w in ("w1", "w2"):
+        assert g.may_work(w)
+    return g
+
+
+def _busy_production(pg_dsn: str, g: guard_module.ProductionGuard, seconds: float) -> None:
+    """Six production sessions active for `seconds` while the guard checks; returns once they are gone."""
+    threads = _sleepers(pg_dsn, 6, seconds)
+    wait_for(lambda: scalar(pg_dsn, ACTIVE) >= 6, what="six sleeping sessions")
+    while any(t.is_alive() for t in threads):
+        check_now(g)
+        time.sleep(0.05)
+    wait_for(lambda: scalar(pg_dsn, ACTIVE) == 0, what="the sleepers gone")
+
+
 def test_a_guard_steps_back_up_only_after_slow_recover_of_healthy_readings(pg_dsn: str, tmp_path: Path) -> None:
     """Down fast, up slowly: once the slow signal clears, the workers, the cap and the idling stay where they
     are until every reading has been healthy for slow_recover; then they come back one step per guard_step.
     A slow reading in between starts the wait again."""
-    knobs = {
-        "throttle.active_sessions_max": 3,
-        "throttle.slow_recover": "1.5s",
-        "throttle.nice_step": 1.0,
-        "throttle.nice_ratio_max": 3,
-    }
-    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **knobs))
-    for w in ("w1", "w2"):
-        assert g.may_work(w)
-    q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'production-app' AND state = 'active'"
+    g = _two_workers(pg_dsn, tmp_path, **{"throttle.slow_recover": "1.5s", "throttle.nice_ratio_max": 3})
 
     def slow_for(seconds: float) -> tuple[int | None, float]:
-        threads = _sleepers(pg_dsn, 6, seconds)
-        wait_for(lambda: scalar(pg_dsn, q) >= 6, what="six sleeping sessions")
-        while any(t.is_alive() for t in threads):
-            check_now(g)
-            time.sleep(0.05)
-        wait_for(lambda: scalar(pg_dsn, q) == 0, what="the sleepers gone")
+        _busy_production(pg_dsn, g, seconds)
         check_now(g)
         return g.allowed, g.nice
 
@@ -449,24 +458,11 @@ def test_a_step_up_that_brings_the_harm_back_doubles_the_next_wait(pg_dsn: str, 
     """A guard that steps back up into the same contention oscillates, and every step up hurts production
     again: when slow follows a step up within slow_recover, the next step up waits twice as long; once the
     job runs with no limit left for slow_recover, the wait is back to slow_recover."""
-    knobs = {
-        "throttle.active_sessions_max": 3,
-        "throttle.slow_recover": "0.6s",
-        "throttle.nice_ratio_max": 0,
-        "throttle.max_batch_size": 40,
-    }
-    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **knobs))
-    for w in ("w1", "w2"):
-        assert g.may_work(w)
-    q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'production-app' AND state = 'active'"
+    knobs = {"throttle.slow_recover": "0.6s", "throttle.nice_ratio_max": 0, "throttle.max_batch_size": 40}
+    g = _two_workers(pg_dsn, tmp_path, **knobs)
 
     def slow_for(seconds: float) -> None:
-        threads = _sleepers(pg_dsn, 6, seconds)
-        wait_for(lambda: scalar(pg_dsn, q) >= 6, what="six sleeping sessions")
-        while any(t.is_alive() for t in threads):
-            check_now(g)
-            time.sleep(0.05)
-        wait_for(lambda: scalar(pg_dsn, q) == 0, what="the sleepers gone")
+        _busy_production(pg_dsn, g, seconds)
 
     def healthy_until_step_up() -> float:
         """Seconds of healthy readings before the first step up."""
