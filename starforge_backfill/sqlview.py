@@ -112,20 +112,29 @@ def _comment_start(line: str) -> int:
     return -1
 
 
+def _parse(text: str) -> list[Any]:
+    """sqlglot's trees of `text` (PostgreSQL), its "falling back to Command" warnings silenced: the callers
+    look for `exp.Command` themselves."""
+    import sqlglot
+
+    sqlglot_log = logging.getLogger("sqlglot")
+    previous = sqlglot_log.level
+    sqlglot_log.setLevel(logging.ERROR)
+    try:
+        return sqlglot.parse(text, read="postgres")
+    finally:
+        sqlglot_log.setLevel(previous)
+
+
 def pretty(text: str) -> tuple[str, bool]:
     """(text reformatted by sqlglot, True) for reading; (text, False) when sqlglot cannot parse it fully."""
     import sqlglot
     from sqlglot import exp
 
-    sqlglot_log = logging.getLogger("sqlglot")
-    previous = sqlglot_log.level
-    sqlglot_log.setLevel(logging.ERROR)  # its "falling back to Command" warnings are handled below
     try:
-        trees = sqlglot.parse(_comments_on_their_own_lines(text), read="postgres")
+        trees = _parse(_comments_on_their_own_lines(text))
     except sqlglot.errors.SqlglotError:
         return text, False
-    finally:
-        sqlglot_log.setLevel(previous)
     if not trees or any(t is None or isinstance(t, exp.Command) for t in trees):
         return text, False
     formatted = ";\n\n".join(t.sql(dialect="postgres", pretty=True) for t in trees if t is not None) + ";\n"
@@ -145,15 +154,10 @@ def read_only_problem(text: str) -> str | None:
     import sqlglot
     from sqlglot import exp
 
-    sqlglot_log = logging.getLogger("sqlglot")
-    previous = sqlglot_log.level
-    sqlglot_log.setLevel(logging.ERROR)
     try:
-        trees = [t for t in sqlglot.parse(text, read="postgres") if t is not None]
+        trees = [t for t in _parse(text) if t is not None]
     except sqlglot.errors.SqlglotError as exc:
         return f"is not a query sqlglot can read ({str(exc).splitlines()[0][:120]})"
-    finally:
-        sqlglot_log.setLevel(previous)
     if len(trees) != 1:
         return f"must be one statement, got {len(trees)}"
     tree = trees[0]

@@ -254,18 +254,19 @@ def execute_operator_statement(conn: psycopg.Connection[Any], text: str) -> None
     with no binds, and discard its rows. The only SQL that does not come from `sql/`: it is the operator's own
     representative read, timed by the guard, never built from data. The config checked it is one read-only
     query (sqlview.read_only_problem); it runs in a READ ONLY transaction all the same, in the same round trip
-    (one simple-protocol message: BEGIN READ ONLY; probe; COMMIT), so nothing it calls can write. `conn` is
-    in autocommit (the guard's connection); after an error its failed block is rolled back."""
+    (one simple-protocol message: BEGIN READ ONLY; probe; COMMIT), so nothing it calls can write. The probe
+    stands on lines of its own: a trailing `-- comment` must not swallow the COMMIT and leave the guard's
+    session idle in a transaction on production. `conn` is in autocommit (the guard's connection); whatever
+    block is still open afterwards (an error) is rolled back."""
     body = text.strip().rstrip(";").strip()
     try:
         with conn.cursor() as cur:
-            cur.execute(f"BEGIN READ ONLY; {body}; COMMIT".encode())
+            cur.execute(f"BEGIN READ ONLY;\n{body}\n;\nCOMMIT".encode())
             while True:
                 if cur.description is not None:
                     cur.fetchall()
                 if not cur.nextset():
                     break
-    except psycopg.Error:
-        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+    finally:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not conn.closed:
             conn.execute("ROLLBACK")
-        raise

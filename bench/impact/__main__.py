@@ -55,24 +55,19 @@ def _log(message: str) -> None:
 
 
 def _setting(text: str) -> backfill.Setting:
-    """NAME:key=value,key=value (throttle keys, or database.KEY; values parsed as YAML scalars)."""
+    """NAME:key=value,key=value (throttle keys; values parsed as YAML scalars)."""
     import yaml
 
     name, _, body = text.partition(":")
     if not name or not body:
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:key=value[,key=value...]")
-    pairs: dict[str, Any] = {}
-    database: dict[str, Any] = {}
+    pairs = {}
     for item in body.split(","):
         key, eq, value = item.partition("=")
         if not eq:
             raise argparse.ArgumentTypeError(f"{item!r}: expected key=value")
-        key = key.strip()
-        if key.startswith("database."):
-            database[key.removeprefix("database.")] = yaml.safe_load(value)
-        else:
-            pairs[key] = yaml.safe_load(value)
-    return backfill.Setting(name, pairs, database)
+        pairs[key.strip()] = yaml.safe_load(value)
+    return backfill.Setting(name, pairs)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

@@ -26,22 +26,17 @@ class Setting:
 
     name: str
     throttle: dict[str, Any] = field(default_factory=dict)
-    database: dict[str, Any] = field(default_factory=dict)  # e.g. backend_nice
 
     def config_text(self, concurrency: int = CONCURRENCY) -> str:
         # the synthetic corpus is ~1% malformed by design: the failure-rate gate would pause the job; the ramp
         # starts at the requested C (the issue: "the ramp starting at the requested C=2")
         throttle = {"failure_rate_max": 1.0, **self.throttle}
-        doc: dict[str, Any] = {"throttle": throttle, "gates": {"ramp": [concurrency]}}
-        if self.database:
-            doc["database"] = dict(self.database)
-        return yaml.safe_dump(doc, sort_keys=False)
+        return yaml.safe_dump({"throttle": throttle, "gates": {"ramp": [concurrency]}}, sort_keys=False)
 
     def label(self) -> str:
-        keys = {**self.throttle, **{f"database.{k}": v for k, v in self.database.items()}}
-        if not keys:
+        if not self.throttle:
             return f"{self.name} (defaults)"
-        return f"{self.name} ({', '.join(f'{k}={v}' for k, v in keys.items())})"
+        return f"{self.name} ({', '.join(f'{k}={v}' for k, v in self.throttle.items())})"
 
 
 DEFAULT = Setting("default")

@@ -174,8 +174,7 @@ def windows_table(result: dict[str, Any]) -> str:
                         f"; fewest workers {g['allowed_workers_min'] or 'all'}, batch cap {g['batch_size_min'] or '-'}"
                     )
             if w.get("events"):
-                shown = ("guard", "guard_disabled", "throttle", "gate")
-                kinds = {k: n for k, n in w["events"].items() if k in shown}
+                kinds = {k: n for k, n in w["events"].items() if k in ("guard", "guard_disabled", "throttle", "gate")}
                 if kinds:
                     note = f"{note}; events " + ", ".join(f"{k} {n}" for k, n in kinds.items())
             note = note.strip("; ")

@@ -322,6 +322,14 @@ def test_the_probe_runs_read_only_and_a_writing_probe_is_refused_at_config_time(
     assert scalar(pg_dsn, "SELECT count(*) FROM probe_writes") == 0
     assert conn.execute("SELECT 1").fetchone() == (1,)  # the failed block was rolled back
     g.close()
+    # a trailing comment does not swallow the COMMIT: the guard's session is not left in a transaction
+    g = a_guard(guarded_cfg(pg_dsn, tmp_path, **{"throttle.probe_sql": "SELECT 1 -- the summary lookup"}))
+    conn = g._db()
+    g._probe(conn)
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    state = "SELECT state FROM pg_stat_activity WHERE pid = %s"
+    assert scalar(pg_dsn, state, [conn.info.backend_pid]) == "idle"
+    g.close()
 
 
 def test_a_gap_with_no_batch_in_flight_rebaselines_the_probe(pg_dsn: str, tmp_path: Path) -> None:
@@ -448,7 +456,9 @@ def test_a_guard_steps_back_up_only_after_slow_recover_of_healthy_readings(pg_ds
     steps = [(a, n) for _, _, a, n in late]
     assert steps[-1] == (None, 0.0)  # all the way back, after slow_recover: the idling first, then the worker
     first_change = next(t for t, _, a, n in late if (a, n) != held)
-    assert first_change >= 1.4  # not before slow_recover (1.5 s) of healthy readings
+    # not before slow_recover (1.5 s) of healthy readings, measured from this watch's start, which can be a
+    # check or two after the guard's first healthy reading on a busy machine
+    assert first_change >= 1.25
     back = next(i for i, (a, _) in enumerate(steps) if a != 1)
     assert all(n == 0.0 for _, n in steps[back:])
     g.close()
